@@ -1,0 +1,201 @@
+"""Plain event objects the core returns with each operation, for the stream to publish.
+
+The core never publishes: it returns what happened, and the caller assigns sequence
+numbers and fans events out after the operation has fully applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from budgetd.core.dimensions import (
+    CACHED_INPUT_TOKENS,
+    LATENCY_MS_SUM,
+    LATENCY_SAMPLES,
+    UNPRICED_REQUESTS,
+    Dimension,
+)
+from budgetd.core.policy import Enforcement, Severity
+from budgetd.core.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Everything a ledger window or a run counted: the record billing needs."""
+
+    total_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_micro_usd: int = 0
+    requests: int = 0
+    unpriced_requests: int = 0
+    run_duration_ms: int = 0
+    latency_ms_sum: int = 0
+    latency_samples: int = 0
+    first_use: float | None = None
+    last_use: float | None = None
+
+    @classmethod
+    def of(cls, vector: list[int], first_use: float | None, last_use: float | None) -> Totals:
+        return cls(
+            total_tokens=vector[Dimension.TOTAL_TOKENS],
+            input_tokens=vector[Dimension.INPUT_TOKENS],
+            output_tokens=vector[Dimension.OUTPUT_TOKENS],
+            cached_input_tokens=vector[CACHED_INPUT_TOKENS],
+            cost_micro_usd=vector[Dimension.COST_MICRO_USD],
+            requests=vector[Dimension.REQUESTS],
+            unpriced_requests=vector[UNPRICED_REQUESTS],
+            run_duration_ms=vector[Dimension.RUN_DURATION_MS],
+            latency_ms_sum=vector[LATENCY_MS_SUM],
+            latency_samples=vector[LATENCY_SAMPLES],
+            first_use=first_use,
+            last_use=last_use,
+        )
+
+    @property
+    def average_latency_ms(self) -> float | None:
+        return self.latency_ms_sum / self.latency_samples if self.latency_samples else None
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """A cap a request does not fit: used + reserved + requested would exceed limit."""
+
+    policy: str
+    ledger: str
+    dimension: Dimension
+    used: int
+    reserved: int
+    requested: int
+    limit: int
+    enforcement: Enforcement
+
+    @property
+    def shortfall(self) -> int:
+        """How far over the limit the request would go."""
+        return max(0, self.used + self.reserved + self.requested - self.limit)
+
+
+class RunEndReason(Enum):
+    CLOSED = "closed"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    DURATION_EXCEEDED = "duration_exceeded"
+
+
+class LedgerClosedReason(Enum):
+    RESET = "reset"
+    EVICTED = "evicted"
+    RUN_CLOSED = "run_closed"
+    POLICY_DELETED = "policy_deleted"
+    POLICY_CHANGED = "policy_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecorded:
+    at: float
+    labels: Mapping[str, str]
+    request_id: str
+    run_id: str
+    usage: Usage
+    cost_micro_usd: int | None  # None: the model's price is unknown
+    ledgers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdCrossed:
+    at: float
+    policy: str
+    ledger: str
+    dimension: Dimension
+    percent: int
+    severity: Severity
+    used: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerExhausted:
+    at: float
+    policy: str
+    ledger: str
+    dimension: Dimension
+    used: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A cap was hit: HARD denied the request, SOFT allowed it with a warning, SHADOW
+    allowed it and reports what HARD would have done."""
+
+    at: float
+    labels: Mapping[str, str]
+    blocker: Blocker
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationExpired:
+    at: float
+    reservation_id: str
+    labels: Mapping[str, str]
+    estimate: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RunOpened:
+    at: float
+    run_id: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    at: float
+    run_id: str
+    labels: Mapping[str, str]
+    reason: RunEndReason
+    totals: Totals
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRolledOver:
+    at: float
+    policy: str
+    ledger: str
+    window_start: float
+    window_end: float
+    totals: Totals  # of the window that closed
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerClosed:
+    at: float
+    policy: str
+    ledger: str
+    reason: LedgerClosedReason
+    totals: Totals  # final totals of the ledger's current window
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChanged:
+    at: float
+    name: str
+    deleted: bool
+
+
+Event = (
+    UsageRecorded
+    | ThresholdCrossed
+    | LedgerExhausted
+    | Denied
+    | ReservationExpired
+    | RunOpened
+    | RunEnded
+    | WindowRolledOver
+    | LedgerClosed
+    | PolicyChanged
+)

@@ -1,0 +1,394 @@
+"""One ledger: the counters of one (policy, per-key values) pair in its current window.
+
+Everything here is synchronous arithmetic on integer lists. The engine decides which
+ledgers an operation touches; a ledger knows how to count, roll its window and report
+threshold crossings. Hot-path methods are written for speed: no per-call allocation
+beyond the events they return.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from budgetd.core.dimensions import (
+    HELD_SIZE,
+    VECTOR_SIZE,
+    WINDOWED_SLOTS,
+    Dimension,
+    zero_vector,
+)
+from budgetd.core.errors import invariant
+from budgetd.core.events import (
+    Event,
+    LedgerExhausted,
+    ThresholdCrossed,
+    Totals,
+    WindowRolledOver,
+)
+from budgetd.core.policy import (
+    Enforcement,
+    LedgerState,
+    Policy,
+    WindowKind,
+    trigger_amount,
+)
+from budgetd.core.results import DimensionStatus, LedgerStatus
+from budgetd.core.windows import SLIDING_BUCKETS, sliding_bucket_width, window_bounds
+
+NEVER = 1 << 62  # a trigger no counter reaches
+CONCURRENCY = Dimension.CONCURRENCY
+RUN_DURATION = Dimension.RUN_DURATION_MS
+EXHAUSTION_LEVEL = 7  # bit offset of "100 % of the cap" within a dimension's byte
+_CONCURRENCY_BITS = 0xFF << (CONCURRENCY * 8)
+
+Ident = tuple[str, ...]  # (policy name, *values of its per keys)
+
+
+class Ledger:
+    __slots__ = (
+        "alive",
+        "anchor",
+        "buckets",
+        "caps",
+        "caps_overridden",
+        "first_use",
+        "fired",
+        "holds",
+        "ident",
+        "key",
+        "last_use",
+        "policy",
+        "reserved",
+        "serial",
+        "state",
+        "triggers",
+        "used",
+        "window_end",
+        "window_start",
+    )
+
+    def __init__(self, ident: Ident, key: str, policy: Policy, now: float, serial: int) -> None:
+        self.ident = ident
+        self.key = key
+        self.policy = policy
+        # Caps are fixed at creation: changing a policy's default affects new ledgers only,
+        # unless the change is applied to existing ones explicitly.
+        self.caps = policy.caps
+        self.caps_overridden = False
+        self.used = zero_vector()
+        self.reserved = [0] * HELD_SIZE
+        self.holds = 0
+        self.fired = 0
+        self.first_use: float | None = None
+        self.last_use: float | None = None
+        self.anchor = now
+        self.serial = serial
+        self.alive = True
+        sliding = policy.window.kind is WindowKind.SLIDING
+        self.buckets: deque[tuple[int, list[int]]] | None = deque() if sliding else None
+        self.window_start = 0.0
+        self.window_end = math.inf
+        self._start_window(now)
+        self.triggers = [NEVER] * len(self.caps)
+        self.state = LedgerState.OK
+        self.refresh_levels(now, [])
+
+    # --- windows -------------------------------------------------------------------
+
+    def _start_window(self, now: float) -> None:
+        if self.buckets is not None:
+            self.window_start = now - self.policy.window.duration_s
+            self.window_end = self._next_bucket_expiry()
+        else:
+            self.window_start, self.window_end = window_bounds(self.policy.window, self.anchor, now)
+
+    def roll(self, now: float, events: list[Event]) -> None:
+        """Bring the ledger into the window containing `now` (called when now >= window_end)."""
+        if self.buckets is not None:
+            self._age_buckets(now)
+            self.refresh_levels(now, events)
+            return
+        used = self.used
+        if used[Dimension.REQUESTS] or any(used[i] for i in WINDOWED_SLOTS):
+            events.append(
+                WindowRolledOver(
+                    now, self.policy.name, self.key, self.window_start, self.window_end, self.totals()
+                )
+            )
+        self.clear_window()
+        self._start_window(now)
+        self.refresh_levels(now, events)
+
+    def clear_window(self) -> None:
+        """Zero what a window counts and re-arm its thresholds; open runs stay counted."""
+        used = self.used
+        for i in WINDOWED_SLOTS:
+            used[i] = 0
+        self.fired &= _CONCURRENCY_BITS
+        self.first_use = None
+        self.last_use = None
+        if self.buckets is not None:
+            self.buckets.clear()
+
+    def _next_bucket_expiry(self) -> float:
+        buckets = self.buckets
+        if not buckets:
+            return math.inf
+        return (buckets[0][0] + SLIDING_BUCKETS) * sliding_bucket_width(self.policy.window)
+
+    def _age_buckets(self, now: float) -> None:
+        buckets = self.buckets
+        assert buckets is not None
+        cutoff = int(now // sliding_bucket_width(self.policy.window)) - SLIDING_BUCKETS
+        used = self.used
+        while buckets and buckets[0][0] <= cutoff:
+            _, vector = buckets.popleft()
+            for i in WINDOWED_SLOTS:
+                used[i] -= vector[i]
+        self.window_start = now - self.policy.window.duration_s
+        self.window_end = self._next_bucket_expiry()
+
+    def _bucket_for(self, now: float) -> list[int]:
+        buckets = self.buckets
+        assert buckets is not None
+        index = int(now // sliding_bucket_width(self.policy.window))
+        if buckets and buckets[-1][0] == index:
+            return buckets[-1][1]
+        vector = zero_vector()
+        buckets.append((index, vector))
+        if len(buckets) == 1:
+            self.window_end = self._next_bucket_expiry()
+        return vector
+
+    def effective_used(self, now: float) -> list[int]:
+        """The counters as they stand at `now`, without rolling (for read-only queries)."""
+        if now < self.window_end:
+            return self.used
+        used = list(self.used)
+        if self.buckets is None:
+            for i in WINDOWED_SLOTS:
+                used[i] = 0
+            return used
+        cutoff = int(now // sliding_bucket_width(self.policy.window)) - SLIDING_BUCKETS
+        for index, vector in self.buckets:
+            if index > cutoff:
+                break
+            for i in WINDOWED_SLOTS:
+                used[i] -= vector[i]
+        return used
+
+    # --- counting --------------------------------------------------------------------
+
+    def add(self, delta: tuple[int, ...], now: float, events: list[Event]) -> None:
+        """Record usage (a VECTOR_SIZE tuple). The hot path: a few integer additions."""
+        used = self.used
+        for i in range(VECTOR_SIZE):
+            used[i] += delta[i]
+        if self.first_use is None:
+            self.first_use = now
+        self.last_use = now
+        if self.buckets is not None:
+            bucket = self._bucket_for(now)
+            for i in range(VECTOR_SIZE):
+                bucket[i] += delta[i]
+        k = 0
+        triggers = self.triggers
+        for dimension, _ in self.caps:
+            if used[dimension] >= triggers[k]:
+                self._levels_changed(k, now, events)
+            k += 1
+
+    def hold(self, amounts: tuple[int, ...]) -> None:
+        reserved = self.reserved
+        for i in range(HELD_SIZE):
+            reserved[i] += amounts[i]
+        self.holds += 1
+
+    def unhold(self, amounts: tuple[int, ...]) -> None:
+        reserved = self.reserved
+        for i in range(HELD_SIZE):
+            reserved[i] -= amounts[i]
+            invariant(reserved[i] >= 0, f"{self.key}: reserved[{i}] went negative")
+        self.holds -= 1
+        invariant(self.holds >= 0, f"{self.key}: holds went negative")
+
+    def open_slot(self, now: float, events: list[Event]) -> None:
+        self.used[CONCURRENCY] += 1
+        self._levels_of(CONCURRENCY, now, events)
+
+    def close_slot(self, duration_ms: int, now: float, events: list[Event]) -> None:
+        self.used[CONCURRENCY] -= 1
+        invariant(self.used[CONCURRENCY] >= 0, f"{self.key}: open runs went negative")
+        self.add_run_time(duration_ms, now)
+        self._levels_of(CONCURRENCY, now, events)
+
+    def add_run_time(self, duration_ms: int, now: float) -> None:
+        self.used[RUN_DURATION] += duration_ms
+        if self.buckets is not None:
+            self._bucket_for(now)[RUN_DURATION] += duration_ms
+
+    @property
+    def idle(self) -> bool:
+        """Nothing holds the ledger: no reservation and no open run."""
+        return self.holds == 0 and self.used[CONCURRENCY] == 0
+
+    # --- thresholds and state --------------------------------------------------------
+
+    def set_caps(self, caps: tuple[tuple[Dimension, int], ...], now: float, events: list[Event]) -> None:
+        self.caps = caps
+        self.triggers = [NEVER] * len(caps)
+        self.refresh_levels(now, events)
+
+    def refresh_levels(self, now: float, events: list[Event]) -> None:
+        for k in range(len(self.caps)):
+            self._levels_changed(k, now, events)
+        if not self.caps:
+            self.state = LedgerState.OK
+
+    def _levels_of(self, dimension: Dimension, now: float, events: list[Event]) -> None:
+        for k, (capped, _) in enumerate(self.caps):
+            if capped == dimension:
+                self._levels_changed(k, now, events)
+
+    def _levels_changed(self, k: int, now: float, events: list[Event]) -> None:
+        """Fire the levels cap `k` has reached for the first time this window; re-arm
+        gauges (concurrency, sliding windows) that fell back; recompute state."""
+        dimension, limit = self.caps[k]
+        if dimension == RUN_DURATION:
+            self.triggers[k] = NEVER
+            return
+        value = self.used[dimension]
+        rearm = dimension == CONCURRENCY or self.buckets is not None
+        base = dimension * 8
+        fired = self.fired
+        next_amount = NEVER
+        policy = self.policy
+        for level, threshold in enumerate(policy.thresholds):
+            amount = trigger_amount(limit, threshold.percent)
+            bit = 1 << (base + level)
+            if value >= amount:
+                if not fired & bit:
+                    fired |= bit
+                    events.append(
+                        ThresholdCrossed(
+                            now, policy.name, self.key, dimension, threshold.percent,
+                            threshold.severity, value, limit,
+                        )
+                    )
+            else:
+                if rearm:
+                    fired &= ~bit
+                next_amount = min(next_amount, amount)
+        bit = 1 << (base + EXHAUSTION_LEVEL)
+        amount = max(1, limit)
+        if value >= amount:
+            if not fired & bit:
+                fired |= bit
+                events.append(LedgerExhausted(now, policy.name, self.key, dimension, value, limit))
+        else:
+            if rearm:
+                fired &= ~bit
+            next_amount = min(next_amount, amount)
+        self.fired = fired
+        self.triggers[k] = next_amount
+        self.state = self.compute_state(self.used)
+
+    def compute_state(self, used: list[int]) -> LedgerState:
+        state = LedgerState.OK
+        thresholds = self.policy.thresholds
+        for dimension, limit in self.caps:
+            if dimension == RUN_DURATION:
+                continue
+            value = used[dimension]
+            if value >= max(1, limit):
+                return LedgerState.EXHAUSTED
+            for threshold in thresholds:
+                if value >= trigger_amount(limit, threshold.percent) and threshold.severity > state:
+                    state = LedgerState(int(threshold.severity))
+        return state
+
+    # --- views -----------------------------------------------------------------------
+
+    def totals(self, used: list[int] | None = None) -> Totals:
+        return Totals.of(used if used is not None else self.used, self.first_use, self.last_use)
+
+    def labels(self) -> dict[str, str]:
+        """The labels every request counted here carries: exact matches and per values."""
+        labels = {k: v for k, v in self.policy.match if v != "*"}
+        labels.update(zip(self.policy.per, self.ident[1:], strict=True))
+        return labels
+
+    def status(self, now: float) -> LedgerStatus:
+        used = self.effective_used(now)
+        stale = used is not self.used
+        reserved = self.reserved
+        dimensions = tuple(
+            DimensionStatus(d, used[d], reserved[d] if d < HELD_SIZE else 0, limit)
+            for d, limit in self.caps
+            if d != RUN_DURATION
+        )
+        run_limit = next((limit for d, limit in self.caps if d == RUN_DURATION), None)
+        window_end = self.window_end
+        if stale and self.buckets is None:
+            start, window_end = window_bounds(self.policy.window, self.anchor, now)
+        else:
+            start = self.window_start
+        first, last = (None, None) if stale and self.buckets is None else (self.first_use, self.last_use)
+        return LedgerStatus(
+            key=self.key,
+            policy=self.policy.name,
+            labels=self.labels(),
+            state=self.compute_state(used) if stale else self.state,
+            enforcement=self.policy.enforcement,
+            dimensions=dimensions,
+            totals=Totals.of(used, first, last),
+            window_start=start,
+            window_end=None if math.isinf(window_end) else window_end,
+            open_runs=used[CONCURRENCY],
+            reservations=self.holds,
+            run_duration_limit_ms=run_limit,
+        )
+
+    @property
+    def enforcement(self) -> Enforcement:
+        return self.policy.enforcement
+
+
+# --- keys ------------------------------------------------------------------------------
+
+_ESCAPES = {"%": "%25", ",": "%2C", "=": "%3D", "{": "%7B", "}": "%7D"}
+
+
+def _escape(value: str) -> str:
+    for raw, escaped in _ESCAPES.items():
+        if raw in value:
+            value = value.replace(raw, escaped)
+    return value
+
+
+def format_key(ident: Ident, per: tuple[str, ...]) -> str:
+    """`policy{k=v,...}` in the policy's per-key order; `policy` for a shared ledger."""
+    if not per:
+        return ident[0]
+    inner = ",".join(f"{k}={_escape(v)}" for k, v in zip(per, ident[1:], strict=True))
+    return f"{ident[0]}{{{inner}}}"
+
+
+def parse_key(key: str) -> tuple[str, dict[str, str]] | None:
+    """The inverse of `format_key`, or None when `key` is not of that shape."""
+    if "{" not in key:
+        return (key, {}) if key else None
+    name, _, rest = key.partition("{")
+    if not name or not rest.endswith("}"):
+        return None
+    values: dict[str, str] = {}
+    body = rest[:-1]
+    for pair in body.split(",") if body else []:
+        k, sep, v = pair.partition("=")
+        if not sep or k in values:
+            return None
+        for raw, escaped in _ESCAPES.items():
+            v = v.replace(escaped, raw) if raw != "%" else v
+        values[k] = v.replace("%25", "%")
+    return name, values

@@ -1,0 +1,158 @@
+"""What each operation answers. Immutable, so a repeated request_id returns the original."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from budgetd.core.dimensions import Dimension
+from budgetd.core.events import Blocker, ThresholdCrossed, Totals
+from budgetd.core.policy import Enforcement, LedgerState
+
+
+class Decision(Enum):
+    ALLOW = "allow"
+    ALLOW_WITH_WARNING = "allow_with_warning"
+    DENY = "deny"
+
+
+# (ledger key, state after the operation): the cheap answer of the hot-path operations.
+LedgerBrief = tuple[str, LedgerState]
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionStatus:
+    dimension: Dimension
+    used: int
+    reserved: int
+    limit: int
+
+    @property
+    def remaining(self) -> int:
+        """Headroom left for new holds; never negative."""
+        return max(0, self.limit - self.used - self.reserved)
+
+    @property
+    def percent_used(self) -> int:
+        return self.used * 100 // self.limit if self.limit else (100 if self.used else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    key: str
+    policy: str
+    labels: Mapping[str, str]
+    state: LedgerState
+    enforcement: Enforcement
+    dimensions: tuple[DimensionStatus, ...]  # one per capped dimension
+    totals: Totals  # of the current window
+    window_start: float
+    window_end: float | None  # None: lifetime
+    open_runs: int
+    reservations: int
+    run_duration_limit_ms: int | None  # per-run wall-clock cap, if any
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    decision: Decision
+    ledgers: tuple[LedgerStatus, ...]
+    blockers: tuple[Blocker, ...]  # hard caps that deny
+    warnings: tuple[Blocker, ...]  # soft and shadow caps exceeded
+    cost_micro_usd: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    decision: Decision
+    reservation_id: str  # empty when denied
+    expires_at: float | None
+    ledgers: tuple[LedgerBrief, ...]
+    blockers: tuple[Blocker, ...]
+    warnings: tuple[Blocker, ...]
+    cost_micro_usd: int | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """Actual usage above what the reservation held (recorded all the same)."""
+
+    dimension: Dimension
+    reserved: int
+    actual: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeResult:
+    ledgers: tuple[LedgerBrief, ...]
+    crossings: tuple[ThresholdCrossed, ...]
+    cost_micro_usd: int | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    ledgers: tuple[LedgerBrief, ...]
+    crossings: tuple[ThresholdCrossed, ...]
+    overruns: tuple[Overrun, ...]
+    cost_micro_usd: int | None
+    late: bool  # the hold had already expired; the usage was recorded anyway
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    released: bool  # False when the hold had already expired
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRunResult:
+    decision: Decision
+    run_id: str
+    expires_at: float | None
+    deadline: float | None  # set when a hard run_duration cap applies
+    ledgers: tuple[LedgerBrief, ...]
+    blockers: tuple[Blocker, ...]
+    warnings: tuple[Blocker, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    expires_at: float
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRunResult:
+    run_id: str
+    totals: Totals
+    duration_s: float
+    closed_ledgers: tuple[LedgerStatus, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    final: LedgerStatus
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    ledgers: tuple[LedgerStatus, ...]
+    next_page_token: str  # empty at the end
+
+
+Result = (
+    ReserveResult
+    | ConsumeResult
+    | CommitResult
+    | ReleaseResult
+    | OpenRunResult
+    | CloseRunResult
+    | ResetResult
+)

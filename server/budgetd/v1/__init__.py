@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the budgetd.v1 contract (`make proto`; do not edit)."""
