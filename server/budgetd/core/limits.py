@@ -36,6 +36,8 @@ class Limits:
     eviction_scan: int = 64
     max_page_size: int = 1000
     list_scan_per_page: int = 100_000
+    ended_run_memory: int = 10_000
+    sweep_batch: int = 10_000
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -147,6 +147,17 @@ class LedgerPage:
     next_page_token: str  # empty at the end
 
 
+@dataclass(frozen=True, slots=True)
+class PutPolicyResult:
+    created: bool  # False: an existing policy was replaced
+    closed_ledgers: int  # ledgers closed because match, per or window changed
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePolicyResult:
+    closed_ledgers: tuple[LedgerStatus, ...]  # final state of every ledger it had
+
+
 Result = (
     ReserveResult
     | ConsumeResult

@@ -17,13 +17,6 @@ from budgetd.core.policy import CalendarUnit, Window, WindowKind
 # duration / SLIDING_BUCKETS (one second for a one-minute window).
 SLIDING_BUCKETS = 60
 
-_UNIT_SECONDS = {
-    CalendarUnit.MINUTE: 60,
-    CalendarUnit.HOUR: 3600,
-    CalendarUnit.DAY: 86_400,
-    CalendarUnit.WEEK: 604_800,
-    CalendarUnit.MONTH: 31 * 86_400,
-}
 
 
 @lru_cache(maxsize=64)
@@ -91,5 +84,3 @@ def sliding_bucket_width(window: Window) -> float:
     return window.duration_s / SLIDING_BUCKETS
 
 
-def nominal_seconds(unit: CalendarUnit) -> int:
-    return _UNIT_SECONDS[unit]

@@ -1,0 +1,1098 @@
+"""The ledger engine: every budget operation, atomic and synchronous.
+
+Each public operation validates its arguments, checks every bound that could make it
+fail, and only then changes state, so an operation either applies to every matching
+ledger or to none. Time is an argument (`now`, POSIX seconds); the engine never reads a
+clock and never does I/O. Each mutation returns its result and the events it caused,
+and is reported to `recorder` (when set) as a replayable `Mutation`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from budgetd.core.default_prices import default_price_table
+from budgetd.core.dimensions import (
+    HELD_DIMENSIONS,
+    HELD_SIZE,
+    VECTOR_SIZE,
+    Dimension,
+)
+from budgetd.core.errors import Conflict, InvalidArgument, LimitReached, NotFound
+from budgetd.core.events import (
+    Blocker,
+    Denied,
+    Event,
+    LedgerClosed,
+    LedgerClosedReason,
+    PolicyChanged,
+    ReservationExpired,
+    RunEnded,
+    RunEndReason,
+    RunOpened,
+    ThresholdCrossed,
+    Totals,
+    UsageRecorded,
+)
+from budgetd.core.ledger import Ident, Ledger, format_key, parse_key
+from budgetd.core.limits import Limits
+from budgetd.core.mutations import Mutation
+from budgetd.core.policy import Enforcement, LedgerState, Policy, WindowKind
+from budgetd.core.prices import PriceTable
+from budgetd.core.records import (
+    Deadline,
+    EndedRun,
+    ExpiredHold,
+    Remembered,
+    Reservation,
+    Run,
+)
+from budgetd.core.results import (
+    CheckResult,
+    CloseRunResult,
+    CommitResult,
+    ConsumeResult,
+    Decision,
+    DeletePolicyResult,
+    HeartbeatResult,
+    LedgerBrief,
+    LedgerPage,
+    LedgerStatus,
+    OpenRunResult,
+    Overrun,
+    PutPolicyResult,
+    ReleaseResult,
+    ReserveResult,
+    ResetResult,
+    Result,
+)
+from budgetd.core.usage import EdgeRules, Labels, Usage
+
+R = TypeVar("R", bound=Result)
+T = TypeVar("T")
+Outcome = tuple[T, list[Event]]
+
+CONCURRENCY = Dimension.CONCURRENCY
+RUN_DURATION = Dimension.RUN_DURATION_MS
+NO_AMOUNTS = (0,) * HELD_SIZE
+
+
+def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
+    """The VECTOR_SIZE increment one usage record adds to a ledger."""
+    latency = usage.latency_ms
+    return (
+        usage.input_tokens + usage.output_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
+        0 if cost is None else cost,
+        1,
+        0,
+        0,
+        usage.cached_input_tokens,
+        1 if cost is None else 0,
+        latency,
+        1 if latency else 0,
+    )
+
+
+def _crossings(events: list[Event]) -> tuple[ThresholdCrossed, ...]:
+    if not events:
+        return ()
+    return tuple(e for e in events if type(e) is ThresholdCrossed)
+
+
+def _decision(blockers: list[Blocker], warnings: list[Blocker], warn: bool) -> Decision:
+    if blockers:
+        return Decision.DENY
+    if warn or any(w.enforcement is Enforcement.SOFT for w in warnings):
+        return Decision.ALLOW_WITH_WARNING
+    return Decision.ALLOW
+
+
+class Engine:
+    """All ledgers, holds, runs and idempotency memory of one budgetd instance."""
+
+    def __init__(
+        self,
+        policies: Iterable[Policy] = (),
+        *,
+        limits: Limits | None = None,
+        prices: PriceTable | None = None,
+        id_prefix: str = "res-",
+    ) -> None:
+        self.limits = limits or Limits()
+        self.rules = EdgeRules(self.limits)
+        self.prices = prices or default_price_table()
+        self.recorder: Callable[[Mutation], None] | None = None
+        self._id_prefix = id_prefix
+        self._policies: dict[str, Policy] = {}
+        self._policy_list: tuple[Policy, ...] = ()
+        self._ledgers: dict[Ident, Ledger] = {}
+        # Ledgers in creation order (serials ascending), for pagination and eviction; dead
+        # entries are skipped and compacted away once they are half of the list.
+        self._chrono: list[Ledger] = []
+        self._dead = 0
+        self._serial = 0
+        self._hand = 0
+        self._window_heap: list[float] = []
+        self._window_due: dict[float, list[Ledger]] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._reservation_heap: list[tuple[float, str]] = []
+        self._reservation_count = 0
+        self._expired_holds: OrderedDict[str, ExpiredHold] = OrderedDict()
+        self._runs: dict[str, Run] = {}
+        self._run_heap: list[tuple[float, str]] = []
+        self._ended_runs: OrderedDict[str, EndedRun] = OrderedDict()
+        self._done: OrderedDict[str, Remembered] = OrderedDict()
+        for policy in policies:
+            self._install(self._validated(policy))
+
+    # ==================================================================================
+    # Queries
+    # ==================================================================================
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        return self._policy_list
+
+    def policy(self, name: str) -> Policy:
+        policy = self._policies.get(name)
+        if policy is None:
+            raise NotFound("policy", name)
+        return policy
+
+    @property
+    def ledger_count(self) -> int:
+        return len(self._ledgers)
+
+    @property
+    def reservation_count(self) -> int:
+        return len(self._reservations)
+
+    @property
+    def run_count(self) -> int:
+        return len(self._runs)
+
+    def run_totals(self, run_id: str) -> Totals:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        return Totals.of(run.totals, run.first_use, run.last_use)
+
+    def check(
+        self, labels: Labels, estimate: Usage, now: float, run_id: str = ""
+    ) -> CheckResult:
+        """Would `estimate` fit in every matching ledger? Changes nothing."""
+        self.rules.labels(labels)
+        self.rules.usage(estimate, "estimate")
+        run_blocker = self._run_gate(run_id, now)
+        subject = self._subject(labels, estimate)
+        cost = self.prices.cost_of(estimate)
+        amounts = usage_delta(estimate, cost)[:HELD_SIZE]
+        statuses: list[LedgerStatus] = []
+        blockers: list[Blocker] = []
+        warnings: list[Blocker] = []
+        warn = False
+        for policy in self._matching(subject):
+            ledger = self._ledgers.get(self._ident(policy, subject))
+            if ledger is None:
+                ident = self._ident(policy, subject)
+                ledger = Ledger(ident, format_key(ident, policy.per), policy, now, -1)
+            status = ledger.status(now)
+            statuses.append(status)
+            used = ledger.effective_used(now)
+            warn = warn or status.state >= LedgerState.WARNING
+            self._fit(ledger, used, amounts, blockers, warnings)
+        if run_blocker is not None:
+            (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
+                run_blocker
+            )
+        return CheckResult(
+            _decision(blockers, warnings, warn),
+            tuple(statuses),
+            tuple(blockers),
+            tuple(warnings),
+            cost,
+        )
+
+    def get_ledger(self, key: str, now: float) -> LedgerStatus:
+        return self._ledger_by_key(key).status(now)
+
+    def list_ledgers(
+        self,
+        now: float,
+        *,
+        policy: str = "",
+        selector: Mapping[str, str] | None = None,
+        min_state: LedgerState = LedgerState.OK,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> LedgerPage:
+        """Ledgers in creation order, filtered; a page may be short when the scan bound
+        is reached, and `next_page_token` continues from there."""
+        if not 0 < page_size <= self.limits.max_page_size:
+            raise InvalidArgument("page_size", f"must be in 1..{self.limits.max_page_size}")
+        if selector:
+            self.rules.labels(selector, "selector")
+        after = -1
+        if page_token:
+            if not page_token.isdigit() or len(page_token) > 20:
+                raise InvalidArgument("page_token", "not a token this server returned")
+            after = int(page_token)
+        chrono = self._chrono
+        start = bisect_right(chrono, after, key=lambda ledger: ledger.serial)
+        found: list[LedgerStatus] = []
+        scan_end = min(len(chrono), start + self.limits.list_scan_per_page)
+        last = after
+        for index in range(start, scan_end):
+            ledger = chrono[index]
+            last = ledger.serial
+            if not ledger.alive or (policy and ledger.ident[0] != policy):
+                continue
+            if selector and not _selected(ledger, selector):
+                continue
+            status = ledger.status(now)
+            if status.state < min_state:
+                continue
+            found.append(status)
+            if len(found) == page_size:
+                break
+        more = last < chrono[-1].serial if chrono else False
+        return LedgerPage(tuple(found), str(last) if more else "")
+
+    # ==================================================================================
+    # Hot path: reserve, commit, release, consume
+    # ==================================================================================
+
+    def reserve(
+        self,
+        labels: Labels,
+        estimate: Usage,
+        ttl_s: float,
+        request_id: str,
+        now: float,
+        run_id: str = "",
+    ) -> Outcome[ReserveResult]:
+        """Hold `estimate` in every matching ledger, or deny and hold nothing."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "reserve", ReserveResult)
+        rules = self.rules
+        rules.identifier(request_id, "request_id")
+        rules.labels(labels)
+        rules.usage(estimate, "estimate")
+        rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
+        if len(self._reservations) >= self.limits.max_reservations:
+            raise LimitReached("max_reservations", self.limits.max_reservations)
+        run_blocker = self._run_gate(run_id, now)
+        subject = self._subject(labels, estimate)
+        events: list[Event] = []
+        ledgers = self._resolve(subject, now, events)
+        cost = self.prices.cost_of(estimate)
+        amounts = usage_delta(estimate, cost)[:HELD_SIZE]
+        blockers: list[Blocker] = []
+        warnings: list[Blocker] = []
+        warn = False
+        for ledger in ledgers:
+            if ledger.caps:
+                warn = warn or ledger.state >= LedgerState.WARNING
+                self._fit(ledger, ledger.used, amounts, blockers, warnings)
+        if run_blocker is not None:
+            (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
+                run_blocker
+            )
+        decision = _decision(blockers, warnings, warn)
+        for blocker in (*blockers, *warnings):
+            events.append(Denied(now, subject, blocker))
+        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        if decision is Decision.DENY:
+            result = ReserveResult(
+                decision, "", None, briefs, tuple(blockers), tuple(warnings), cost
+            )
+        else:
+            self._reservation_count += 1
+            reservation_id = f"{self._id_prefix}{self._reservation_count}"
+            expires_at = now + ttl_s
+            for ledger in ledgers:
+                ledger.hold(amounts)
+            self._reservations[reservation_id] = Reservation(
+                reservation_id,
+                dict(labels),
+                estimate,
+                amounts,
+                tuple([ledger.ident for ledger in ledgers]),
+                expires_at,
+                run_id,
+                now,
+            )
+            heapq.heappush(self._reservation_heap, (expires_at, reservation_id))
+            result = ReserveResult(
+                decision, reservation_id, expires_at, briefs, (), tuple(warnings), cost
+            )
+        self._remember(request_id, "reserve", now, result)
+        self._record(
+            "reserve",
+            now,
+            labels=labels,
+            estimate=estimate,
+            ttl_s=ttl_s,
+            request_id=request_id,
+            run_id=run_id,
+        )
+        return result, events
+
+    def commit(
+        self, reservation_id: str, actual: Usage, request_id: str, now: float
+    ) -> Outcome[CommitResult]:
+        """Replace a hold by the actual usage, which is recorded even when larger."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "commit", CommitResult)
+        rules = self.rules
+        rules.identifier(request_id, "request_id")
+        rules.identifier(reservation_id, "reservation_id")
+        rules.usage(actual, "actual")
+        reservation = self._reservations.get(reservation_id)
+        if reservation is not None:
+            labels, run_id, estimate = (
+                reservation.labels,
+                reservation.run_id,
+                reservation.estimate,
+            )
+        else:
+            expired = self._expired_holds.get(reservation_id)
+            if expired is None:
+                raise NotFound(
+                    "reservation",
+                    reservation_id,
+                    "never granted, already committed or released, or expired too long ago;"
+                    " record the usage with Consume",
+                )
+            labels, run_id, estimate = expired.labels, expired.run_id, expired.estimate
+        subject = self._subject(labels, actual)
+        events: list[Event] = []
+        ledgers = self._resolve(subject, now, events)
+        # Nothing below can fail: the operation now applies in full.
+        if reservation is not None:
+            self._drop_reservation(reservation)
+        else:
+            del self._expired_holds[reservation_id]
+        cost = self.prices.cost_of(actual)
+        delta = usage_delta(actual, cost)
+        for ledger in ledgers:
+            ledger.add(delta, now, events)
+        self._attribute(run_id, delta, now)
+        held = usage_delta(estimate, self.prices.cost_of(estimate))
+        overruns = tuple(
+            [
+                Overrun(dimension, held[dimension], delta[dimension])
+                for dimension in HELD_DIMENSIONS[:4]
+                if delta[dimension] > held[dimension]
+            ]
+        )
+        result = CommitResult(
+            tuple([(ledger.key, ledger.state) for ledger in ledgers]),
+            _crossings(events),
+            overruns,
+            cost,
+            reservation is None,
+        )
+        events.append(
+            UsageRecorded(
+                now, subject, request_id, run_id, actual, cost, tuple([x.key for x in ledgers])
+            )
+        )
+        self._remember(request_id, "commit", now, result)
+        self._record(
+            "commit", now, reservation_id=reservation_id, actual=actual, request_id=request_id
+        )
+        return result, events
+
+    def release(self, reservation_id: str, request_id: str, now: float) -> Outcome[ReleaseResult]:
+        """Drop a hold without recording usage."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "release", ReleaseResult)
+        self.rules.identifier(request_id, "request_id")
+        self.rules.identifier(reservation_id, "reservation_id")
+        reservation = self._reservations.get(reservation_id)
+        if reservation is not None:
+            self._drop_reservation(reservation)
+            result = ReleaseResult(released=True)
+        elif reservation_id in self._expired_holds:
+            del self._expired_holds[reservation_id]
+            result = ReleaseResult(released=False)
+        else:
+            raise NotFound("reservation", reservation_id)
+        self._remember(request_id, "release", now, result)
+        self._record("release", now, reservation_id=reservation_id, request_id=request_id)
+        return result, []
+
+    def consume(
+        self, labels: Labels, usage: Usage, request_id: str, now: float, run_id: str = ""
+    ) -> Outcome[ConsumeResult]:
+        """Record usage that already happened: always, even past a cap."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "consume", ConsumeResult)
+        rules = self.rules
+        rules.identifier(request_id, "request_id")
+        rules.labels(labels)
+        rules.usage(usage, "usage")
+        if run_id:
+            rules.identifier(run_id, "run_id")
+        subject = self._subject(labels, usage)
+        events: list[Event] = []
+        ledgers = self._resolve(subject, now, events)
+        cost = self.prices.cost_of(usage)
+        delta = usage_delta(usage, cost)
+        for ledger in ledgers:
+            ledger.add(delta, now, events)
+        if run_id:
+            self._attribute(run_id, delta, now)
+        result = ConsumeResult(
+            tuple([(ledger.key, ledger.state) for ledger in ledgers]), _crossings(events), cost
+        )
+        events.append(
+            UsageRecorded(
+                now, subject, request_id, run_id, usage, cost, tuple([x.key for x in ledgers])
+            )
+        )
+        self._remember(request_id, "consume", now, result)
+        if self.recorder is not None:
+            self._record(
+                "consume", now, labels=labels, usage=usage, request_id=request_id, run_id=run_id
+            )
+        return result, events
+
+    # ==================================================================================
+    # Runs
+    # ==================================================================================
+
+    def open_run(
+        self, labels: Labels, run_id: str, ttl_s: float, request_id: str, now: float
+    ) -> Outcome[OpenRunResult]:
+        """Take a concurrency slot in every matching ledger, or deny and take none."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "open_run", OpenRunResult)
+        rules = self.rules
+        rules.identifier(request_id, "request_id")
+        rules.identifier(run_id, "run_id")
+        rules.labels(labels)
+        rules.ttl(ttl_s, self.limits.max_run_ttl_s, "ttl")
+        if run_id in self._runs:
+            raise Conflict(f"run_id: run {run_id!r} is already open")
+        if len(self._runs) >= self.limits.max_runs:
+            raise LimitReached("max_runs", self.limits.max_runs)
+        events: list[Event] = []
+        ledgers = self._resolve(labels, now, events)
+        blockers: list[Blocker] = []
+        warnings: list[Blocker] = []
+        warn = False
+        for ledger in ledgers:
+            if ledger.caps:
+                warn = warn or ledger.state >= LedgerState.WARNING
+                self._fit(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
+        decision = _decision(blockers, warnings, warn)
+        for blocker in (*blockers, *warnings):
+            events.append(Denied(now, labels, blocker))
+        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        if decision is Decision.DENY:
+            result = OpenRunResult(
+                decision, run_id, None, None, briefs, tuple(blockers), tuple(warnings)
+            )
+        else:
+            run = Run(
+                run_id,
+                dict(labels),
+                now,
+                ttl_s,
+                now,
+                tuple([ledger.ident for ledger in ledgers]),
+                self._deadlines(ledgers, now),
+            )
+            for ledger in ledgers:
+                ledger.open_slot(now, events)
+            self._runs[run_id] = run
+            self._ended_runs.pop(run_id, None)
+            heapq.heappush(self._run_heap, (run.next_due(), run_id))
+            events.append(RunOpened(now, run_id, run.labels))
+            hard = run.hard_deadline
+            result = OpenRunResult(
+                decision,
+                run_id,
+                run.expires_at,
+                hard.at if hard else None,
+                tuple([(ledger.key, ledger.state) for ledger in ledgers]),
+                (),
+                tuple(warnings),
+            )
+        self._remember(request_id, "open_run", now, result)
+        self._record(
+            "open_run", now, labels=labels, run_id=run_id, ttl_s=ttl_s, request_id=request_id
+        )
+        return result, events
+
+    def heartbeat(self, run_id: str, now: float) -> Outcome[HeartbeatResult]:
+        """Keep a run alive for another ttl (never past its hard deadline)."""
+        self.rules.identifier(run_id, "run_id")
+        run = self._open_run(run_id)
+        run.last_seen = max(run.last_seen, now)
+        hard = run.hard_deadline
+        self._record("heartbeat", now, run_id=run_id)
+        return HeartbeatResult(run.expires_at, hard.at if hard else None), []
+
+    def close_run(self, run_id: str, request_id: str, now: float) -> Outcome[CloseRunResult]:
+        """End a run: free its slots, return its totals, close ledgers that close with it."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "close_run", CloseRunResult)
+        self.rules.identifier(request_id, "request_id")
+        self.rules.identifier(run_id, "run_id")
+        run = self._open_run(run_id)
+        events: list[Event] = []
+        result = self._end_run(run, RunEndReason.CLOSED, now, events)
+        self._remember(request_id, "close_run", now, result)
+        self._record("close_run", now, run_id=run_id, request_id=request_id)
+        return result, events
+
+    # ==================================================================================
+    # Time
+    # ==================================================================================
+
+    def expire(self, now: float) -> list[Event]:
+        """Expire holds and runs that are due, roll windows that ended, age memories.
+
+        Driven by a timer with the real clock; work per call is bounded by
+        `limits.sweep_batch` (the rest waits for the next call).
+        """
+        events: list[Event] = []
+        budget = self.limits.sweep_batch
+        changed = self._expire_reservations(now, events, budget)
+        changed |= self._expire_runs(now, events, budget)
+        changed |= self._roll_windows(now, events, budget)
+        changed |= self._age_memories(now)
+        if changed:
+            self._record("expire", now)
+        return events
+
+    def _expire_reservations(self, now: float, events: list[Event], budget: int) -> bool:
+        heap = self._reservation_heap
+        changed = False
+        while heap and heap[0][0] <= now and budget > 0:
+            expires_at, reservation_id = heapq.heappop(heap)
+            reservation = self._reservations.get(reservation_id)
+            if reservation is None or reservation.expires_at != expires_at:
+                continue
+            budget -= 1
+            changed = True
+            self._drop_reservation(reservation)
+            self._expired_holds[reservation_id] = ExpiredHold(
+                reservation.labels, reservation.run_id, reservation.estimate, now
+            )
+            if len(self._expired_holds) > self.limits.expired_reservation_memory:
+                self._expired_holds.popitem(last=False)
+            events.append(
+                ReservationExpired(now, reservation_id, reservation.labels, reservation.estimate)
+            )
+        return changed
+
+    def _expire_runs(self, now: float, events: list[Event], budget: int) -> bool:
+        heap = self._run_heap
+        changed = False
+        while heap and heap[0][0] <= now and budget > 0:
+            _, run_id = heapq.heappop(heap)
+            run = self._runs.get(run_id)
+            if run is None:
+                continue
+            due = run.next_due()
+            if due > now:  # heartbeats moved it on: one live entry per run
+                heapq.heappush(heap, (due, run_id))
+                continue
+            budget -= 1
+            changed = True
+            if run.last_seen + run.ttl_s <= now:
+                self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events)
+                continue
+            deadline = run.deadlines.pop(0)
+            if deadline.enforcement is Enforcement.HARD:
+                run.deadlines.insert(0, deadline)
+                self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events)
+                continue
+            events.append(Denied(now, run.labels, _duration_blocker(run, deadline, now)))
+            heapq.heappush(heap, (run.next_due(), run_id))
+        return changed
+
+    def _roll_windows(self, now: float, events: list[Event], budget: int) -> bool:
+        heap = self._window_heap
+        changed = False
+        while heap and heap[0] <= now and budget > 0:
+            end = heap[0]
+            due = self._window_due[end]
+            while due and budget > 0:
+                ledger = due.pop()
+                if ledger.alive and ledger.window_end == end:
+                    budget -= 1
+                    changed = True
+                    ledger.roll(now, events)
+                    self._schedule_roll(ledger)
+            if not due:
+                heapq.heappop(heap)
+                del self._window_due[end]
+        return changed
+
+    def _age_memories(self, now: float) -> bool:
+        changed = False
+        done = self._done
+        oldest = now - self.limits.idempotency_max_age_s
+        while done and next(iter(done.values())).at < oldest:
+            done.popitem(last=False)
+            changed = True
+        holds = self._expired_holds
+        oldest = now - self.limits.max_reservation_ttl_s
+        while holds and next(iter(holds.values())).expired_at < oldest:
+            holds.popitem(last=False)
+            changed = True
+        return changed
+
+    # ==================================================================================
+    # Administration
+    # ==================================================================================
+
+    def put_policy(
+        self, policy: Policy, now: float, apply_to_existing: bool = False
+    ) -> Outcome[PutPolicyResult]:
+        """Add or replace a policy. A changed cap applies to new ledgers only unless
+        `apply_to_existing`; a changed match, per or window closes existing ledgers."""
+        policy = self._validated(policy)
+        old = self._policies.get(policy.name)
+        if old is None and len(self._policies) >= self.limits.max_policies:
+            raise LimitReached("max_policies", self.limits.max_policies)
+        self._install(policy)
+        events: list[Event] = []
+        closed = 0
+        if old is not None:
+            reshaped = (old.match, old.per, old.window) != (policy.match, policy.per, policy.window)
+            for ledger in self._ledgers_of(policy.name):
+                if reshaped:
+                    self._remove(ledger, LedgerClosedReason.POLICY_CHANGED, now, events)
+                    closed += 1
+                    continue
+                ledger.policy = policy
+                if apply_to_existing and not ledger.caps_overridden:
+                    ledger.set_caps(policy.caps, now, events)
+                elif old.thresholds != policy.thresholds:
+                    ledger.fired = 0
+                    ledger.set_caps(ledger.caps, now, [])  # re-arm silently
+        events.append(PolicyChanged(now, policy.name, deleted=False))
+        self._record(
+            "put_policy", now, policy=policy, apply_to_existing=apply_to_existing
+        )
+        return PutPolicyResult(created=old is None, closed_ledgers=closed), events
+
+    def delete_policy(self, name: str, now: float) -> Outcome[DeletePolicyResult]:
+        """Remove a policy and close its ledgers, each with its final totals."""
+        if name not in self._policies:
+            raise NotFound("policy", name)
+        del self._policies[name]
+        self._policy_list = tuple(self._policies.values())
+        events: list[Event] = []
+        closed = []
+        for ledger in self._ledgers_of(name):
+            closed.append(ledger.status(now))
+            self._remove(ledger, LedgerClosedReason.POLICY_DELETED, now, events)
+        events.append(PolicyChanged(now, name, deleted=True))
+        self._record("delete_policy", now, name=name)
+        return DeletePolicyResult(tuple(closed)), events
+
+    def reset_ledger(self, key: str, request_id: str, now: float) -> Outcome[ResetResult]:
+        """Zero a ledger's window in place (holds and open runs stay) and return its totals."""
+        prior = self._done.get(request_id)
+        if prior is not None:
+            return self._replay(prior, "reset_ledger", ResetResult)
+        self.rules.identifier(request_id, "request_id")
+        ledger = self._ledger_by_key(key)
+        events: list[Event] = []
+        if now >= ledger.window_end:
+            ledger.roll(now, events)
+            self._schedule_roll(ledger)
+        final = ledger.status(now)
+        events.append(
+            LedgerClosed(now, ledger.policy.name, ledger.key, LedgerClosedReason.RESET, final.totals)
+        )
+        ledger.clear_window()
+        ledger.refresh_levels(now, events)
+        result = ResetResult(final)
+        self._remember(request_id, "reset_ledger", now, result)
+        self._record("reset_ledger", now, key=key, request_id=request_id)
+        return result, events
+
+    def set_ledger_limits(
+        self, key: str, caps: Iterable[tuple[Dimension, int]], now: float
+    ) -> Outcome[LedgerStatus]:
+        """Override one ledger's caps (creating it if needed); no caps = the policy's."""
+        parsed = parse_key(key)
+        if parsed is None:
+            raise InvalidArgument("key", "must look like policy{key=value,...}")
+        name, values = parsed
+        policy = self.policy(name)
+        if set(values) != set(policy.per):
+            raise InvalidArgument("key", f"policy {name!r} splits by {list(policy.per)}")
+        new_caps = self._validated_caps(caps)
+        labels = {**{k: v for k, v in policy.match if v != "*"}, **values}
+        self.rules.labels(labels, "key")
+        events: list[Event] = []
+        ident = self._ident(policy, values)
+        ledger = self._ledgers.get(ident) or self._create([(policy, ident)], now, events)[0]
+        if now >= ledger.window_end:
+            ledger.roll(now, events)
+            self._schedule_roll(ledger)
+        ledger.caps_overridden = bool(new_caps)
+        ledger.set_caps(new_caps or policy.caps, now, events)
+        self._record("set_ledger_limits", now, key=key, caps=tuple(caps))
+        return ledger.status(now), events
+
+    # ==================================================================================
+    # Internals: matching and ledger lifecycle
+    # ==================================================================================
+
+    def _validated(self, policy: Policy) -> Policy:
+        # One parser for every source: round-trip through the mapping form so a policy
+        # built in code obeys exactly the rules a config file does.
+        return Policy.from_mapping(policy.to_mapping(), self.limits, f"policy {policy.name!r}")
+
+    def _validated_caps(
+        self, caps: Iterable[tuple[Dimension, int]]
+    ) -> tuple[tuple[Dimension, int], ...]:
+        mapping: dict[str, Any] = {}
+        for dimension, limit in caps:
+            if not isinstance(dimension, Dimension):
+                raise InvalidArgument("caps.dimension", "unknown dimension")
+            mapping[dimension.name.lower()] = limit
+        return Policy.from_mapping({"name": "caps", "caps": mapping}, self.limits, "").caps
+
+    def _install(self, policy: Policy) -> None:
+        self._policies[policy.name] = policy
+        self._policy_list = tuple(self._policies.values())
+
+    def _subject(self, labels: Labels, usage: Usage) -> Labels:
+        """The labels a request is matched with: its own, plus the usage's model/provider."""
+        if not usage.model and not usage.provider:
+            return labels
+        subject = dict(labels)
+        if usage.model:
+            subject["model"] = usage.model
+        if usage.provider:
+            subject["provider"] = usage.provider
+        return subject
+
+    def _matching(self, labels: Labels) -> list[Policy]:
+        matched = []
+        for policy in self._policy_list:
+            for key, wanted in policy.requirements:
+                value = labels.get(key)
+                if value is None or (wanted is not None and value != wanted):
+                    break
+            else:
+                matched.append(policy)
+        return matched
+
+    @staticmethod
+    def _ident(policy: Policy, labels: Labels) -> Ident:
+        per = policy.per
+        if not per:
+            return (policy.name,)
+        if len(per) == 1:
+            return (policy.name, labels[per[0]])
+        return (policy.name, *[labels[key] for key in per])
+
+    def _resolve(self, labels: Labels, now: float, events: list[Event]) -> list[Ledger]:
+        """The ledgers of every matching policy (in policy order), created and rolled.
+
+        Raises `LimitReached` before changing anything when new ledgers do not fit.
+        """
+        ledgers = self._ledgers
+        found: list[Ledger] = []
+        missing: list[tuple[int, Policy, Ident]] | None = None
+        for policy in self._matching(labels):
+            ident = self._ident(policy, labels)
+            ledger = ledgers.get(ident)
+            if ledger is None:
+                if missing is None:
+                    missing = []
+                missing.append((len(found) + len(missing), policy, ident))
+            else:
+                found.append(ledger)
+        if missing is not None:
+            created = self._create([(p, i) for _, p, i in missing], now, events, found)
+            for (position, _, _), ledger in zip(missing, created, strict=True):
+                found.insert(position, ledger)
+        for ledger in found:
+            if now >= ledger.window_end:
+                ledger.roll(now, events)
+                self._schedule_roll(ledger)
+        return found
+
+    def _create(
+        self,
+        wanted: list[tuple[Policy, Ident]],
+        now: float,
+        events: list[Event],
+        protected: list[Ledger] | None = None,
+    ) -> list[Ledger]:
+        self._make_room(len(wanted), now, events, protected or [])
+        created = []
+        for policy, ident in wanted:
+            self._serial += 1
+            ledger = Ledger(ident, format_key(ident, policy.per), policy, now, self._serial)
+            self._ledgers[ident] = ledger
+            self._chrono.append(ledger)
+            self._schedule_roll(ledger)
+            created.append(ledger)
+        return created
+
+    def _make_room(
+        self, needed: int, now: float, events: list[Event], protected: list[Ledger]
+    ) -> None:
+        """Evict idle ledgers of evictable policies (least recently used among a bounded
+        scan) until `needed` more fit, or raise before evicting anything."""
+        shortfall = len(self._ledgers) + needed - self.limits.max_ledgers
+        if shortfall <= 0:
+            return
+        chrono = self._chrono
+        scan = min(len(chrono), self.limits.eviction_scan * shortfall * 16)
+        candidates: list[Ledger] = []
+        hand = self._hand % len(chrono) if chrono else 0
+        for step in range(scan):
+            ledger = chrono[(hand + step) % len(chrono)]
+            if (
+                ledger.alive
+                and ledger.policy.evictable
+                and ledger.idle
+                and ledger not in protected
+            ):
+                candidates.append(ledger)
+                if len(candidates) >= shortfall * self.limits.eviction_scan:
+                    scan = step + 1
+                    break
+        if len(candidates) < shortfall:
+            raise LimitReached(
+                "max_ledgers",
+                self.limits.max_ledgers,
+                "no idle ledger of an evictable policy to make room",
+            )
+        self._hand = hand + scan
+        candidates.sort(key=lambda ledger: ledger.last_use or ledger.anchor)
+        for ledger in candidates[:shortfall]:
+            self._remove(ledger, LedgerClosedReason.EVICTED, now, events)
+
+    def _remove(
+        self, ledger: Ledger, reason: LedgerClosedReason, now: float, events: list[Event]
+    ) -> None:
+        events.append(LedgerClosed(now, ledger.policy.name, ledger.key, reason, ledger.totals()))
+        del self._ledgers[ledger.ident]
+        ledger.alive = False
+        self._dead += 1
+        if self._dead > 1024 and self._dead * 2 > len(self._chrono):
+            self._chrono = [x for x in self._chrono if x.alive]
+            self._dead = 0
+            self._hand = 0
+
+    def _schedule_roll(self, ledger: Ledger) -> None:
+        end = ledger.window_end
+        if ledger.buckets is not None or math.isinf(end):
+            return
+        due = self._window_due.get(end)
+        if due is None:
+            self._window_due[end] = due = []
+            heapq.heappush(self._window_heap, end)
+        due.append(ledger)
+
+    def _ledgers_of(self, policy_name: str) -> list[Ledger]:
+        return [x for x in self._ledgers.values() if x.ident[0] == policy_name]
+
+    def _ledger_by_key(self, key: str) -> Ledger:
+        parsed = parse_key(key)
+        if parsed is None:
+            raise InvalidArgument("key", "must look like policy{key=value,...}")
+        name, values = parsed
+        policy = self._policies.get(name)
+        ledger = None
+        if policy is not None and set(values) == set(policy.per):
+            ledger = self._ledgers.get(self._ident(policy, values))
+        if ledger is None:
+            raise NotFound("ledger", key)
+        return ledger
+
+    # ==================================================================================
+    # Internals: decisions, holds, runs, memory
+    # ==================================================================================
+
+    @staticmethod
+    def _fit(
+        ledger: Ledger,
+        used: list[int],
+        amounts: tuple[int, ...],
+        blockers: list[Blocker],
+        warnings: list[Blocker],
+        slot: bool = False,
+    ) -> None:
+        """Append a Blocker for every cap of `ledger` the request does not fit.
+
+        A request needs at least one unit of headroom in every capped dimension, so an
+        exhausted ledger denies even a zero estimate.
+        """
+        reserved = ledger.reserved
+        for dimension, limit in ledger.caps:
+            if dimension < CONCURRENCY:
+                requested = amounts[dimension]
+                held = reserved[dimension]
+            elif dimension == CONCURRENCY and slot:
+                requested, held = 1, 0
+            else:
+                continue
+            if used[dimension] + held + (requested or 1) > limit:
+                policy = ledger.policy
+                blocker = Blocker(
+                    policy.name,
+                    ledger.key,
+                    dimension,
+                    used[dimension],
+                    held,
+                    requested,
+                    limit,
+                    policy.enforcement,
+                )
+                if policy.enforcement is Enforcement.HARD:
+                    blockers.append(blocker)
+                else:
+                    warnings.append(blocker)
+
+    def _drop_reservation(self, reservation: Reservation) -> None:
+        del self._reservations[reservation.id]
+        ledgers = self._ledgers
+        for ident in reservation.idents:
+            ledger = ledgers.get(ident)
+            if ledger is not None:  # closed since (policy changed or deleted)
+                ledger.unhold(reservation.amounts)
+
+    def _run_gate(self, run_id: str, now: float) -> Blocker | None:
+        """For usage estimated within a run: the run_duration cap it is past, if any."""
+        if not run_id:
+            return None
+        self.rules.identifier(run_id, "run_id")
+        run = self._runs.get(run_id)
+        if run is None:
+            ended = self._ended_runs.get(run_id)
+            if ended is None or ended.reason is not RunEndReason.DURATION_EXCEEDED:
+                self._open_run(run_id)  # raises the precise NotFound
+            assert ended is not None and ended.deadline is not None
+            return _duration_blocker_at(ended.deadline, ended.at - ended.deadline.at, now)
+        for deadline in run.deadlines:
+            if deadline.at <= now:
+                return _duration_blocker(run, deadline, now)
+        return None
+
+    def _open_run(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            ended = self._ended_runs.get(run_id)
+            hint = f"ended ({ended.reason.value}) at {ended.at:.3f}" if ended else ""
+            raise NotFound("run", run_id, hint)
+        return run
+
+    def _deadlines(self, ledgers: list[Ledger], now: float) -> list[Deadline]:
+        deadlines = [
+            Deadline(now + limit / 1000, ledger.policy.name, ledger.key, limit, ledger.enforcement)
+            for ledger in ledgers
+            for dimension, limit in ledger.caps
+            if dimension == RUN_DURATION
+        ]
+        return sorted(deadlines, key=lambda d: d.at)
+
+    def _attribute(self, run_id: str, delta: tuple[int, ...], now: float) -> None:
+        run = self._runs.get(run_id) if run_id else None
+        if run is None:
+            return  # usage is recorded in the ledgers all the same
+        totals = run.totals
+        for i in range(VECTOR_SIZE):
+            totals[i] += delta[i]
+        if run.first_use is None:
+            run.first_use = now
+        run.last_use = now
+
+    def _end_run(
+        self, run: Run, reason: RunEndReason, now: float, events: list[Event]
+    ) -> CloseRunResult:
+        duration_s = max(0.0, now - run.opened_at)
+        duration_ms = int(duration_s * 1000)
+        ledgers = self._ledgers
+        for ident in run.idents:
+            ledger = ledgers.get(ident)
+            if ledger is not None:
+                if now >= ledger.window_end:
+                    ledger.roll(now, events)
+                    self._schedule_roll(ledger)
+                ledger.close_slot(duration_ms, now, events)
+        run.totals[RUN_DURATION] += duration_ms
+        del self._runs[run.id]
+        self._ended_runs[run.id] = EndedRun(
+            reason, now, run.hard_deadline if reason is RunEndReason.DURATION_EXCEEDED else None
+        )
+        if len(self._ended_runs) > self.limits.ended_run_memory:
+            self._ended_runs.popitem(last=False)
+        closed = []
+        for ident in run.idents:
+            ledger = ledgers.get(ident)
+            if ledger is not None and ledger.policy.close_with_run and ledger.idle:
+                closed.append(ledger.status(now))
+                self._remove(ledger, LedgerClosedReason.RUN_CLOSED, now, events)
+        totals = Totals.of(run.totals, run.first_use, run.last_use)
+        events.append(RunEnded(now, run.id, run.labels, reason, totals, duration_s))
+        return CloseRunResult(run.id, totals, duration_s, tuple(closed))
+
+    def _remember(self, request_id: str, op: str, now: float, result: Result) -> None:
+        done = self._done
+        done[request_id] = Remembered(op, now, result)
+        if len(done) > self.limits.idempotency_max_entries:
+            done.popitem(last=False)
+
+    def _replay(self, prior: Remembered, op: str, kind: type[R]) -> Outcome[R]:
+        if prior.op != op or not isinstance(prior.result, kind):
+            raise Conflict(f"request_id: already used by a {prior.op} request")
+        return replace(prior.result, replayed=True), []
+
+    def _record(self, op: str, now: float, **args: Any) -> None:
+        if self.recorder is not None:
+            self.recorder(Mutation(op, now, args))
+
+
+def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:
+    labels = ledger.labels()
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _duration_blocker(run: Run, deadline: Deadline, now: float) -> Blocker:
+    return _duration_blocker_at(deadline, now - deadline.at, now)
+
+
+def _duration_blocker_at(deadline: Deadline, over_s: float, now: float) -> Blocker:
+    del now
+    elapsed_ms = deadline.limit_ms + max(0, int(over_s * 1000))
+    return Blocker(
+        deadline.policy,
+        deadline.ledger,
+        RUN_DURATION,
+        elapsed_ms,
+        0,
+        0,
+        deadline.limit_ms,
+        deadline.enforcement,
+    )

@@ -1,0 +1,98 @@
+"""Mutations as small replayable records: the journal's unit.
+
+Every state change of the engine is one call of a public method with plain arguments and
+an instant. Recording `(op, now, args)` after each successful call and applying the
+records again, in order, to the state the first call started from yields the same state:
+the engine reads no clock and no randomness. `encode`/`decode` turn records into
+JSON-compatible data and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from budgetd.core.dimensions import Dimension
+from budgetd.core.errors import InvalidArgument
+from budgetd.core.policy import Policy
+from budgetd.core.usage import Usage
+
+if TYPE_CHECKING:
+    from budgetd.core.engine import Engine
+
+MUTATING_OPS = frozenset(
+    {
+        "reserve",
+        "commit",
+        "release",
+        "consume",
+        "open_run",
+        "heartbeat",
+        "close_run",
+        "expire",
+        "reset_ledger",
+        "set_ledger_limits",
+        "put_policy",
+        "delete_policy",
+    }
+)
+_USAGE_ARGS = ("estimate", "actual", "usage")
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    op: str
+    now: float
+    args: Mapping[str, Any]
+
+
+def apply(engine: Engine, mutation: Mutation) -> None:
+    """Apply one recorded mutation (results and events are discarded: they were
+    delivered when the mutation first happened)."""
+    if mutation.op not in MUTATING_OPS:
+        raise InvalidArgument("op", f"unknown mutation {mutation.op!r}")
+    getattr(engine, mutation.op)(**mutation.args, now=mutation.now)
+
+
+def encode(mutation: Mutation) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for name, value in mutation.args.items():
+        if isinstance(value, Usage):
+            value = {
+                "input_tokens": value.input_tokens,
+                "output_tokens": value.output_tokens,
+                "cached_input_tokens": value.cached_input_tokens,
+                "cost_micro_usd": value.cost_micro_usd,
+                "model": value.model,
+                "provider": value.provider,
+                "latency_ms": value.latency_ms,
+            }
+        elif isinstance(value, Policy):
+            value = value.to_mapping()
+        elif name == "caps":
+            value = [[int(d), limit] for d, limit in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        args[name] = value
+    return {"op": mutation.op, "now": mutation.now, "args": args}
+
+
+def decode(data: Mapping[str, Any]) -> Mutation:
+    op = data.get("op")
+    now = data.get("now")
+    raw = data.get("args")
+    if not isinstance(op, str) or op not in MUTATING_OPS:
+        raise InvalidArgument("op", f"unknown mutation {op!r}")
+    if not isinstance(now, int | float) or not isinstance(raw, Mapping):
+        raise InvalidArgument("mutation", "needs a numeric 'now' and an 'args' table")
+    args: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _USAGE_ARGS:
+            value = Usage(**value)
+        elif name == "policy":
+            value = Policy.from_mapping(value)
+        elif name == "caps":
+            value = tuple((Dimension(d), limit) for d, limit in value)
+        args[name] = value
+    return Mutation(op, float(now), args)

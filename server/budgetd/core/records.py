@@ -1,0 +1,98 @@
+"""Mutable bookkeeping records of the engine: holds (reservations) and runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from budgetd.core.dimensions import VECTOR_SIZE
+from budgetd.core.events import RunEndReason
+from budgetd.core.ledger import Ident
+from budgetd.core.policy import Enforcement
+from budgetd.core.results import Result
+from budgetd.core.usage import Usage
+
+
+@dataclass(slots=True)
+class Reservation:
+    """An estimate held in every ledger the request matched, until commit, release or ttl."""
+
+    id: str
+    labels: Mapping[str, str]
+    estimate: Usage
+    amounts: tuple[int, ...]  # held per dimension (HELD_SIZE)
+    idents: tuple[Ident, ...]  # the ledgers holding it
+    expires_at: float
+    run_id: str
+    created_at: float
+
+
+class ExpiredHold(NamedTuple):
+    """What a late Commit needs to record the usage of a hold that has expired."""
+
+    labels: Mapping[str, str]
+    run_id: str
+    estimate: Usage
+    expired_at: float
+
+
+@dataclass(slots=True)
+class Deadline:
+    """A run_duration cap a run is subject to; hard ones end the run, others report once."""
+
+    at: float
+    policy: str
+    ledger: str
+    limit_ms: int
+    enforcement: Enforcement
+
+
+@dataclass(slots=True)
+class Run:
+    """An agent's task: a concurrency slot in every matching ledger, bounded in time."""
+
+    id: str
+    labels: Mapping[str, str]
+    opened_at: float
+    ttl_s: float
+    last_seen: float
+    idents: tuple[Ident, ...]  # ledgers where the run holds a slot
+    deadlines: list[Deadline]  # sorted by time; hard ones end the run
+    totals: list[int] = field(default_factory=lambda: [0] * VECTOR_SIZE)
+    first_use: float | None = None
+    last_use: float | None = None
+
+    @property
+    def hard_deadline(self) -> Deadline | None:
+        return next((d for d in self.deadlines if d.enforcement is Enforcement.HARD), None)
+
+    @property
+    def expires_at(self) -> float:
+        """When the sweep ends the run: its heartbeat timeout or its hard deadline."""
+        hard = self.hard_deadline
+        return min(self.last_seen + self.ttl_s, hard.at if hard else math.inf)
+
+    def next_due(self) -> float:
+        """The next instant the sweep has something to do for this run."""
+        due = self.last_seen + self.ttl_s
+        if self.deadlines:
+            due = min(due, self.deadlines[0].at)
+        return due
+
+
+class EndedRun(NamedTuple):
+    """A remembered end, so a late call with the run's id gets a precise answer."""
+
+    reason: RunEndReason
+    at: float
+    deadline: Deadline | None
+
+
+class Remembered(NamedTuple):
+    """The stored answer to a request_id, returned again on a retry."""
+
+    op: str
+    at: float
+    result: Result
