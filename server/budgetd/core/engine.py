@@ -618,14 +618,15 @@ class Engine:
                 continue
             budget -= 1
             changed = True
-            if run.last_seen + run.ttl_s <= now:
-                self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events)
+            silent_at = run.last_seen + run.ttl_s
+            deadline = run.deadlines[0] if run.deadlines else None
+            if deadline is None or silent_at < deadline.at:
+                self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events, silent_at)
                 continue
-            deadline = run.deadlines.pop(0)
             if deadline.enforcement is Enforcement.HARD:
-                run.deadlines.insert(0, deadline)
-                self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events)
+                self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
                 continue
+            run.deadlines.pop(0)  # a soft or shadow cap reports once, the run goes on
             events.append(Denied(now, run.labels, _duration_blocker(run, deadline, now)))
             heapq.heappush(heap, (run.next_due(), run_id))
         return changed
@@ -1029,9 +1030,15 @@ class Engine:
         run.last_use = now
 
     def _end_run(
-        self, run: Run, reason: RunEndReason, now: float, events: list[Event]
+        self,
+        run: Run,
+        reason: RunEndReason,
+        now: float,
+        events: list[Event],
+        ended_at: float | None = None,
     ) -> CloseRunResult:
-        duration_s = max(0.0, now - run.opened_at)
+        """End a run; its duration runs to `ended_at` (when it expired) or to `now`."""
+        duration_s = max(0.0, min(now, ended_at if ended_at is not None else now) - run.opened_at)
         duration_ms = int(duration_s * 1000)
         ledgers = self._ledgers
         for ident in run.idents:

@@ -1,0 +1,283 @@
+"""The engine's whole state as plain data, and back: what a snapshot stores.
+
+`export_state` produces JSON-compatible data (dicts, lists, str, int, float, bool,
+None); `restore_state` rebuilds an engine that behaves exactly like the original —
+same ledgers, holds, runs, remembered request ids, counters and eviction position.
+Derived structures (expiry heaps, thresholds' next triggers) are rebuilt, not stored.
+This module is the engine's serialiser and so reads its private fields.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+from budgetd.core import events as events_module
+from budgetd.core import results as results_module
+from budgetd.core.dimensions import Dimension
+from budgetd.core.engine import Engine
+from budgetd.core.errors import InvalidArgument
+from budgetd.core.ledger import NEVER, Ledger, format_key
+from budgetd.core.limits import Limits
+from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
+from budgetd.core.prices import PriceTable
+from budgetd.core.records import Deadline, EndedRun, ExpiredHold, Remembered, Reservation, Run
+from budgetd.core.usage import Usage
+
+FORMAT = "budgetd.state/1"
+
+_DATACLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for module in (results_module, events_module)
+    for cls in vars(module).values()
+    if isinstance(cls, type) and is_dataclass(cls)
+}
+_DATACLASSES["Usage"] = Usage
+_ENUMS: dict[str, type[Enum]] = {
+    cls.__name__: cls
+    for cls in (
+        Dimension,
+        Enforcement,
+        LedgerState,
+        Severity,
+        results_module.Decision,
+        events_module.RunEndReason,
+        events_module.LedgerClosedReason,
+    )
+}
+
+
+def to_plain(value: Any) -> Any:
+    """Results and events as JSON-compatible data, tagged so `from_plain` can rebuild them."""
+    if isinstance(value, Enum):
+        return {"$enum": type(value).__name__, "value": value.value}
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isinf(value) else value
+    if is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+        return {"$type": type(value).__name__, **data}
+    if isinstance(value, tuple | list):
+        return [to_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {"$map": {str(k): to_plain(v) for k, v in value.items()}}
+    raise TypeError(f"cannot export {type(value).__name__}")
+
+
+def from_plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(from_plain(item) for item in value)
+    if not isinstance(value, dict):
+        return value
+    if "$enum" in value:
+        return _ENUMS[value["$enum"]](value["value"])
+    if "$map" in value:
+        return {k: from_plain(v) for k, v in value["$map"].items()}
+    kind = _DATACLASSES[value["$type"]]
+    return kind(**{k: from_plain(v) for k, v in value.items() if k != "$type"})
+
+
+def _usage(data: Mapping[str, Any]) -> Usage:
+    return Usage(**data)
+
+
+def _usage_plain(usage: Usage) -> dict[str, Any]:
+    return {f.name: getattr(usage, f.name) for f in fields(usage)}
+
+
+def _time(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def _untime(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+def export_state(engine: Engine) -> dict[str, Any]:
+    e = engine
+    return {
+        "format": FORMAT,
+        "id_prefix": e._id_prefix,
+        "serial": e._serial,
+        "hand": e._hand,
+        "reservation_count": e._reservation_count,
+        "policies": [policy.to_mapping() for policy in e._policy_list],
+        "ledgers": [_ledger_plain(ledger) for ledger in e._chrono if ledger.alive],
+        "reservations": [_reservation_plain(r) for r in e._reservations.values()],
+        "expired_holds": [
+            [rid, dict(h.labels), h.run_id, _usage_plain(h.estimate), h.expired_at]
+            for rid, h in e._expired_holds.items()
+        ],
+        "runs": [_run_plain(run) for run in e._runs.values()],
+        "ended_runs": [
+            [run_id, ended.reason.value, ended.at, _deadline_plain(ended.deadline)]
+            for run_id, ended in e._ended_runs.items()
+        ],
+        "done": [
+            [request_id, r.op, r.at, to_plain(r.result)] for request_id, r in e._done.items()
+        ],
+    }
+
+
+def _ledger_plain(ledger: Ledger) -> dict[str, Any]:
+    return {
+        "ident": list(ledger.ident),
+        "serial": ledger.serial,
+        "caps": [[int(d), limit] for d, limit in ledger.caps],
+        "caps_overridden": ledger.caps_overridden,
+        "used": list(ledger.used),
+        "reserved": list(ledger.reserved),
+        "holds": ledger.holds,
+        "fired": ledger.fired,
+        "first_use": ledger.first_use,
+        "last_use": ledger.last_use,
+        "anchor": ledger.anchor,
+        "window_start": ledger.window_start,
+        "window_end": _time(ledger.window_end),
+        "buckets": None
+        if ledger.buckets is None
+        else [[index, list(vector)] for index, vector in ledger.buckets],
+    }
+
+
+def _reservation_plain(r: Reservation) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "labels": dict(r.labels),
+        "estimate": _usage_plain(r.estimate),
+        "amounts": list(r.amounts),
+        "idents": [list(ident) for ident in r.idents],
+        "expires_at": r.expires_at,
+        "run_id": r.run_id,
+        "created_at": r.created_at,
+    }
+
+
+def _deadline_plain(d: Deadline | None) -> list[Any] | None:
+    return None if d is None else [d.at, d.policy, d.ledger, d.limit_ms, d.enforcement.value]
+
+
+def _run_plain(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "labels": dict(run.labels),
+        "opened_at": run.opened_at,
+        "ttl_s": run.ttl_s,
+        "last_seen": run.last_seen,
+        "idents": [list(ident) for ident in run.idents],
+        "deadlines": [_deadline_plain(d) for d in run.deadlines],
+        "totals": list(run.totals),
+        "first_use": run.first_use,
+        "last_use": run.last_use,
+    }
+
+
+# --- restore ----------------------------------------------------------------------------
+
+
+def restore_state(
+    data: Mapping[str, Any], *, limits: Limits | None = None, prices: PriceTable | None = None
+) -> Engine:
+    """An engine in exactly the exported state (policies included)."""
+    if data.get("format") != FORMAT:
+        raise InvalidArgument("state.format", f"expected {FORMAT!r}, got {data.get('format')!r}")
+    policies = [Policy.from_mapping(p, limits, "state.policies") for p in data["policies"]]
+    e = Engine(policies, limits=limits, prices=prices, id_prefix=data["id_prefix"])
+    e._serial = data["serial"]
+    e._hand = data["hand"]
+    e._reservation_count = data["reservation_count"]
+    for item in data["ledgers"]:
+        ledger = _ledger(e, item)
+        e._ledgers[ledger.ident] = ledger
+        e._chrono.append(ledger)
+        e._schedule_roll(ledger)
+    for item in data["reservations"]:
+        r = Reservation(
+            item["id"],
+            item["labels"],
+            _usage(item["estimate"]),
+            tuple(item["amounts"]),
+            tuple(tuple(ident) for ident in item["idents"]),
+            item["expires_at"],
+            item["run_id"],
+            item["created_at"],
+        )
+        e._reservations[r.id] = r
+        e._reservation_heap.append((r.expires_at, r.id))
+    heapq.heapify(e._reservation_heap)
+    for rid, labels, run_id, estimate, expired_at in data["expired_holds"]:
+        e._expired_holds[rid] = ExpiredHold(labels, run_id, _usage(estimate), expired_at)
+    for item in data["runs"]:
+        run = _run(item)
+        e._runs[run.id] = run
+        e._run_heap.append((run.next_due(), run.id))
+    heapq.heapify(e._run_heap)
+    for run_id, reason, at, deadline in data["ended_runs"]:
+        e._ended_runs[run_id] = EndedRun(
+            events_module.RunEndReason(reason), at, _deadline(deadline) if deadline else None
+        )
+    for request_id, op, at, result in data["done"]:
+        e._done[request_id] = Remembered(op, at, from_plain(result))
+    return e
+
+
+def _ledger(e: Engine, item: Mapping[str, Any]) -> Ledger:
+    ident = tuple(item["ident"])
+    policy = e.policy(ident[0])
+    ledger = Ledger.__new__(Ledger)
+    ledger.ident = ident
+    ledger.key = _key(ident, policy)
+    ledger.policy = policy
+    ledger.caps = tuple((Dimension(d), limit) for d, limit in item["caps"])
+    ledger.caps_overridden = item["caps_overridden"]
+    ledger.used = list(item["used"])
+    ledger.reserved = list(item["reserved"])
+    ledger.holds = item["holds"]
+    ledger.fired = item["fired"]
+    ledger.first_use = item["first_use"]
+    ledger.last_use = item["last_use"]
+    ledger.anchor = item["anchor"]
+    ledger.serial = item["serial"]
+    ledger.alive = True
+    buckets = item["buckets"]
+    ledger.buckets = None if buckets is None else deque((i, list(v)) for i, v in buckets)
+    ledger.window_start = item["window_start"]
+    ledger.window_end = _untime(item["window_end"])
+    ledger.triggers = [NEVER] * len(ledger.caps)
+    ledger.state = LedgerState.OK
+    # Fired bits were restored: recomputing triggers and state fires nothing new.
+    ledger.refresh_levels(ledger.last_use or ledger.anchor, [])
+    return ledger
+
+
+def _key(ident: tuple[str, ...], policy: Policy) -> str:
+    return format_key(ident, policy.per)
+
+
+def _deadline(item: list[Any]) -> Deadline:
+    at, policy, ledger, limit_ms, enforcement = item
+    return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement))
+
+
+def _run(item: Mapping[str, Any]) -> Run:
+    return Run(
+        item["id"],
+        item["labels"],
+        item["opened_at"],
+        item["ttl_s"],
+        item["last_seen"],
+        tuple(tuple(ident) for ident in item["idents"]),
+        [_deadline(d) for d in item["deadlines"]],
+        list(item["totals"]),
+        item["first_use"],
+        item["last_use"],
+    )
