@@ -43,7 +43,7 @@ from budgetd.core.events import (
 from budgetd.core.ledger import Ident, Ledger, format_key, parse_key
 from budgetd.core.limits import Limits
 from budgetd.core.mutations import Mutation
-from budgetd.core.policy import Enforcement, LedgerState, Policy, WindowKind
+from budgetd.core.policy import Enforcement, LedgerState, Policy
 from budgetd.core.prices import PriceTable
 from budgetd.core.records import (
     Deadline,
@@ -61,7 +61,6 @@ from budgetd.core.results import (
     Decision,
     DeletePolicyResult,
     HeartbeatResult,
-    LedgerBrief,
     LedgerPage,
     LedgerStatus,
     OpenRunResult,
@@ -81,6 +80,7 @@ Outcome = tuple[T, list[Event]]
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
 NO_AMOUNTS = (0,) * HELD_SIZE
+ALLOW = Decision.ALLOW
 
 
 def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
@@ -150,6 +150,8 @@ class Engine:
         self._run_heap: list[tuple[float, str]] = []
         self._ended_runs: OrderedDict[str, EndedRun] = OrderedDict()
         self._done: OrderedDict[str, Remembered] = OrderedDict()
+        # Bumped by every policy change: a hold made under another epoch re-resolves.
+        self._epoch = 0
         for policy in policies:
             self._install(self._validated(policy))
 
@@ -185,9 +187,7 @@ class Engine:
             raise NotFound("run", run_id)
         return Totals.of(run.totals, run.first_use, run.last_use)
 
-    def check(
-        self, labels: Labels, estimate: Usage, now: float, run_id: str = ""
-    ) -> CheckResult:
+    def check(self, labels: Labels, estimate: Usage, now: float, run_id: str = "") -> CheckResult:
         """Would `estimate` fit in every matching ledger? Changes nothing."""
         self.rules.labels(labels)
         self.rules.usage(estimate, "estimate")
@@ -287,29 +287,39 @@ class Engine:
         rules.identifier(request_id, "request_id")
         rules.labels(labels)
         rules.usage(estimate, "estimate")
-        rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
+        if not 0 < ttl_s <= self.limits.max_reservation_ttl_s:
+            rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
         if len(self._reservations) >= self.limits.max_reservations:
             raise LimitReached("max_reservations", self.limits.max_reservations)
-        run_blocker = self._run_gate(run_id, now)
+        run_blocker = self._run_gate(run_id, now) if run_id else None
         subject = self._subject(labels, estimate)
         events: list[Event] = []
         ledgers = self._resolve(subject, now, events)
         cost = self.prices.cost_of(estimate)
-        amounts = usage_delta(estimate, cost)[:HELD_SIZE]
+        amounts = (
+            estimate.input_tokens + estimate.output_tokens,
+            estimate.input_tokens,
+            estimate.output_tokens,
+            0 if cost is None else cost,
+            1,
+        )
         blockers: list[Blocker] = []
         warnings: list[Blocker] = []
         warn = False
         for ledger in ledgers:
             if ledger.caps:
-                warn = warn or ledger.state >= LedgerState.WARNING
-                self._fit(ledger, ledger.used, amounts, blockers, warnings)
+                if ledger.state:  # WARNING or worse
+                    warn = True
+                if not ledger.fits(amounts):
+                    self._fit(ledger, ledger.used, amounts, blockers, warnings)
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
                 run_blocker
             )
-        decision = _decision(blockers, warnings, warn)
-        for blocker in (*blockers, *warnings):
-            events.append(Denied(now, subject, blocker))
+        decision = _decision(blockers, warnings, warn) if blockers or warnings or warn else ALLOW
+        if blockers or warnings:
+            for blocker in (*blockers, *warnings):
+                events.append(Denied(now, subject, blocker))
         briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
         if decision is Decision.DENY:
             result = ReserveResult(
@@ -319,32 +329,40 @@ class Engine:
             self._reservation_count += 1
             reservation_id = f"{self._id_prefix}{self._reservation_count}"
             expires_at = now + ttl_s
-            for ledger in ledgers:
-                ledger.hold(amounts)
+            for ledger in ledgers:  # Ledger.hold, inlined
+                reserved = ledger.reserved
+                reserved[0] += amounts[0]
+                reserved[1] += amounts[1]
+                reserved[2] += amounts[2]
+                reserved[3] += amounts[3]
+                reserved[4] += 1
+                ledger.holds += 1
             self._reservations[reservation_id] = Reservation(
                 reservation_id,
                 dict(labels),
                 estimate,
                 amounts,
-                tuple([ledger.ident for ledger in ledgers]),
+                tuple(ledgers),
                 expires_at,
                 run_id,
                 now,
+                self._epoch,
             )
             heapq.heappush(self._reservation_heap, (expires_at, reservation_id))
             result = ReserveResult(
                 decision, reservation_id, expires_at, briefs, (), tuple(warnings), cost
             )
         self._remember(request_id, "reserve", now, result)
-        self._record(
-            "reserve",
-            now,
-            labels=labels,
-            estimate=estimate,
-            ttl_s=ttl_s,
-            request_id=request_id,
-            run_id=run_id,
-        )
+        if self.recorder is not None:
+            self._record(
+                "reserve",
+                now,
+                labels=labels,
+                estimate=estimate,
+                ttl_s=ttl_s,
+                request_id=request_id,
+                run_id=run_id,
+            )
         return result, events
 
     def commit(
@@ -356,9 +374,10 @@ class Engine:
             return self._replay(prior, "commit", CommitResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
-        rules.identifier(reservation_id, "reservation_id")
         rules.usage(actual, "actual")
         reservation = self._reservations.get(reservation_id)
+        if reservation is None:
+            rules.identifier(reservation_id, "reservation_id")
         if reservation is not None:
             labels, run_id, estimate = (
                 reservation.labels,
@@ -377,41 +396,51 @@ class Engine:
             labels, run_id, estimate = expired.labels, expired.run_id, expired.estimate
         subject = self._subject(labels, actual)
         events: list[Event] = []
-        ledgers = self._resolve(subject, now, events)
-        # Nothing below can fail: the operation now applies in full.
-        if reservation is not None:
-            self._drop_reservation(reservation)
-        else:
-            del self._expired_holds[reservation_id]
         cost = self.prices.cost_of(actual)
         delta = usage_delta(actual, cost)
-        for ledger in ledgers:
-            ledger.add(delta, now, events)
-        self._attribute(run_id, delta, now)
-        held = usage_delta(estimate, self.prices.cost_of(estimate))
-        overruns = tuple(
-            [
-                Overrun(dimension, held[dimension], delta[dimension])
-                for dimension in HELD_DIMENSIONS[:4]
-                if delta[dimension] > held[dimension]
-            ]
-        )
+        if (
+            reservation is not None
+            and reservation.epoch == self._epoch
+            and actual.model == estimate.model
+            and actual.provider == estimate.provider
+        ):
+            # Same policies, same subject: the ledgers holding the estimate are exactly
+            # the ones the usage belongs to (none can have closed: held ledgers are busy).
+            ledgers = list(reservation.ledgers)
+            amounts = reservation.amounts
+            del self._reservations[reservation_id]
+            for ledger in ledgers:
+                if now >= ledger.window_end:
+                    ledger.roll(now, events)
+                    self._schedule_roll(ledger)
+                ledger.settle(amounts, delta, now, events)
+        else:
+            ledgers = self._resolve(subject, now, events)
+            # Nothing below can fail: the operation now applies in full.
+            if reservation is not None:
+                self._drop_reservation(reservation)
+            else:
+                del self._expired_holds[reservation_id]
+            for ledger in ledgers:
+                ledger.add(delta, now, events)
+        if run_id:
+            self._attribute(run_id, delta, now)
+        held = reservation.amounts if reservation is not None else _held(self, estimate)
+        over = delta[0] > held[0] or delta[1] > held[1] or delta[2] > held[2] or delta[3] > held[3]
+        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
         result = CommitResult(
-            tuple([(ledger.key, ledger.state) for ledger in ledgers]),
+            briefs,
             _crossings(events),
-            overruns,
+            _overruns(held, delta) if over else (),
             cost,
             reservation is None,
         )
-        events.append(
-            UsageRecorded(
-                now, subject, request_id, run_id, actual, cost, tuple([x.key for x in ledgers])
-            )
-        )
+        events.append(UsageRecorded(now, subject, request_id, run_id, actual, cost, briefs))
         self._remember(request_id, "commit", now, result)
-        self._record(
-            "commit", now, reservation_id=reservation_id, actual=actual, request_id=request_id
-        )
+        if self.recorder is not None:
+            self._record(
+                "commit", now, reservation_id=reservation_id, actual=actual, request_id=request_id
+            )
         return result, events
 
     def release(self, reservation_id: str, request_id: str, now: float) -> Outcome[ReleaseResult]:
@@ -456,14 +485,9 @@ class Engine:
             ledger.add(delta, now, events)
         if run_id:
             self._attribute(run_id, delta, now)
-        result = ConsumeResult(
-            tuple([(ledger.key, ledger.state) for ledger in ledgers]), _crossings(events), cost
-        )
-        events.append(
-            UsageRecorded(
-                now, subject, request_id, run_id, usage, cost, tuple([x.key for x in ledgers])
-            )
-        )
+        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        result = ConsumeResult(briefs, _crossings(events), cost)
+        events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
         self._remember(request_id, "consume", now, result)
         if self.recorder is not None:
             self._record(
@@ -515,7 +539,7 @@ class Engine:
                 now,
                 ttl_s,
                 now,
-                tuple([ledger.ident for ledger in ledgers]),
+                tuple(ledgers),
                 self._deadlines(ledgers, now),
             )
             for ledger in ledgers:
@@ -653,7 +677,7 @@ class Engine:
         changed = False
         done = self._done
         oldest = now - self.limits.idempotency_max_age_s
-        while done and next(iter(done.values())).at < oldest:
+        while done and next(iter(done.values()))[1] < oldest:
             done.popitem(last=False)
             changed = True
         holds = self._expired_holds
@@ -693,9 +717,7 @@ class Engine:
                     ledger.fired = 0
                     ledger.set_caps(ledger.caps, now, [])  # re-arm silently
         events.append(PolicyChanged(now, policy.name, deleted=False))
-        self._record(
-            "put_policy", now, policy=policy, apply_to_existing=apply_to_existing
-        )
+        self._record("put_policy", now, policy=policy, apply_to_existing=apply_to_existing)
         return PutPolicyResult(created=old is None, closed_ledgers=closed), events
 
     def delete_policy(self, name: str, now: float) -> Outcome[DeletePolicyResult]:
@@ -704,6 +726,7 @@ class Engine:
             raise NotFound("policy", name)
         del self._policies[name]
         self._policy_list = tuple(self._policies.values())
+        self._epoch += 1
         events: list[Event] = []
         closed = []
         for ledger in self._ledgers_of(name):
@@ -726,7 +749,9 @@ class Engine:
             self._schedule_roll(ledger)
         final = ledger.status(now)
         events.append(
-            LedgerClosed(now, ledger.policy.name, ledger.key, LedgerClosedReason.RESET, final.totals)
+            LedgerClosed(
+                now, ledger.policy.name, ledger.key, LedgerClosedReason.RESET, final.totals
+            )
         )
         ledger.clear_window()
         ledger.refresh_levels(now, events)
@@ -780,10 +805,12 @@ class Engine:
         return Policy.from_mapping({"name": "caps", "caps": mapping}, self.limits, "").caps
 
     def _install(self, policy: Policy) -> None:
+        self._epoch += 1
         self._policies[policy.name] = policy
         self._policy_list = tuple(self._policies.values())
 
-    def _subject(self, labels: Labels, usage: Usage) -> Labels:
+    @staticmethod
+    def _subject(labels: Labels, usage: Usage) -> Labels:
         """The labels a request is matched with: its own, plus the usage's model/provider."""
         if not usage.model and not usage.provider:
             return labels
@@ -818,27 +845,38 @@ class Engine:
         """The ledgers of every matching policy (in policy order), created and rolled.
 
         Raises `LimitReached` before changing anything when new ledgers do not fit.
+        Matching is inlined: this runs on every hot-path call.
         """
         ledgers = self._ledgers
         found: list[Ledger] = []
         missing: list[tuple[int, Policy, Ident]] | None = None
-        for policy in self._matching(labels):
-            ident = self._ident(policy, labels)
-            ledger = ledgers.get(ident)
-            if ledger is None:
-                if missing is None:
-                    missing = []
-                missing.append((len(found) + len(missing), policy, ident))
+        for policy in self._policy_list:
+            for key, wanted in policy.requirements:
+                value = labels.get(key)
+                if value is None or (wanted is not None and value != wanted):
+                    break
             else:
-                found.append(ledger)
+                per = policy.per
+                if not per:
+                    ident: Ident = (policy.name,)
+                elif len(per) == 1:
+                    ident = (policy.name, labels[per[0]])
+                else:
+                    ident = (policy.name, *[labels[key] for key in per])
+                ledger = ledgers.get(ident)
+                if ledger is None:
+                    if missing is None:
+                        missing = []
+                    missing.append((len(found) + len(missing), policy, ident))
+                else:
+                    if now >= ledger.window_end:
+                        ledger.roll(now, events)
+                        self._schedule_roll(ledger)
+                    found.append(ledger)
         if missing is not None:
             created = self._create([(p, i) for _, p, i in missing], now, events, found)
             for (position, _, _), ledger in zip(missing, created, strict=True):
                 found.insert(position, ledger)
-        for ledger in found:
-            if now >= ledger.window_end:
-                ledger.roll(now, events)
-                self._schedule_roll(ledger)
         return found
 
     def _create(
@@ -873,12 +911,7 @@ class Engine:
         hand = self._hand % len(chrono) if chrono else 0
         for step in range(scan):
             ledger = chrono[(hand + step) % len(chrono)]
-            if (
-                ledger.alive
-                and ledger.policy.evictable
-                and ledger.idle
-                and ledger not in protected
-            ):
+            if ledger.alive and ledger.policy.evictable and ledger.idle and ledger not in protected:
                 candidates.append(ledger)
                 if len(candidates) >= shortfall * self.limits.eviction_scan:
                     scan = step + 1
@@ -978,11 +1011,10 @@ class Engine:
 
     def _drop_reservation(self, reservation: Reservation) -> None:
         del self._reservations[reservation.id]
-        ledgers = self._ledgers
-        for ident in reservation.idents:
-            ledger = ledgers.get(ident)
-            if ledger is not None:  # closed since (policy changed or deleted)
-                ledger.unhold(reservation.amounts)
+        amounts = reservation.amounts
+        for ledger in reservation.ledgers:
+            if ledger.alive:  # else closed since (policy changed or deleted)
+                ledger.unhold(amounts)
 
     def _run_gate(self, run_id: str, now: float) -> Blocker | None:
         """For usage estimated within a run: the run_duration cap it is past, if any."""
@@ -1040,10 +1072,8 @@ class Engine:
         """End a run; its duration runs to `ended_at` (when it expired) or to `now`."""
         duration_s = max(0.0, min(now, ended_at if ended_at is not None else now) - run.opened_at)
         duration_ms = int(duration_s * 1000)
-        ledgers = self._ledgers
-        for ident in run.idents:
-            ledger = ledgers.get(ident)
-            if ledger is not None:
+        for ledger in run.ledgers:
+            if ledger.alive:
                 if now >= ledger.window_end:
                     ledger.roll(now, events)
                     self._schedule_roll(ledger)
@@ -1056,9 +1086,8 @@ class Engine:
         if len(self._ended_runs) > self.limits.ended_run_memory:
             self._ended_runs.popitem(last=False)
         closed = []
-        for ident in run.idents:
-            ledger = ledgers.get(ident)
-            if ledger is not None and ledger.policy.close_with_run and ledger.idle:
+        for ledger in run.ledgers:
+            if ledger.alive and ledger.policy.close_with_run and ledger.idle:
                 closed.append(ledger.status(now))
                 self._remove(ledger, LedgerClosedReason.RUN_CLOSED, now, events)
         totals = Totals.of(run.totals, run.first_use, run.last_use)
@@ -1067,18 +1096,32 @@ class Engine:
 
     def _remember(self, request_id: str, op: str, now: float, result: Result) -> None:
         done = self._done
-        done[request_id] = Remembered(op, now, result)
+        done[request_id] = (op, now, result)
         if len(done) > self.limits.idempotency_max_entries:
             done.popitem(last=False)
 
     def _replay(self, prior: Remembered, op: str, kind: type[R]) -> Outcome[R]:
-        if prior.op != op or not isinstance(prior.result, kind):
-            raise Conflict(f"request_id: already used by a {prior.op} request")
-        return replace(prior.result, replayed=True), []
+        prior_op, _, result = prior
+        if prior_op != op or not isinstance(result, kind):
+            raise Conflict(f"request_id: already used by a {prior_op} request")
+        return replace(result, replayed=True), []
 
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def _held(engine: Engine, estimate: Usage) -> tuple[int, ...]:
+    return usage_delta(estimate, engine.prices.cost_of(estimate))[:HELD_SIZE]
+
+
+def _overruns(held: tuple[int, ...], actual: tuple[int, ...]) -> tuple[Overrun, ...]:
+    """Dimensions where actual usage went past what was held (the usage stands)."""
+    return tuple(
+        Overrun(dimension, held[dimension], actual[dimension])
+        for dimension in HELD_DIMENSIONS[:4]
+        if actual[dimension] > held[dimension]
+    )
 
 
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:

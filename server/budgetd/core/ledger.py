@@ -18,7 +18,7 @@ from budgetd.core.dimensions import (
     Dimension,
     zero_vector,
 )
-from budgetd.core.errors import invariant
+from budgetd.core.errors import InvariantBroken, invariant
 from budgetd.core.events import (
     Event,
     LedgerExhausted,
@@ -52,8 +52,8 @@ class Ledger:
         "buckets",
         "caps",
         "caps_overridden",
-        "first_use",
         "fired",
+        "first_use",
         "holds",
         "ident",
         "key",
@@ -113,7 +113,12 @@ class Ledger:
         if used[Dimension.REQUESTS] or any(used[i] for i in WINDOWED_SLOTS):
             events.append(
                 WindowRolledOver(
-                    now, self.policy.name, self.key, self.window_start, self.window_end, self.totals()
+                    now,
+                    self.policy.name,
+                    self.key,
+                    self.window_start,
+                    self.window_end,
+                    self.totals(),
                 )
             )
         self.clear_window()
@@ -181,10 +186,18 @@ class Ledger:
     # --- counting --------------------------------------------------------------------
 
     def add(self, delta: tuple[int, ...], now: float, events: list[Event]) -> None:
-        """Record usage (a VECTOR_SIZE tuple). The hot path: a few integer additions."""
+        """Record usage (a `usage_delta` vector). The hot path: unrolled integer additions
+        (slots 5 and 6, concurrency and run time, never come from a usage record)."""
         used = self.used
-        for i in range(VECTOR_SIZE):
-            used[i] += delta[i]
+        used[0] += delta[0]
+        used[1] += delta[1]
+        used[2] += delta[2]
+        used[3] += delta[3]
+        used[4] += delta[4]
+        used[7] += delta[7]
+        used[8] += delta[8]
+        used[9] += delta[9]
+        used[10] += delta[10]
         if self.first_use is None:
             self.first_use = now
         self.last_use = now
@@ -192,26 +205,56 @@ class Ledger:
             bucket = self._bucket_for(now)
             for i in range(VECTOR_SIZE):
                 bucket[i] += delta[i]
-        k = 0
         triggers = self.triggers
-        for dimension, _ in self.caps:
+        for k, (dimension, _) in enumerate(self.caps):
             if used[dimension] >= triggers[k]:
                 self._levels_changed(k, now, events)
-            k += 1
+
+    def fits(self, amounts: tuple[int, ...]) -> bool:
+        """Whether a hold of `amounts` fits every cap (at least one unit of headroom)."""
+        used = self.used
+        reserved = self.reserved
+        for dimension, limit in self.caps:
+            if dimension < CONCURRENCY and (
+                used[dimension] + reserved[dimension] + (amounts[dimension] or 1) > limit
+            ):
+                return False
+        return True
+
+    def settle(
+        self, amounts: tuple[int, ...], delta: tuple[int, ...], now: float, events: list[Event]
+    ) -> None:
+        """Release a hold of `amounts` and record the actual usage `delta` (a commit)."""
+        reserved = self.reserved
+        reserved[0] -= amounts[0]
+        reserved[1] -= amounts[1]
+        reserved[2] -= amounts[2]
+        reserved[3] -= amounts[3]
+        reserved[4] -= amounts[4]
+        self.holds -= 1
+        if self.holds < 0 or min(reserved) < 0:
+            raise InvariantBroken(f"{self.key}: a hold was released twice")
+        self.add(delta, now, events)
 
     def hold(self, amounts: tuple[int, ...]) -> None:
         reserved = self.reserved
-        for i in range(HELD_SIZE):
-            reserved[i] += amounts[i]
+        reserved[0] += amounts[0]
+        reserved[1] += amounts[1]
+        reserved[2] += amounts[2]
+        reserved[3] += amounts[3]
+        reserved[4] += amounts[4]
         self.holds += 1
 
     def unhold(self, amounts: tuple[int, ...]) -> None:
         reserved = self.reserved
-        for i in range(HELD_SIZE):
-            reserved[i] -= amounts[i]
-            invariant(reserved[i] >= 0, f"{self.key}: reserved[{i}] went negative")
+        reserved[0] -= amounts[0]
+        reserved[1] -= amounts[1]
+        reserved[2] -= amounts[2]
+        reserved[3] -= amounts[3]
+        reserved[4] -= amounts[4]
         self.holds -= 1
-        invariant(self.holds >= 0, f"{self.key}: holds went negative")
+        if self.holds < 0 or min(reserved) < 0:
+            raise InvariantBroken(f"{self.key}: a hold was released twice")
 
     def open_slot(self, now: float, events: list[Event]) -> None:
         self.used[CONCURRENCY] += 1
@@ -235,7 +278,9 @@ class Ledger:
 
     # --- thresholds and state --------------------------------------------------------
 
-    def set_caps(self, caps: tuple[tuple[Dimension, int], ...], now: float, events: list[Event]) -> None:
+    def set_caps(
+        self, caps: tuple[tuple[Dimension, int], ...], now: float, events: list[Event]
+    ) -> None:
         self.caps = caps
         self.triggers = [NEVER] * len(caps)
         self.refresh_levels(now, events)
@@ -272,8 +317,14 @@ class Ledger:
                     fired |= bit
                     events.append(
                         ThresholdCrossed(
-                            now, policy.name, self.key, dimension, threshold.percent,
-                            threshold.severity, value, limit,
+                            now,
+                            policy.name,
+                            self.key,
+                            dimension,
+                            threshold.percent,
+                            threshold.severity,
+                            value,
+                            limit,
                         )
                     )
             else:
@@ -334,7 +385,9 @@ class Ledger:
             start, window_end = window_bounds(self.policy.window, self.anchor, now)
         else:
             start = self.window_start
-        first, last = (None, None) if stale and self.buckets is None else (self.first_use, self.last_use)
+        first, last = (
+            (None, None) if stale and self.buckets is None else (self.first_use, self.last_use)
+        )
         return LedgerStatus(
             key=self.key,
             policy=self.policy.name,

@@ -40,7 +40,7 @@ MUTATING_OPS = frozenset(
 _USAGE_ARGS = ("estimate", "actual", "usage")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mutation:
     op: str
     now: float
@@ -57,23 +57,24 @@ def apply(engine: Engine, mutation: Mutation) -> None:
 
 def encode(mutation: Mutation) -> dict[str, Any]:
     args: dict[str, Any] = {}
-    for name, value in mutation.args.items():
-        if isinstance(value, Usage):
+    for name, raw in mutation.args.items():
+        value = raw
+        if isinstance(raw, Usage):
             value = {
-                "input_tokens": value.input_tokens,
-                "output_tokens": value.output_tokens,
-                "cached_input_tokens": value.cached_input_tokens,
-                "cost_micro_usd": value.cost_micro_usd,
-                "model": value.model,
-                "provider": value.provider,
-                "latency_ms": value.latency_ms,
+                "input_tokens": raw.input_tokens,
+                "output_tokens": raw.output_tokens,
+                "cached_input_tokens": raw.cached_input_tokens,
+                "cost_micro_usd": raw.cost_micro_usd,
+                "model": raw.model,
+                "provider": raw.provider,
+                "latency_ms": raw.latency_ms,
             }
-        elif isinstance(value, Policy):
-            value = value.to_mapping()
+        elif isinstance(raw, Policy):
+            value = raw.to_mapping()
         elif name == "caps":
-            value = [[int(d), limit] for d, limit in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
+            value = [[int(d), limit] for d, limit in raw]
+        elif isinstance(raw, Mapping):
+            value = dict(raw)
         args[name] = value
     return {"op": mutation.op, "now": mutation.now, "args": args}
 
@@ -89,10 +90,11 @@ def decode(data: Mapping[str, Any]) -> Mutation:
     args: dict[str, Any] = {}
     for name, value in raw.items():
         if name in _USAGE_ARGS:
-            value = Usage(**value)
+            args[name] = Usage(**value)
         elif name == "policy":
-            value = Policy.from_mapping(value)
+            args[name] = Policy.from_mapping(value)
         elif name == "caps":
-            value = tuple((Dimension(d), limit) for d, limit in value)
-        args[name] = value
+            args[name] = tuple((Dimension(d), limit) for d, limit in value)
+        else:
+            args[name] = value
     return Mutation(op, float(now), args)

@@ -155,8 +155,7 @@ class Policy:
             "window": window,
             "enforcement": self.enforcement.value,
             "thresholds": [
-                {"percent": t.percent, "severity": t.severity.name.lower()}
-                for t in self.thresholds
+                {"percent": t.percent, "severity": t.severity.name.lower()} for t in self.thresholds
             ],
             "evictable": self.evictable,
             "close_with_run": self.close_with_run,
@@ -200,7 +199,9 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         raise InvalidArgument(where, "must be a table")
     unknown = sorted(set(data) - _POLICY_KEYS)
     if unknown:
-        raise InvalidArgument(f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_POLICY_KEYS)})")
+        raise InvalidArgument(
+            f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_POLICY_KEYS)})"
+        )
     name = data.get("name")
     if not isinstance(name, str) or POLICY_NAME.fullmatch(name) is None:
         raise InvalidArgument(f"{where}.name", "required; must match [a-z0-9_.-]{1,64}")
@@ -216,7 +217,9 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         per=_parse_per(data.get("per", []), limits, f"{where}.per"),
         caps=_parse_caps(data.get("caps", {}), limits, f"{where}.caps"),
         window=_parse_window(data.get("window", "lifetime"), f"{where}.window"),
-        enforcement=_parse_enum(Enforcement, data.get("enforcement", "hard"), f"{where}.enforcement"),
+        enforcement=_parse_enum(
+            Enforcement, data.get("enforcement", "hard"), f"{where}.enforcement"
+        ),
         thresholds=_parse_thresholds(data.get("thresholds"), limits, f"{where}.thresholds"),
         evictable=_parse_bool(data.get("evictable", True), f"{where}.evictable"),
         close_with_run=_parse_bool(data.get("close_with_run", False), f"{where}.close_with_run"),
@@ -246,11 +249,14 @@ def _parse_match(value: object, limits: Limits, where: str) -> tuple[tuple[str, 
     pairs = []
     for key, wanted in value.items():
         _check_label_key(key, limits, f"{where}.{key}")
-        if not isinstance(wanted, str) or not wanted or len(wanted.encode()) > (
-            limits.max_label_value_bytes
+        if (
+            not isinstance(wanted, str)
+            or not wanted
+            or len(wanted.encode()) > (limits.max_label_value_bytes)
         ):
             raise InvalidArgument(
-                f"{where}.{key}", f"must be a non-empty string of <= {limits.max_label_value_bytes} bytes"
+                f"{where}.{key}",
+                f"must be a non-empty string of <= {limits.max_label_value_bytes} bytes",
             )
         pairs.append((key, wanted))
     return tuple(sorted(pairs))
@@ -271,20 +277,26 @@ def _parse_per(value: object, limits: Limits, where: str) -> tuple[str, ...]:
 
 
 def _check_label_key(key: object, limits: Limits, where: str) -> None:
-    if not isinstance(key, str) or len(key) > limits.max_label_key_chars or (
-        LABEL_KEY.fullmatch(key) is None
+    if (
+        not isinstance(key, str)
+        or len(key) > limits.max_label_key_chars
+        or (LABEL_KEY.fullmatch(key) is None)
     ):
         raise InvalidArgument(where, "label keys match [a-z0-9_.-]{1,64}")
 
 
 def _parse_caps(value: object, limits: Limits, where: str) -> tuple[tuple[Dimension, int], ...]:
     if not isinstance(value, Mapping):
-        raise InvalidArgument(where, f"must be a table of dimension = limit ({sorted(DIMENSION_BY_NAME)})")
+        raise InvalidArgument(
+            where, f"must be a table of dimension = limit ({sorted(DIMENSION_BY_NAME)})"
+        )
     caps: dict[Dimension, int] = {}
     for name, raw in value.items():
         dimension, limit = _parse_cap(name, raw, limits, f"{where}.{name}")
         if dimension in caps:
-            raise InvalidArgument(f"{where}.{name}", f"{DIMENSION_NAMES[dimension]} is capped twice")
+            raise InvalidArgument(
+                f"{where}.{name}", f"{DIMENSION_NAMES[dimension]} is capped twice"
+            )
         caps[dimension] = limit
     return tuple(sorted(caps.items()))
 
@@ -299,7 +311,9 @@ def _parse_cap(name: object, raw: object, limits: Limits, where: str) -> tuple[D
     if dimension is None:
         known = sorted([*DIMENSION_BY_NAME, "cost_usd", "run_duration"])
         raise InvalidArgument(where, f"unknown dimension (known: {known})")
-    maximum = limits.max_cost_micro_usd if dimension is Dimension.COST_MICRO_USD else limits.max_tokens
+    maximum = (
+        limits.max_cost_micro_usd if dimension is Dimension.COST_MICRO_USD else limits.max_tokens
+    )
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= maximum:
         raise InvalidArgument(where, f"must be an integer in 0..{maximum}")
     return dimension, raw
@@ -308,7 +322,7 @@ def _parse_cap(name: object, raw: object, limits: Limits, where: str) -> tuple[D
 def usd_to_micro(value: object, where: str) -> int:
     """Exact conversion of a USD amount (str, int or Decimal; never float) to micro-USD."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise InvalidArgument(where, "must be a USD amount as a string such as \"12.50\"")
+        raise InvalidArgument(where, 'must be a USD amount as a string such as "12.50"')
     try:
         micro = Decimal(value) * 1_000_000
     except InvalidOperation:
@@ -325,7 +339,9 @@ def _parse_window(value: object, where: str) -> Window:
         raise InvalidArgument(where, "must be a window kind or a table with 'kind'")
     unknown = sorted(set(value) - _WINDOW_KEYS)
     if unknown:
-        raise InvalidArgument(f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_WINDOW_KEYS)})")
+        raise InvalidArgument(
+            f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_WINDOW_KEYS)})"
+        )
     kind = _parse_enum(WindowKind, value.get("kind", "lifetime"), f"{where}.kind")
     if kind is WindowKind.LIFETIME:
         return LIFETIME
@@ -337,7 +353,9 @@ def _parse_window(value: object, where: str) -> Window:
                 raise ValueError(zone)
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidArgument(f"{where}.time_zone", f"unknown IANA time zone {zone!r}") from None
+            raise InvalidArgument(
+                f"{where}.time_zone", f"unknown IANA time zone {zone!r}"
+            ) from None
         return Window(WindowKind.CALENDAR, unit=unit, time_zone=zone)
     raw = value.get("duration_s", value.get("duration"))
     if raw is None:

@@ -82,9 +82,11 @@ class PriceTable:
         """The cost of a usage record: its own cost if given, else priced, else None."""
         if usage.cost_micro_usd is not None:
             return usage.cost_micro_usd
-        if not usage.model:
+        model = usage.model
+        if not model:
             return None
-        price = self.lookup(usage.model)
+        memo = self._memo
+        price = memo[model] if model in memo else self.lookup(model)
         if price is None:
             return None
         return price.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
@@ -120,7 +122,11 @@ class PriceTable:
         return {
             "replace": True,
             "models": {
-                name: {"input": usd(p.input), "output": usd(p.output), "cached_input": usd(p.cached_input)}
+                name: {
+                    "input": usd(p.input),
+                    "output": usd(p.output),
+                    "cached_input": usd(p.cached_input),
+                }
                 for name, p in sorted(self._prices.items())
             },
         }
@@ -137,7 +143,9 @@ def parse_price(entry: object, where: str) -> Price:
         raise InvalidArgument(where, "must be a table {input, output, cached_input}")
     unknown = sorted(set(entry) - _PRICE_KEYS)
     if unknown:
-        raise InvalidArgument(f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_PRICE_KEYS)})")
+        raise InvalidArgument(
+            f"{where}.{unknown[0]}", f"unknown key (known: {sorted(_PRICE_KEYS)})"
+        )
     for key in ("input", "output"):
         if key not in entry:
             raise InvalidArgument(f"{where}.{key}", "required (USD per 1M tokens)")
@@ -145,7 +153,9 @@ def parse_price(entry: object, where: str) -> Price:
     return Price(
         input=input_price,
         output=usd_to_micro(entry["output"], f"{where}.output"),
-        cached_input=usd_to_micro(entry.get("cached_input", entry["input"]), f"{where}.cached_input")
+        cached_input=usd_to_micro(
+            entry.get("cached_input", entry["input"]), f"{where}.cached_input"
+        )
         if "cached_input" in entry
         else input_price,
     )

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from budgetd.core.dimensions import VECTOR_SIZE
 from budgetd.core.events import RunEndReason
-from budgetd.core.ledger import Ident
+from budgetd.core.ledger import Ledger
 from budgetd.core.policy import Enforcement
 from budgetd.core.results import Result
 from budgetd.core.usage import Usage
@@ -23,10 +23,13 @@ class Reservation:
     labels: Mapping[str, str]
     estimate: Usage
     amounts: tuple[int, ...]  # held per dimension (HELD_SIZE)
-    idents: tuple[Ident, ...]  # the ledgers holding it
+    # The ledger objects holding it: a ledger closed meanwhile is dead (`alive` False)
+    # and skipped, even if a new ledger with the same key has been created since.
+    ledgers: tuple[Ledger, ...]
     expires_at: float
     run_id: str
     created_at: float
+    epoch: int  # the engine's policy epoch when granted
 
 
 class ExpiredHold(NamedTuple):
@@ -58,7 +61,7 @@ class Run:
     opened_at: float
     ttl_s: float
     last_seen: float
-    idents: tuple[Ident, ...]  # ledgers where the run holds a slot
+    ledgers: tuple[Ledger, ...]  # where the run holds a slot (dead ones are skipped)
     deadlines: list[Deadline]  # sorted by time; hard ones end the run
     totals: list[int] = field(default_factory=lambda: [0] * VECTOR_SIZE)
     first_use: float | None = None
@@ -90,9 +93,5 @@ class EndedRun(NamedTuple):
     deadline: Deadline | None
 
 
-class Remembered(NamedTuple):
-    """The stored answer to a request_id, returned again on a retry."""
-
-    op: str
-    at: float
-    result: Result
+# The stored answer to a request_id, returned again on a retry: (op, at, result).
+Remembered = tuple[str, float, Result]

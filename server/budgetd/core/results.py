@@ -1,4 +1,8 @@
-"""What each operation answers. Immutable, so a repeated request_id returns the original."""
+"""What each operation answers.
+
+Results are values: the engine keeps them to answer a repeated request_id, so nobody
+mutates one after it is made (slotted dataclasses, not frozen ones, for build speed).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ class Decision(Enum):
 LedgerBrief = tuple[str, LedgerState]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DimensionStatus:
     dimension: Dimension
     used: int
@@ -38,7 +42,7 @@ class DimensionStatus:
         return self.used * 100 // self.limit if self.limit else (100 if self.used else 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LedgerStatus:
     key: str
     policy: str
@@ -54,7 +58,7 @@ class LedgerStatus:
     run_duration_limit_ms: int | None  # per-run wall-clock cap, if any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckResult:
     decision: Decision
     ledgers: tuple[LedgerStatus, ...]
@@ -63,7 +67,7 @@ class CheckResult:
     cost_micro_usd: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReserveResult:
     decision: Decision
     reservation_id: str  # empty when denied
@@ -75,7 +79,7 @@ class ReserveResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Overrun:
     """Actual usage above what the reservation held (recorded all the same)."""
 
@@ -84,7 +88,7 @@ class Overrun:
     actual: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConsumeResult:
     ledgers: tuple[LedgerBrief, ...]
     crossings: tuple[ThresholdCrossed, ...]
@@ -92,7 +96,7 @@ class ConsumeResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommitResult:
     ledgers: tuple[LedgerBrief, ...]
     crossings: tuple[ThresholdCrossed, ...]
@@ -102,13 +106,13 @@ class CommitResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseResult:
     released: bool  # False when the hold had already expired
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenRunResult:
     decision: Decision
     run_id: str
@@ -120,13 +124,13 @@ class OpenRunResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeartbeatResult:
     expires_at: float
     deadline: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseRunResult:
     run_id: str
     totals: Totals
@@ -135,25 +139,25 @@ class CloseRunResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResetResult:
     final: LedgerStatus
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LedgerPage:
     ledgers: tuple[LedgerStatus, ...]
     next_page_token: str  # empty at the end
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PutPolicyResult:
     created: bool  # False: an existing policy was replaced
     closed_ledgers: int  # ledgers closed because match, per or window changed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeletePolicyResult:
     closed_ledgers: tuple[LedgerStatus, ...]  # final state of every ledger it had
 

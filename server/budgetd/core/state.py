@@ -26,7 +26,7 @@ from budgetd.core.ledger import NEVER, Ledger, format_key
 from budgetd.core.limits import Limits
 from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
 from budgetd.core.prices import PriceTable
-from budgetd.core.records import Deadline, EndedRun, ExpiredHold, Remembered, Reservation, Run
+from budgetd.core.records import Deadline, EndedRun, ExpiredHold, Reservation, Run
 from budgetd.core.usage import Usage
 
 FORMAT = "budgetd.state/1"
@@ -123,7 +123,8 @@ def export_state(engine: Engine) -> dict[str, Any]:
             for run_id, ended in e._ended_runs.items()
         ],
         "done": [
-            [request_id, r.op, r.at, to_plain(r.result)] for request_id, r in e._done.items()
+            [request_id, op, at, to_plain(result)]
+            for request_id, (op, at, result) in e._done.items()
         ],
     }
 
@@ -155,7 +156,7 @@ def _reservation_plain(r: Reservation) -> dict[str, Any]:
         "labels": dict(r.labels),
         "estimate": _usage_plain(r.estimate),
         "amounts": list(r.amounts),
-        "idents": [list(ident) for ident in r.idents],
+        "idents": [list(ledger.ident) for ledger in r.ledgers if ledger.alive],
         "expires_at": r.expires_at,
         "run_id": r.run_id,
         "created_at": r.created_at,
@@ -173,7 +174,7 @@ def _run_plain(run: Run) -> dict[str, Any]:
         "opened_at": run.opened_at,
         "ttl_s": run.ttl_s,
         "last_seen": run.last_seen,
-        "idents": [list(ident) for ident in run.idents],
+        "idents": [list(ledger.ident) for ledger in run.ledgers if ledger.alive],
         "deadlines": [_deadline_plain(d) for d in run.deadlines],
         "totals": list(run.totals),
         "first_use": run.first_use,
@@ -206,10 +207,11 @@ def restore_state(
             item["labels"],
             _usage(item["estimate"]),
             tuple(item["amounts"]),
-            tuple(tuple(ident) for ident in item["idents"]),
+            _ledgers(e, item["idents"]),
             item["expires_at"],
             item["run_id"],
             item["created_at"],
+            e._epoch,
         )
         e._reservations[r.id] = r
         e._reservation_heap.append((r.expires_at, r.id))
@@ -217,7 +219,7 @@ def restore_state(
     for rid, labels, run_id, estimate, expired_at in data["expired_holds"]:
         e._expired_holds[rid] = ExpiredHold(labels, run_id, _usage(estimate), expired_at)
     for item in data["runs"]:
-        run = _run(item)
+        run = _run(e, item)
         e._runs[run.id] = run
         e._run_heap.append((run.next_due(), run.id))
     heapq.heapify(e._run_heap)
@@ -226,7 +228,7 @@ def restore_state(
             events_module.RunEndReason(reason), at, _deadline(deadline) if deadline else None
         )
     for request_id, op, at, result in data["done"]:
-        e._done[request_id] = Remembered(op, at, from_plain(result))
+        e._done[request_id] = (op, at, from_plain(result))
     return e
 
 
@@ -268,14 +270,18 @@ def _deadline(item: list[Any]) -> Deadline:
     return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement))
 
 
-def _run(item: Mapping[str, Any]) -> Run:
+def _ledgers(e: Engine, idents: list[list[str]]) -> tuple[Ledger, ...]:
+    return tuple(e._ledgers[tuple(ident)] for ident in idents)
+
+
+def _run(e: Engine, item: Mapping[str, Any]) -> Run:
     return Run(
         item["id"],
         item["labels"],
         item["opened_at"],
         item["ttl_s"],
         item["last_seen"],
-        tuple(tuple(ident) for ident in item["idents"]),
+        _ledgers(e, item["idents"]),
         [_deadline(d) for d in item["deadlines"]],
         list(item["totals"]),
         item["first_use"],

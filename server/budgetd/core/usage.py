@@ -14,13 +14,14 @@ LABEL_KEY = re.compile(r"[a-z0-9_.-]{1,64}")
 Labels = Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """What one model call spent (or is estimated to spend).
 
     `cached_input_tokens` is the part of `input_tokens` billed at the cached rate.
     `cost_micro_usd`, when set, wins over the price table. `model` and `provider` are
     also matched as labels. `latency_ms` (0 = unknown) feeds average-latency summaries.
+    A value: not mutated once made (not frozen only because that is slow to build).
     """
 
     input_tokens: int = 0
@@ -67,8 +68,10 @@ class EdgeRules:
                 raise InvalidArgument(f"{field}.{key}", f"value longer than {max_bytes} bytes")
 
     def _label_key(self, key: str, field: str) -> None:
-        if not isinstance(key, str) or len(key) > self.limits.max_label_key_chars or (
-            LABEL_KEY.fullmatch(key) is None
+        if (
+            not isinstance(key, str)
+            or len(key) > self.limits.max_label_key_chars
+            or (LABEL_KEY.fullmatch(key) is None)
         ):
             raise InvalidArgument(
                 f"{field}[{key!r}]",
@@ -78,7 +81,24 @@ class EdgeRules:
             self._known_keys.add(key)
 
     def usage(self, usage: Usage, field: str) -> None:
-        max_tokens = self.limits.max_tokens
+        limits = self.limits
+        max_tokens = limits.max_tokens
+        cost = usage.cost_micro_usd
+        if not (
+            0 <= usage.input_tokens <= max_tokens
+            and 0 <= usage.output_tokens <= max_tokens
+            and 0 <= usage.cached_input_tokens <= usage.input_tokens
+            and 0 <= usage.latency_ms <= limits.max_latency_ms
+            and (cost is None or 0 <= cost <= limits.max_cost_micro_usd)
+            and len(usage.model) <= 64
+            and len(usage.provider) <= 64
+        ):
+            self._usage_slow(usage, field)
+
+    def _usage_slow(self, usage: Usage, field: str) -> None:
+        """Check each rule in turn and name the first one broken (the slow path)."""
+        limits = self.limits
+        max_tokens = limits.max_tokens
         for name in ("input_tokens", "output_tokens", "cached_input_tokens"):
             value = getattr(usage, name)
             if not 0 <= value <= max_tokens:
@@ -88,32 +108,24 @@ class EdgeRules:
                 f"{field}.cached_input_tokens", "must not exceed input_tokens (it is a part of it)"
             )
         cost = usage.cost_micro_usd
-        if cost is not None and not 0 <= cost <= self.limits.max_cost_micro_usd:
+        if cost is not None and not 0 <= cost <= limits.max_cost_micro_usd:
             raise InvalidArgument(
                 f"{field}.cost_micro_usd",
-                f"must be in 0..{self.limits.max_cost_micro_usd}, got {cost}",
+                f"must be in 0..{limits.max_cost_micro_usd}, got {cost}",
             )
-        if not 0 <= usage.latency_ms <= self.limits.max_latency_ms:
-            raise InvalidArgument(
-                f"{field}.latency_ms", f"must be in 0..{self.limits.max_latency_ms}"
-            )
+        if not 0 <= usage.latency_ms <= limits.max_latency_ms:
+            raise InvalidArgument(f"{field}.latency_ms", f"must be in 0..{limits.max_latency_ms}")
+        max_bytes = limits.max_label_value_bytes
         for name in ("model", "provider"):
             value = getattr(usage, name)
-            if len(value) * 4 > self.limits.max_label_value_bytes and len(
-                value.encode("utf-8", "surrogatepass")
-            ) > self.limits.max_label_value_bytes:
-                raise InvalidArgument(
-                    f"{field}.{name}", f"longer than {self.limits.max_label_value_bytes} bytes"
-                )
+            if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+                raise InvalidArgument(f"{field}.{name}", f"longer than {max_bytes} bytes")
 
     def identifier(self, value: str, field: str) -> None:
         """Request, run and reservation ids: 1..max printable ASCII characters, no spaces."""
         limit = self.limits.max_request_id_chars
         if not (
-            0 < len(value) <= limit
-            and value.isascii()
-            and value.isprintable()
-            and " " not in value
+            0 < len(value) <= limit and value.isascii() and value.isprintable() and " " not in value
         ):
             raise InvalidArgument(field, f"must be 1..{limit} printable ASCII characters")
 

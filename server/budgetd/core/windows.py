@@ -18,7 +18,6 @@ from budgetd.core.policy import CalendarUnit, Window, WindowKind
 SLIDING_BUCKETS = 60
 
 
-
 @lru_cache(maxsize=64)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
@@ -82,5 +81,3 @@ def _local_to_timestamp(local: datetime, zone: ZoneInfo) -> float:
 
 def sliding_bucket_width(window: Window) -> float:
     return window.duration_s / SLIDING_BUCKETS
-
-
