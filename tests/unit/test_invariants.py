@@ -26,16 +26,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
-
 from budgetd.core import (
     Conflict,
     Decision,
@@ -63,6 +53,15 @@ from budgetd.core import (
 )
 from budgetd.core.results import Result
 from budgetd.core.state import export_state
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 START = 1_735_775_400.0  # 2025-01-01T23:50:00Z: the first midnight is 10 minutes away
 HELD = 5  # total, input, output, cost, requests: what a hold holds
@@ -97,8 +96,18 @@ POLICY_SPECS: tuple[dict[str, Any], ...] = (
         "per": ["user"],
         "caps": {"input_tokens": 900, "output_tokens": 600, "cost_usd": "0.006", "requests": 8},
     },
-    {"name": "soft-all", "match": {"user": "*"}, "caps": {"total_tokens": 2500}, "enforcement": "soft"},
-    {"name": "shadow-agent", "per": ["agent"], "caps": {"total_tokens": 700}, "enforcement": "shadow"},
+    {
+        "name": "soft-all",
+        "match": {"user": "*"},
+        "caps": {"total_tokens": 2500},
+        "enforcement": "soft",
+    },
+    {
+        "name": "shadow-agent",
+        "per": ["agent"],
+        "caps": {"total_tokens": 700},
+        "enforcement": "shadow",
+    },
     {
         "name": "daily",
         "caps": {"total_tokens": 3000},
@@ -111,7 +120,11 @@ POLICY_SPECS: tuple[dict[str, Any], ...] = (
         "caps": {"total_tokens": 600, "requests": 4},
         "window": {"kind": "sliding", "duration": "60s"},
     },
-    {"name": "runs", "per": ["agent"], "caps": {"concurrency": RUNS_PER_AGENT, "run_duration": "10m"}},
+    {
+        "name": "runs",
+        "per": ["agent"],
+        "caps": {"concurrency": RUNS_PER_AGENT, "run_duration": "10m"},
+    },
     {"name": "agent-usage", "per": ["agent"]},
     {"name": "model-usage", "per": ["model"]},
 )
@@ -314,7 +327,9 @@ class BudgetMachine(RuleBasedStateMachine):
             if not token:
                 return found
 
-    def remember(self, request_id: str, op: str, call: Callable[[float], Any], result: Result) -> None:
+    def remember(
+        self, request_id: str, op: str, call: Callable[[float], Any], result: Result
+    ) -> None:
         self.done[request_id] = Done(op, self.now, call, result)
 
     def absorb(self, events: list[Event]) -> None:
@@ -745,9 +760,14 @@ class BudgetMachine(RuleBasedStateMachine):
             ),
             "consume_cached_above_input": (
                 "usage.cached_input_tokens",
-                lambda: engine.consume(labels, Usage(input_tokens=1, cached_input_tokens=2), rid, now),
+                lambda: engine.consume(
+                    labels, Usage(input_tokens=1, cached_input_tokens=2), rid, now
+                ),
             ),
-            "consume_empty_request_id": ("request_id", lambda: engine.consume(labels, small, "", now)),
+            "consume_empty_request_id": (
+                "request_id",
+                lambda: engine.consume(labels, small, "", now),
+            ),
             "commit_negative_tokens": (
                 "actual.output_tokens",
                 lambda: engine.commit(
@@ -856,4 +876,3 @@ def test_budget_invariants() -> None:
         BudgetMachine,
         settings=settings(max_examples=100, stateful_step_count=60, deadline=None),
     )
-
