@@ -132,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1k and 100k ledgers, fewer calls")
     parser.add_argument("--out", type=Path, required=True, help="file to write the table to")
+    parser.add_argument("--populations", type=int, nargs="+", help="ledger counts to measure at")
+    parser.add_argument("--calls", type=int, help="calls per row (split into 5 rounds)")
     args = parser.parse_args(argv)
-    populations = (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
-    count = 20_000 if args.quick else 100_000
+    populations = args.populations or (
+        (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
+    )
+    count = args.calls or (20_000 if args.quick else 100_000)
     rounds = 5
     lines = [
         f"budgetd core micro-benchmark — Python {platform.python_version()}, "

@@ -64,7 +64,7 @@ def test_bad_entries_name_file_key_and_reason(
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     """A missing file and invalid TOML fail with the path and a reason."""
-    with pytest.raises(PriceFileError, match="prices.toml"):
+    with pytest.raises(PriceFileError, match=r"prices\.toml"):
         load_price_file(tmp_path / "prices.toml", default_price_table())
     path = _write(tmp_path, "models = [\n")
     with pytest.raises(PriceFileError, match="not valid TOML"):

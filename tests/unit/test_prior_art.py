@@ -369,13 +369,14 @@ def test_max_ten_concurrent_runs_and_crashed_runs_free_their_slot() -> None:
     for i in range(1, 10):  # r0 has crashed: it sends no heartbeat
         beat, _ = engine.heartbeat(f"r{i}", T0 + 50)
         assert beat.expires_at == T0 + 110
-    ended = of_type(engine.expire(T0 + 60), RunEnded)
+    ended = of_type(engine.expire(T0 + 75), RunEnded)
     assert [(e.run_id, e.reason) for e in ended] == [("r0", RunEndReason.HEARTBEAT_TIMEOUT)]
+    assert ended[0].duration_s == 60.0  # it ran until its last heartbeat's ttl, not until now
     assert engine.run_count == 9
-    assert engine.get_ledger("runs", T0 + 60).open_runs == 9
-    retry, _ = engine.open_run(labels, "r10", 60, "o11", T0 + 61)
+    assert engine.get_ledger("runs", T0 + 75).open_runs == 9
+    retry, _ = engine.open_run(labels, "r10", 60, "o11", T0 + 76)
     assert retry.decision is not Decision.DENY
-    assert engine.get_ledger("runs", T0 + 61).open_runs == 10
+    assert engine.get_ledger("runs", T0 + 76).open_runs == 10
 
 
 def test_hard_denies_soft_warns_shadow_reports() -> None:

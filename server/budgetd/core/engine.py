@@ -81,6 +81,7 @@ CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
 NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
+SHADOW = Enforcement.SHADOW
 
 
 def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
@@ -207,7 +208,8 @@ class Engine:
             status = ledger.status(now)
             statuses.append(status)
             used = ledger.effective_used(now)
-            warn = warn or status.state >= LedgerState.WARNING
+            if status.state and status.enforcement is not SHADOW:
+                warn = True
             self._fit(ledger, used, amounts, blockers, warnings)
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
@@ -308,8 +310,8 @@ class Engine:
         warn = False
         for ledger in ledgers:
             if ledger.caps:
-                if ledger.state:  # WARNING or worse
-                    warn = True
+                if ledger.state and ledger.policy.enforcement is not SHADOW:
+                    warn = True  # WARNING or worse in a ledger that enforces
                 if not ledger.fits(amounts):
                     self._fit(ledger, ledger.used, amounts, blockers, warnings)
         if run_blocker is not None:
@@ -522,7 +524,8 @@ class Engine:
         warn = False
         for ledger in ledgers:
             if ledger.caps:
-                warn = warn or ledger.state >= LedgerState.WARNING
+                if ledger.state and ledger.policy.enforcement is not SHADOW:
+                    warn = True
                 self._fit(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
         decision = _decision(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
@@ -643,14 +646,14 @@ class Engine:
             budget -= 1
             changed = True
             silent_at = run.last_seen + run.ttl_s
-            deadline = run.deadlines[0] if run.deadlines else None
+            deadline = next((d for d in run.deadlines if not d.reported), None)
             if deadline is None or silent_at < deadline.at:
                 self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events, silent_at)
                 continue
             if deadline.enforcement is Enforcement.HARD:
                 self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
                 continue
-            run.deadlines.pop(0)  # a soft or shadow cap reports once, the run goes on
+            deadline.reported = True  # a soft or shadow cap reports once; the run goes on
             events.append(Denied(now, run.labels, _duration_blocker(run, deadline, now)))
             heapq.heappush(heap, (run.next_due(), run_id))
         return changed

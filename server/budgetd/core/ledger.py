@@ -281,9 +281,14 @@ class Ledger:
     def set_caps(
         self, caps: tuple[tuple[Dimension, int], ...], now: float, events: list[Event]
     ) -> None:
+        """New caps: levels reached under them fire now; levels no longer reached re-arm
+        (a threshold is an amount of a cap, and the amount changed)."""
         self.caps = caps
         self.triggers = [NEVER] * len(caps)
-        self.refresh_levels(now, events)
+        for k in range(len(caps)):
+            self._levels_changed(k, now, events, rearm=True)
+        if not caps:
+            self.state = LedgerState.OK
 
     def refresh_levels(self, now: float, events: list[Event]) -> None:
         for k in range(len(self.caps)):
@@ -296,7 +301,7 @@ class Ledger:
             if capped == dimension:
                 self._levels_changed(k, now, events)
 
-    def _levels_changed(self, k: int, now: float, events: list[Event]) -> None:
+    def _levels_changed(self, k: int, now: float, events: list[Event], rearm: bool = False) -> None:
         """Fire the levels cap `k` has reached for the first time this window; re-arm
         gauges (concurrency, sliding windows) that fell back; recompute state."""
         dimension, limit = self.caps[k]
@@ -304,7 +309,7 @@ class Ledger:
             self.triggers[k] = NEVER
             return
         value = self.used[dimension]
-        rearm = dimension == CONCURRENCY or self.buckets is not None
+        rearm = rearm or dimension == CONCURRENCY or self.buckets is not None
         base = dimension * 8
         fired = self.fired
         next_amount = NEVER

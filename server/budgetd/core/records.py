@@ -50,6 +50,7 @@ class Deadline:
     ledger: str
     limit_ms: int
     enforcement: Enforcement
+    reported: bool = False  # a soft or shadow cap's Denied event has been emitted
 
 
 @dataclass(slots=True)
@@ -80,8 +81,9 @@ class Run:
     def next_due(self) -> float:
         """The next instant the sweep has something to do for this run."""
         due = self.last_seen + self.ttl_s
-        if self.deadlines:
-            due = min(due, self.deadlines[0].at)
+        for deadline in self.deadlines:
+            if not deadline.reported:
+                return min(due, deadline.at)
         return due
 
 

@@ -164,7 +164,9 @@ def _reservation_plain(r: Reservation) -> dict[str, Any]:
 
 
 def _deadline_plain(d: Deadline | None) -> list[Any] | None:
-    return None if d is None else [d.at, d.policy, d.ledger, d.limit_ms, d.enforcement.value]
+    if d is None:
+        return None
+    return [d.at, d.policy, d.ledger, d.limit_ms, d.enforcement.value, d.reported]
 
 
 def _run_plain(run: Run) -> dict[str, Any]:
@@ -266,8 +268,8 @@ def _key(ident: tuple[str, ...], policy: Policy) -> str:
 
 
 def _deadline(item: list[Any]) -> Deadline:
-    at, policy, ledger, limit_ms, enforcement = item
-    return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement))
+    at, policy, ledger, limit_ms, enforcement, reported = item
+    return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement), reported)
 
 
 def _ledgers(e: Engine, idents: list[list[str]]) -> tuple[Ledger, ...]:

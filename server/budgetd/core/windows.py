@@ -47,13 +47,16 @@ def calendar_bounds(unit: CalendarUnit, time_zone: str, now: float) -> tuple[flo
     """Local-time boundaries (minute/hour/day/week/month) in an IANA zone, DST-aware."""
     zone = _zone(time_zone)
     local = datetime.fromtimestamp(now, zone)
-    if unit is CalendarUnit.MINUTE:
-        start = local.replace(second=0, microsecond=0)
-        following = start + timedelta(minutes=1)
-    elif unit is CalendarUnit.HOUR:
-        start = local.replace(minute=0, second=0, microsecond=0)
-        following = start + timedelta(hours=1)
-    elif unit is CalendarUnit.DAY:
+    if unit is CalendarUnit.MINUTE or unit is CalendarUnit.HOUR:
+        # Minutes and hours are fixed lengths of absolute time: subtract what has elapsed
+        # of the current one, which stays right in the repeated hour of a DST fall-back.
+        elapsed = local.second + local.microsecond / 1e6
+        length = 60
+        if unit is CalendarUnit.HOUR:
+            elapsed += local.minute * 60
+            length = 3600
+        return now - elapsed, now - elapsed + length
+    if unit is CalendarUnit.DAY:
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         following = start + timedelta(days=1)
     elif unit is CalendarUnit.WEEK:
@@ -64,11 +67,12 @@ def calendar_bounds(unit: CalendarUnit, time_zone: str, now: float) -> tuple[flo
         start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
         following = start.replace(year=year, month=month)
-    # Wall-clock arithmetic above is naive about DST; re-localise through UTC offsets.
+    # Days, weeks and months have local lengths (23 or 25 hours across DST): convert the
+    # local boundaries back to instants.
     start_ts = _local_to_timestamp(start, zone)
     end_ts = _local_to_timestamp(following, zone)
     if not start_ts <= now < end_ts:
-        # A boundary fell into a DST gap or fold; fall back to fixed-length arithmetic.
+        # A boundary fell into a DST gap (zones that switch at midnight); clamp to now.
         end_ts = max(end_ts, now + 1e-6)
         start_ts = min(start_ts, now)
     return start_ts, end_ts
