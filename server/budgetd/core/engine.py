@@ -40,7 +40,7 @@ from budgetd.core.events import (
     Totals,
     UsageRecorded,
 )
-from budgetd.core.ledger import Ident, Ledger, format_key, parse_key
+from budgetd.core.ledger import Ident, Ledger, format_key, parse_key, record_usage
 from budgetd.core.limits import Limits
 from budgetd.core.mutations import Mutation
 from budgetd.core.policy import Enforcement, LedgerState, Policy
@@ -415,7 +415,8 @@ class Engine:
                 if now >= ledger.window_end:
                     ledger.roll(now, events)
                     self._schedule_roll(ledger)
-                ledger.settle(amounts, delta, now, events)
+                ledger.release_hold(amounts)
+            record_usage(ledgers, delta, now, events)
         else:
             ledgers = self._resolve(subject, now, events)
             # Nothing below can fail: the operation now applies in full.
@@ -423,8 +424,7 @@ class Engine:
                 self._drop_reservation(reservation)
             else:
                 del self._expired_holds[reservation_id]
-            for ledger in ledgers:
-                ledger.add(delta, now, events)
+            record_usage(ledgers, delta, now, events)
         if run_id:
             self._attribute(run_id, delta, now)
         held = reservation.amounts if reservation is not None else _held(self, estimate)
@@ -483,8 +483,7 @@ class Engine:
         ledgers = self._resolve(subject, now, events)
         cost = self.prices.cost_of(usage)
         delta = usage_delta(usage, cost)
-        for ledger in ledgers:
-            ledger.add(delta, now, events)
+        record_usage(ledgers, delta, now, events)
         if run_id:
             self._attribute(run_id, delta, now)
         briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
@@ -1017,7 +1016,7 @@ class Engine:
         amounts = reservation.amounts
         for ledger in reservation.ledgers:
             if ledger.alive:  # else closed since (policy changed or deleted)
-                ledger.unhold(amounts)
+                ledger.release_hold(amounts)
 
     def _run_gate(self, run_id: str, now: float) -> Blocker | None:
         """For usage estimated within a run: the run_duration cap it is past, if any."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 from budgetd.core.dimensions import (
     HELD_SIZE,
@@ -186,29 +187,8 @@ class Ledger:
     # --- counting --------------------------------------------------------------------
 
     def add(self, delta: tuple[int, ...], now: float, events: list[Event]) -> None:
-        """Record usage (a `usage_delta` vector). The hot path: unrolled integer additions
-        (slots 5 and 6, concurrency and run time, never come from a usage record)."""
-        used = self.used
-        used[0] += delta[0]
-        used[1] += delta[1]
-        used[2] += delta[2]
-        used[3] += delta[3]
-        used[4] += delta[4]
-        used[7] += delta[7]
-        used[8] += delta[8]
-        used[9] += delta[9]
-        used[10] += delta[10]
-        if self.first_use is None:
-            self.first_use = now
-        self.last_use = now
-        if self.buckets is not None:
-            bucket = self._bucket_for(now)
-            for i in range(VECTOR_SIZE):
-                bucket[i] += delta[i]
-        triggers = self.triggers
-        for k, (dimension, _) in enumerate(self.caps):
-            if used[dimension] >= triggers[k]:
-                self._levels_changed(k, now, events)
+        """Record usage (a `usage_delta` vector) in this ledger."""
+        record_usage((self,), delta, now, events)
 
     def fits(self, amounts: tuple[int, ...]) -> bool:
         """Whether a hold of `amounts` fits every cap (at least one unit of headroom)."""
@@ -221,10 +201,8 @@ class Ledger:
                 return False
         return True
 
-    def settle(
-        self, amounts: tuple[int, ...], delta: tuple[int, ...], now: float, events: list[Event]
-    ) -> None:
-        """Release a hold of `amounts` and record the actual usage `delta` (a commit)."""
+    def release_hold(self, amounts: tuple[int, ...]) -> None:
+        """Undo `hold` (a commit, release or expiry)."""
         reserved = self.reserved
         reserved[0] -= amounts[0]
         reserved[1] -= amounts[1]
@@ -234,7 +212,19 @@ class Ledger:
         self.holds -= 1
         if self.holds < 0 or min(reserved) < 0:
             raise InvariantBroken(f"{self.key}: a hold was released twice")
-        self.add(delta, now, events)
+
+    def add_to_bucket(self, delta: tuple[int, ...], now: float) -> None:
+        bucket = self._bucket_for(now)
+        for i in range(VECTOR_SIZE):
+            bucket[i] += delta[i]
+
+    def check_levels(self, now: float, events: list[Event]) -> None:
+        """Fire what the counters reached (called after they grew)."""
+        used = self.used
+        triggers = self.triggers
+        for k, (dimension, _) in enumerate(self.caps):
+            if used[dimension] >= triggers[k]:
+                self._levels_changed(k, now, events)
 
     def hold(self, amounts: tuple[int, ...]) -> None:
         reserved = self.reserved
@@ -244,17 +234,6 @@ class Ledger:
         reserved[3] += amounts[3]
         reserved[4] += amounts[4]
         self.holds += 1
-
-    def unhold(self, amounts: tuple[int, ...]) -> None:
-        reserved = self.reserved
-        reserved[0] -= amounts[0]
-        reserved[1] -= amounts[1]
-        reserved[2] -= amounts[2]
-        reserved[3] -= amounts[3]
-        reserved[4] -= amounts[4]
-        self.holds -= 1
-        if self.holds < 0 or min(reserved) < 0:
-            raise InvariantBroken(f"{self.key}: a hold was released twice")
 
     def open_slot(self, now: float, events: list[Event]) -> None:
         self.used[CONCURRENCY] += 1
@@ -411,6 +390,41 @@ class Ledger:
     @property
     def enforcement(self) -> Enforcement:
         return self.policy.enforcement
+
+
+def record_usage(
+    ledgers: Iterable[Ledger], delta: tuple[int, ...], now: float, events: list[Event]
+) -> None:
+    """Add one usage record (a `usage_delta` vector) to every ledger it belongs to.
+
+    The hot path of Consume and Commit, written as one loop with the increments in local
+    variables: slots 5 and 6 (open runs, run time) never come from a usage record, and
+    the optional aggregates are skipped when zero.
+    """
+    total, input_tokens, output_tokens, cost, requests, _, _, cached, unpriced, latency, samples = (
+        delta
+    )
+    for ledger in ledgers:
+        used = ledger.used
+        used[0] += total
+        used[1] += input_tokens
+        used[2] += output_tokens
+        used[3] += cost
+        used[4] += requests
+        if cached:
+            used[7] += cached
+        if unpriced:
+            used[8] += unpriced
+        if samples:
+            used[9] += latency
+            used[10] += samples
+        if ledger.first_use is None:
+            ledger.first_use = now
+        ledger.last_use = now
+        if ledger.buckets is not None:
+            ledger.add_to_bucket(delta, now)
+        if ledger.caps:
+            ledger.check_levels(now, events)
 
 
 # --- keys ------------------------------------------------------------------------------
