@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from budgetd.core.default_prices import default_price_table
 from budgetd.core.dimensions import (
+    DIMENSION_NAMES,
     HELD_DIMENSIONS,
     HELD_SIZE,
     VECTOR_SIZE,
@@ -43,7 +44,7 @@ from budgetd.core.events import (
 from budgetd.core.ledger import Ident, Ledger, format_key, parse_key, record_usage
 from budgetd.core.limits import Limits
 from budgetd.core.mutations import Mutation
-from budgetd.core.policy import Enforcement, LedgerState, Policy
+from budgetd.core.policy import Enforcement, LedgerState, Policy, parse_caps
 from budgetd.core.prices import PriceTable
 from budgetd.core.records import (
     Deadline,
@@ -773,6 +774,7 @@ class Engine:
         policy = self.policy(name)
         if set(values) != set(policy.per):
             raise InvalidArgument("key", f"policy {name!r} splits by {list(policy.per)}")
+        caps = tuple(caps)
         new_caps = self._validated_caps(caps)
         labels = {**{k: v for k, v in policy.match if v != "*"}, **values}
         self.rules.labels(labels, "key")
@@ -784,7 +786,7 @@ class Engine:
             self._schedule_roll(ledger)
         ledger.caps_overridden = bool(new_caps)
         ledger.set_caps(new_caps or policy.caps, now, events)
-        self._record("set_ledger_limits", now, key=key, caps=tuple(caps))
+        self._record("set_ledger_limits", now, key=key, caps=caps)
         return ledger.status(now), events
 
     # ==================================================================================
@@ -797,14 +799,17 @@ class Engine:
         return Policy.from_mapping(policy.to_mapping(), self.limits, f"policy {policy.name!r}")
 
     def _validated_caps(
-        self, caps: Iterable[tuple[Dimension, int]]
+        self, caps: tuple[tuple[Dimension, int], ...]
     ) -> tuple[tuple[Dimension, int], ...]:
         mapping: dict[str, Any] = {}
         for dimension, limit in caps:
             if not isinstance(dimension, Dimension):
-                raise InvalidArgument("caps.dimension", "unknown dimension")
-            mapping[dimension.name.lower()] = limit
-        return Policy.from_mapping({"name": "caps", "caps": mapping}, self.limits, "").caps
+                raise InvalidArgument("caps", f"unknown dimension {dimension!r}")
+            name = DIMENSION_NAMES[dimension]
+            if name in mapping:
+                raise InvalidArgument(f"caps.{name}", "capped twice")
+            mapping[name] = limit
+        return parse_caps(mapping, self.limits, "caps")
 
     def _install(self, policy: Policy) -> None:
         self._epoch += 1

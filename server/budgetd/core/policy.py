@@ -215,7 +215,7 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         description=description,
         match=_parse_match(data.get("match", {}), limits, f"{where}.match"),
         per=_parse_per(data.get("per", []), limits, f"{where}.per"),
-        caps=_parse_caps(data.get("caps", {}), limits, f"{where}.caps"),
+        caps=parse_caps(data.get("caps", {}), limits, f"{where}.caps"),
         window=_parse_window(data.get("window", "lifetime"), f"{where}.window"),
         enforcement=_parse_enum(
             Enforcement, data.get("enforcement", "hard"), f"{where}.enforcement"
@@ -285,7 +285,7 @@ def _check_label_key(key: object, limits: Limits, where: str) -> None:
         raise InvalidArgument(where, "label keys match [a-z0-9_.-]{1,64}")
 
 
-def _parse_caps(value: object, limits: Limits, where: str) -> tuple[tuple[Dimension, int], ...]:
+def parse_caps(value: object, limits: Limits, where: str) -> tuple[tuple[Dimension, int], ...]:
     if not isinstance(value, Mapping):
         raise InvalidArgument(
             where, f"must be a table of dimension = limit ({sorted(DIMENSION_BY_NAME)})"
