@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# `npm install` with the committed lock, not `npm ci`: buf ships one optional binary
+# package per platform, the lock can list only those the registry serves here, and
+# `npm ci` rejects a lock without all of them. The lock is left unchanged.
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 setup: $(STAMP) $(NODE_STAMP)
