@@ -4,10 +4,11 @@ No gRPC, asyncio, file or clock imports live here: time is an argument, results 
 events are plain objects, and every operation is synchronous and atomic.
 """
 
+from budgetd.core.decisions import usage_delta
 from budgetd.core.default_prices import default_price_table
 from budgetd.core.defaults import default_policies
 from budgetd.core.dimensions import Dimension
-from budgetd.core.engine import Engine, usage_delta
+from budgetd.core.engine import Engine
 from budgetd.core.errors import (
     BudgetError,
     Conflict,

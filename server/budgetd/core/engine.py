@@ -17,10 +17,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from budgetd.core.decisions import (
+    collect_blockers,
+    crossings,
+    decide,
+    duration_blocker,
+    overruns,
+    usage_delta,
+)
 from budgetd.core.default_prices import default_price_table
 from budgetd.core.dimensions import (
     DIMENSION_NAMES,
-    HELD_DIMENSIONS,
     HELD_SIZE,
     VECTOR_SIZE,
     Dimension,
@@ -37,7 +44,6 @@ from budgetd.core.events import (
     RunEnded,
     RunEndReason,
     RunOpened,
-    ThresholdCrossed,
     Totals,
     UsageRecorded,
 )
@@ -65,7 +71,6 @@ from budgetd.core.results import (
     LedgerPage,
     LedgerStatus,
     OpenRunResult,
-    Overrun,
     PutPolicyResult,
     ReleaseResult,
     ReserveResult,
@@ -83,38 +88,6 @@ RUN_DURATION = Dimension.RUN_DURATION_MS
 NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
-
-
-def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
-    """The VECTOR_SIZE increment one usage record adds to a ledger."""
-    latency = usage.latency_ms
-    return (
-        usage.input_tokens + usage.output_tokens,
-        usage.input_tokens,
-        usage.output_tokens,
-        0 if cost is None else cost,
-        1,
-        0,
-        0,
-        usage.cached_input_tokens,
-        1 if cost is None else 0,
-        latency,
-        1 if latency else 0,
-    )
-
-
-def _crossings(events: list[Event]) -> tuple[ThresholdCrossed, ...]:
-    if not events:
-        return ()
-    return tuple(e for e in events if type(e) is ThresholdCrossed)
-
-
-def _decision(blockers: list[Blocker], warnings: list[Blocker], warn: bool) -> Decision:
-    if blockers:
-        return Decision.DENY
-    if warn or any(w.enforcement is Enforcement.SOFT for w in warnings):
-        return Decision.ALLOW_WITH_WARNING
-    return Decision.ALLOW
 
 
 class Engine:
@@ -211,13 +184,13 @@ class Engine:
             used = ledger.effective_used(now)
             if status.state and status.enforcement is not SHADOW:
                 warn = True
-            self._fit(ledger, used, amounts, blockers, warnings)
+            collect_blockers(ledger, used, amounts, blockers, warnings)
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
                 run_blocker
             )
         return CheckResult(
-            _decision(blockers, warnings, warn),
+            decide(blockers, warnings, warn),
             tuple(statuses),
             tuple(blockers),
             tuple(warnings),
@@ -314,12 +287,12 @@ class Engine:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True  # WARNING or worse in a ledger that enforces
                 if not ledger.fits(amounts):
-                    self._fit(ledger, ledger.used, amounts, blockers, warnings)
+                    collect_blockers(ledger, ledger.used, amounts, blockers, warnings)
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
                 run_blocker
             )
-        decision = _decision(blockers, warnings, warn) if blockers or warnings or warn else ALLOW
+        decision = decide(blockers, warnings, warn) if blockers or warnings or warn else ALLOW
         if blockers or warnings:
             for blocker in (*blockers, *warnings):
                 events.append(Denied(now, subject, blocker))
@@ -428,13 +401,17 @@ class Engine:
             record_usage(ledgers, delta, now, events)
         if run_id:
             self._attribute(run_id, delta, now)
-        held = reservation.amounts if reservation is not None else _held(self, estimate)
+        held = (
+            reservation.amounts
+            if reservation is not None
+            else usage_delta(estimate, self.prices.cost_of(estimate))[:HELD_SIZE]
+        )
         over = delta[0] > held[0] or delta[1] > held[1] or delta[2] > held[2] or delta[3] > held[3]
         briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
         result = CommitResult(
             briefs,
-            _crossings(events),
-            _overruns(held, delta) if over else (),
+            crossings(events),
+            overruns(held, delta) if over else (),
             cost,
             reservation is None,
         )
@@ -488,7 +465,7 @@ class Engine:
         if run_id:
             self._attribute(run_id, delta, now)
         briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
-        result = ConsumeResult(briefs, _crossings(events), cost)
+        result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
         self._remember(request_id, "consume", now, result)
         if self.recorder is not None:
@@ -526,8 +503,8 @@ class Engine:
             if ledger.caps:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True
-                self._fit(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
-        decision = _decision(blockers, warnings, warn)
+                collect_blockers(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
+        decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
             events.append(Denied(now, labels, blocker))
         briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
@@ -654,7 +631,7 @@ class Engine:
                 self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
                 continue
             deadline.reported = True  # a soft or shadow cap reports once; the run goes on
-            events.append(Denied(now, run.labels, _duration_blocker(run, deadline, now)))
+            events.append(Denied(now, run.labels, duration_blocker(deadline, now)))
             heapq.heappush(heap, (run.next_due(), run_id))
         return changed
 
@@ -976,46 +953,6 @@ class Engine:
     # Internals: decisions, holds, runs, memory
     # ==================================================================================
 
-    @staticmethod
-    def _fit(
-        ledger: Ledger,
-        used: list[int],
-        amounts: tuple[int, ...],
-        blockers: list[Blocker],
-        warnings: list[Blocker],
-        slot: bool = False,
-    ) -> None:
-        """Append a Blocker for every cap of `ledger` the request does not fit.
-
-        A request needs at least one unit of headroom in every capped dimension, so an
-        exhausted ledger denies even a zero estimate.
-        """
-        reserved = ledger.reserved
-        for dimension, limit in ledger.caps:
-            if dimension < CONCURRENCY:
-                requested = amounts[dimension]
-                held = reserved[dimension]
-            elif dimension == CONCURRENCY and slot:
-                requested, held = 1, 0
-            else:
-                continue
-            if used[dimension] + held + (requested or 1) > limit:
-                policy = ledger.policy
-                blocker = Blocker(
-                    policy.name,
-                    ledger.key,
-                    dimension,
-                    used[dimension],
-                    held,
-                    requested,
-                    limit,
-                    policy.enforcement,
-                )
-                if policy.enforcement is Enforcement.HARD:
-                    blockers.append(blocker)
-                else:
-                    warnings.append(blocker)
-
     def _drop_reservation(self, reservation: Reservation) -> None:
         del self._reservations[reservation.id]
         amounts = reservation.amounts
@@ -1034,10 +971,10 @@ class Engine:
             if ended is None or ended.reason is not RunEndReason.DURATION_EXCEEDED:
                 self._open_run(run_id)  # raises the precise NotFound
             assert ended is not None and ended.deadline is not None
-            return _duration_blocker_at(ended.deadline, ended.at - ended.deadline.at, now)
+            return duration_blocker(ended.deadline, ended.at)
         for deadline in run.deadlines:
             if deadline.at <= now:
-                return _duration_blocker(run, deadline, now)
+                return duration_blocker(deadline, now)
         return None
 
     def _open_run(self, run_id: str) -> Run:
@@ -1118,38 +1055,6 @@ class Engine:
             self.recorder(Mutation(op, now, args))
 
 
-def _held(engine: Engine, estimate: Usage) -> tuple[int, ...]:
-    return usage_delta(estimate, engine.prices.cost_of(estimate))[:HELD_SIZE]
-
-
-def _overruns(held: tuple[int, ...], actual: tuple[int, ...]) -> tuple[Overrun, ...]:
-    """Dimensions where actual usage went past what was held (the usage stands)."""
-    return tuple(
-        Overrun(dimension, held[dimension], actual[dimension])
-        for dimension in HELD_DIMENSIONS[:4]
-        if actual[dimension] > held[dimension]
-    )
-
-
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:
     labels = ledger.labels()
     return all(labels.get(key) == value for key, value in selector.items())
-
-
-def _duration_blocker(run: Run, deadline: Deadline, now: float) -> Blocker:
-    return _duration_blocker_at(deadline, now - deadline.at, now)
-
-
-def _duration_blocker_at(deadline: Deadline, over_s: float, now: float) -> Blocker:
-    del now
-    elapsed_ms = deadline.limit_ms + max(0, int(over_s * 1000))
-    return Blocker(
-        deadline.policy,
-        deadline.ledger,
-        RUN_DURATION,
-        elapsed_ms,
-        0,
-        0,
-        deadline.limit_ms,
-        deadline.enforcement,
-    )

@@ -1,0 +1,114 @@
+"""How a request is judged against ledgers: pure functions of counters and caps.
+
+Kept apart from the engine, which owns state: these only read a ledger and build
+answers (blockers, decisions, overruns).
+"""
+
+from __future__ import annotations
+
+from budgetd.core.dimensions import HELD_DIMENSIONS, Dimension
+from budgetd.core.events import Blocker, Event, ThresholdCrossed
+from budgetd.core.ledger import Ledger
+from budgetd.core.policy import Enforcement
+from budgetd.core.records import Deadline
+from budgetd.core.results import Decision, Overrun
+from budgetd.core.usage import Usage
+
+CONCURRENCY = Dimension.CONCURRENCY
+RUN_DURATION = Dimension.RUN_DURATION_MS
+
+
+def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
+    """The VECTOR_SIZE increment one usage record adds to a ledger."""
+    latency = usage.latency_ms
+    return (
+        usage.input_tokens + usage.output_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
+        0 if cost is None else cost,
+        1,
+        0,
+        0,
+        usage.cached_input_tokens,
+        1 if cost is None else 0,
+        latency,
+        1 if latency else 0,
+    )
+
+
+def crossings(events: list[Event]) -> tuple[ThresholdCrossed, ...]:
+    if not events:
+        return ()
+    return tuple(e for e in events if type(e) is ThresholdCrossed)
+
+
+def decide(blockers: list[Blocker], warnings: list[Blocker], warn: bool) -> Decision:
+    if blockers:
+        return Decision.DENY
+    if warn or any(w.enforcement is Enforcement.SOFT for w in warnings):
+        return Decision.ALLOW_WITH_WARNING
+    return Decision.ALLOW
+
+
+def collect_blockers(
+    ledger: Ledger,
+    used: list[int],
+    amounts: tuple[int, ...],
+    blockers: list[Blocker],
+    warnings: list[Blocker],
+    slot: bool = False,
+) -> None:
+    """Append a Blocker for every cap of `ledger` the request does not fit.
+
+    A request needs at least one unit of headroom in every capped dimension, so an
+    exhausted ledger denies even a zero estimate.
+    """
+    reserved = ledger.reserved
+    for dimension, limit in ledger.caps:
+        if dimension < CONCURRENCY:
+            requested = amounts[dimension]
+            held = reserved[dimension]
+        elif dimension == CONCURRENCY and slot:
+            requested, held = 1, 0
+        else:
+            continue
+        if used[dimension] + held + (requested or 1) > limit:
+            policy = ledger.policy
+            blocker = Blocker(
+                policy.name,
+                ledger.key,
+                dimension,
+                used[dimension],
+                held,
+                requested,
+                limit,
+                policy.enforcement,
+            )
+            if policy.enforcement is Enforcement.HARD:
+                blockers.append(blocker)
+            else:
+                warnings.append(blocker)
+
+
+def overruns(held: tuple[int, ...], actual: tuple[int, ...]) -> tuple[Overrun, ...]:
+    """Dimensions where actual usage went past what was held (the usage stands)."""
+    return tuple(
+        Overrun(dimension, held[dimension], actual[dimension])
+        for dimension in HELD_DIMENSIONS[:4]
+        if actual[dimension] > held[dimension]
+    )
+
+
+def duration_blocker(deadline: Deadline, at: float) -> Blocker:
+    """The Blocker of a run_duration cap passed by a run that is (or was) still going at `at`."""
+    elapsed_ms = deadline.limit_ms + max(0, int((at - deadline.at) * 1000))
+    return Blocker(
+        deadline.policy,
+        deadline.ledger,
+        RUN_DURATION,
+        elapsed_ms,
+        0,
+        0,
+        deadline.limit_ms,
+        deadline.enforcement,
+    )
