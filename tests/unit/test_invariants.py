@@ -94,7 +94,7 @@ POLICY_SPECS: tuple[dict[str, Any], ...] = (
     {
         "name": "user-cap",
         "per": ["user"],
-        "caps": {"input_tokens": 900, "output_tokens": 600, "cost_usd": "0.006", "requests": 8},
+        "caps": {"input_tokens": 600, "output_tokens": 400, "cost_usd": "0.004", "requests": 6},
     },
     {
         "name": "soft-all",
@@ -110,14 +110,14 @@ POLICY_SPECS: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "daily",
-        "caps": {"total_tokens": 3000},
+        "caps": {"total_tokens": 1500},
         "window": {"kind": "calendar", "unit": "day", "time_zone": "UTC"},
         "evictable": False,
     },
     {
         "name": "rate",
         "per": ["user"],
-        "caps": {"total_tokens": 600, "requests": 4},
+        "caps": {"total_tokens": 800, "requests": 5},
         "window": {"kind": "sliding", "duration": "60s"},
     },
     {
