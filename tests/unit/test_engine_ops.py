@@ -1006,3 +1006,71 @@ def test_calendar_minute_and_hour_keep_their_length_in_the_repeated_dst_hour(
         assert status.window_start <= now < status.window_end, f"fold={fold}"
         assert status.window_end - status.window_start == length, f"fold={fold}"
         assert engine.check({}, tokens(1), now + 5).decision is Decision.DENY, f"fold={fold}"
+
+
+# --- the hot path's memo of label sets and its bookkeeping ------------------------------
+
+
+def test_a_label_set_seen_before_reaches_a_policy_added_since() -> None:
+    engine = Engine([users(None)])
+    engine.consume({"user": "u"}, tokens(10), "c1", T0)
+    engine.put_policy(policy({"name": "all"}), T0)
+    engine.consume({"user": "u"}, tokens(5), "c2", T0)
+    assert engine.get_ledger("users{user=u}", T0).totals.total_tokens == 15
+    assert engine.get_ledger("all", T0).totals.total_tokens == 5
+
+
+def test_a_label_set_seen_before_gets_a_new_ledger_after_its_ledger_was_evicted() -> None:
+    engine = Engine([users(None)], limits=Limits(max_ledgers=1))
+    engine.consume({"user": "a"}, tokens(10), "c1", T0)
+    _, events = engine.consume({"user": "b"}, tokens(1), "c2", T0 + 1)  # evicts user a
+    assert [e.ledger for e in of_type(events, LedgerClosed)] == ["users{user=a}"]
+    engine.consume({"user": "a"}, tokens(7), "c3", T0 + 2)
+    assert engine.get_ledger("users{user=a}", T0 + 2).totals.total_tokens == 7
+
+
+def test_labels_changed_by_the_caller_after_a_call_change_nothing_recorded() -> None:
+    engine = Engine([users(None)])
+    labels = {"user": "a"}
+    _, first = engine.consume(labels, tokens(10), "c1", T0)
+    labels["user"] = "b"
+    engine.consume(labels, tokens(3), "c2", T0)
+    assert of_type(first, UsageRecorded)[0].labels == {"user": "a"}
+    assert engine.get_ledger("users{user=a}", T0).totals.total_tokens == 10
+    assert engine.get_ledger("users{user=b}", T0).totals.total_tokens == 3
+
+
+def test_the_label_set_memo_is_bounded_and_answers_alike_past_its_bound() -> None:
+    engine = Engine([users(None)], limits=Limits(route_memo_entries=2))
+    for i in range(30):
+        engine.consume({"user": f"u{i % 5}"}, tokens(1), f"c{i}", T0)
+        assert len(engine._routes) <= 2
+    for u in range(5):
+        assert engine.get_ledger(f"users{{user=u{u}}}", T0).totals.total_tokens == 6
+
+
+def test_invalid_labels_are_rejected_every_time_not_only_the_first() -> None:
+    engine = Engine([users(None)])
+    for request_id in ("c1", "c2"):
+        with pytest.raises(InvalidArgument) as raised:
+            engine.consume({"User": "u"}, tokens(1), request_id, T0)
+        assert raised.value.field == "labels['User']"
+    assert engine.ledger_count == 0
+
+
+def test_the_expiry_heap_stays_bounded_by_the_holds_open() -> None:
+    engine = Engine([users(None)])
+    for i in range(5000):
+        held, _ = engine.reserve({"user": "u"}, tokens(1), 3600, f"r{i}", T0)
+        engine.commit(held.reservation_id, tokens(1), f"k{i}", T0)
+    assert len(engine._reservation_heap) <= 2 * engine.reservation_count + 1025
+    assert engine.get_ledger("users{user=u}", T0).totals.total_tokens == 5000
+
+
+def test_an_actual_usage_without_a_model_is_the_estimates_model() -> None:
+    engine = Engine([policy({"name": "models", "per": ["model"]})])
+    held, _ = engine.reserve({}, Usage(1_000_000, 0, model="gpt-4o"), 60, "r1", T0)
+    result, _ = engine.commit(held.reservation_id, Usage(1_000_000, 0), "k1", T0)
+    assert result.cost_micro_usd == engine.prices.cost_of(Usage(1_000_000, 0, model="gpt-4o"))
+    assert result.cost_micro_usd is not None
+    assert engine.get_ledger("models{model=gpt-4o}", T0).totals.requests == 1

@@ -545,6 +545,12 @@ class BudgetMachine(RuleBasedStateMachine):
                 return
             hold = self.expired[reservation_id][0]
         result, events = call(self.now)
+        # What is recorded: the actual usage, with the estimate's model when it names none.
+        actual = replace(
+            actual,
+            model=actual.model or hold.estimate.model,
+            provider=actual.provider or hold.estimate.provider,
+        )
         self.absorb(events)
         assert result.late == late
         cost = self.cost_of(actual)

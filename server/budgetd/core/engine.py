@@ -13,8 +13,9 @@ import heapq
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from budgetd.core.decisions import (
@@ -47,7 +48,15 @@ from budgetd.core.events import (
     Totals,
     UsageRecorded,
 )
-from budgetd.core.ledger import Ident, Ledger, format_key, parse_key, record_usage
+from budgetd.core.ledger import (
+    Ident,
+    Ledger,
+    format_key,
+    hold,
+    parse_key,
+    record_usage,
+    release,
+)
 from budgetd.core.limits import Limits
 from budgetd.core.mutations import Mutation
 from budgetd.core.policy import Enforcement, LedgerState, Policy, parse_caps
@@ -82,12 +91,17 @@ from budgetd.core.usage import EdgeRules, Labels, Usage
 R = TypeVar("R", bound=Result)
 T = TypeVar("T")
 Outcome = tuple[T, list[Event]]
+# A request's labels (in the caller's order) and its usage's model and provider.
+RouteKey = tuple[tuple[tuple[str, str], ...], str, str]
+# What those resolved to: under which policy epoch, the subject, the ledgers.
+Route = tuple[int, Labels, tuple[Ledger, ...]]
 
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
 NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
+BRIEF = attrgetter("brief")  # a ledger's (key, state)
 
 
 class Engine:
@@ -125,6 +139,7 @@ class Engine:
         self._run_heap: list[tuple[float, str]] = []
         self._ended_runs: OrderedDict[str, EndedRun] = OrderedDict()
         self._done: OrderedDict[str, Remembered] = OrderedDict()
+        self._routes: OrderedDict[RouteKey, Route] = OrderedDict()
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
         for policy in policies:
@@ -167,7 +182,7 @@ class Engine:
         self.rules.labels(labels)
         self.rules.usage(estimate, "estimate")
         run_blocker = self._run_gate(run_id, now)
-        subject = self._subject(labels, estimate)
+        subject = self.subject_of(labels, estimate)
         cost = self.prices.cost_of(estimate)
         amounts = usage_delta(estimate, cost)[:HELD_SIZE]
         statuses: list[LedgerStatus] = []
@@ -261,16 +276,17 @@ class Engine:
             return self._replay(prior, "reserve", ReserveResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
-        rules.labels(labels)
         rules.usage(estimate, "estimate")
         if not 0 < ttl_s <= self.limits.max_reservation_ttl_s:
             rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
         if len(self._reservations) >= self.limits.max_reservations:
             raise LimitReached("max_reservations", self.limits.max_reservations)
-        run_blocker = self._run_gate(run_id, now) if run_id else None
-        subject = self._subject(labels, estimate)
+        run_blocker = None
+        if run_id:
+            rules.labels(labels)  # a bad label is named before an unknown run
+            run_blocker = self._run_gate(run_id, now)
         events: list[Event] = []
-        ledgers = self._resolve(subject, now, events)
+        subject, ledgers = self._route(labels, estimate, now, events)
         cost = self.prices.cost_of(estimate)
         amounts = (
             estimate.input_tokens + estimate.output_tokens,
@@ -283,11 +299,18 @@ class Engine:
         warnings: list[Blocker] = []
         warn = False
         for ledger in ledgers:
-            if ledger.caps:
+            caps = ledger.caps
+            if caps:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True  # WARNING or worse in a ledger that enforces
-                if not ledger.fits(amounts):
-                    collect_blockers(ledger, ledger.used, amounts, blockers, warnings)
+                used = ledger.used
+                reserved = ledger.reserved
+                for dimension, limit in caps:  # Ledger.fits, inlined
+                    if dimension < CONCURRENCY and (
+                        used[dimension] + reserved[dimension] + (amounts[dimension] or 1) > limit
+                    ):
+                        collect_blockers(ledger, used, amounts, blockers, warnings)
+                        break
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
                 run_blocker
@@ -296,35 +319,16 @@ class Engine:
         if blockers or warnings:
             for blocker in (*blockers, *warnings):
                 events.append(Denied(now, subject, blocker))
-        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        briefs = tuple(map(BRIEF, ledgers))
         if decision is Decision.DENY:
             result = ReserveResult(
                 decision, "", None, briefs, tuple(blockers), tuple(warnings), cost
             )
         else:
-            self._reservation_count += 1
-            reservation_id = f"{self._id_prefix}{self._reservation_count}"
             expires_at = now + ttl_s
-            for ledger in ledgers:  # Ledger.hold, inlined
-                reserved = ledger.reserved
-                reserved[0] += amounts[0]
-                reserved[1] += amounts[1]
-                reserved[2] += amounts[2]
-                reserved[3] += amounts[3]
-                reserved[4] += 1
-                ledger.holds += 1
-            self._reservations[reservation_id] = Reservation(
-                reservation_id,
-                dict(labels),
-                estimate,
-                amounts,
-                tuple(ledgers),
-                expires_at,
-                run_id,
-                now,
-                self._epoch,
+            reservation_id = self._hold(
+                labels, subject, estimate, amounts, ledgers, expires_at, run_id, now
             )
-            heapq.heappush(self._reservation_heap, (expires_at, reservation_id))
             result = ReserveResult(
                 decision, reservation_id, expires_at, briefs, (), tuple(warnings), cost
             )
@@ -341,10 +345,48 @@ class Engine:
             )
         return result, events
 
+    def _hold(
+        self,
+        labels: Labels,
+        subject: Labels,
+        estimate: Usage,
+        amounts: tuple[int, ...],
+        ledgers: tuple[Ledger, ...],
+        expires_at: float,
+        run_id: str,
+        now: float,
+    ) -> str:
+        """Hold `amounts` in every ledger and record the reservation; returns its id."""
+        hold(ledgers, amounts)
+        heap = self._reservation_heap
+        if len(heap) > 2 * len(self._reservations) + 1024:
+            # Committed and released holds leave their entries behind; drop them.
+            heap[:] = [(r.expires_at, r.id) for r in self._reservations.values()]
+            heapq.heapify(heap)
+        self._reservation_count += 1
+        reservation_id = f"{self._id_prefix}{self._reservation_count}"
+        self._reservations[reservation_id] = Reservation(
+            reservation_id,
+            dict(labels),
+            estimate,
+            amounts,
+            ledgers,
+            expires_at,
+            run_id,
+            now,
+            self._epoch,
+            subject,
+        )
+        heapq.heappush(heap, (expires_at, reservation_id))
+        return reservation_id
+
     def commit(
         self, reservation_id: str, actual: Usage, request_id: str, now: float
     ) -> Outcome[CommitResult]:
-        """Replace a hold by the actual usage, which is recorded even when larger."""
+        """Replace a hold by the actual usage, which is recorded even when larger.
+
+        An `actual` without a model or provider takes the estimate's.
+        """
         prior = self._done.get(request_id)
         if prior is not None:
             return self._replay(prior, "commit", CommitResult)
@@ -370,10 +412,17 @@ class Engine:
                     " record the usage with Consume",
                 )
             labels, run_id, estimate = expired.labels, expired.run_id, expired.estimate
-        subject = self._subject(labels, actual)
+        if (not actual.model and estimate.model) or (not actual.provider and estimate.provider):
+            # The usage of a call made with the model reserved for, unless it says otherwise.
+            actual = replace(
+                actual,
+                model=actual.model or estimate.model,
+                provider=actual.provider or estimate.provider,
+            )
         events: list[Event] = []
         cost = self.prices.cost_of(actual)
         delta = usage_delta(actual, cost)
+        ledgers: Sequence[Ledger]
         if (
             reservation is not None
             and reservation.epoch == self._epoch
@@ -382,16 +431,17 @@ class Engine:
         ):
             # Same policies, same subject: the ledgers holding the estimate are exactly
             # the ones the usage belongs to (none can have closed: held ledgers are busy).
-            ledgers = list(reservation.ledgers)
-            amounts = reservation.amounts
+            subject = reservation.subject
+            ledgers = reservation.ledgers
             del self._reservations[reservation_id]
             for ledger in ledgers:
                 if now >= ledger.window_end:
                     ledger.roll(now, events)
                     self._schedule_roll(ledger)
-                ledger.release_hold(amounts)
+            release(ledgers, reservation.amounts)
             record_usage(ledgers, delta, now, events)
         else:
+            subject = self.subject_of(labels, actual)
             ledgers = self._resolve(subject, now, events)
             # Nothing below can fail: the operation now applies in full.
             if reservation is not None:
@@ -407,7 +457,7 @@ class Engine:
             else usage_delta(estimate, self.prices.cost_of(estimate))[:HELD_SIZE]
         )
         over = delta[0] > held[0] or delta[1] > held[1] or delta[2] > held[2] or delta[3] > held[3]
-        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        briefs = tuple(map(BRIEF, ledgers))
         result = CommitResult(
             briefs,
             crossings(events),
@@ -452,19 +502,17 @@ class Engine:
             return self._replay(prior, "consume", ConsumeResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
-        rules.labels(labels)
         rules.usage(usage, "usage")
         if run_id:
             rules.identifier(run_id, "run_id")
-        subject = self._subject(labels, usage)
         events: list[Event] = []
-        ledgers = self._resolve(subject, now, events)
+        subject, ledgers = self._route(labels, usage, now, events)
         cost = self.prices.cost_of(usage)
         delta = usage_delta(usage, cost)
         record_usage(ledgers, delta, now, events)
         if run_id:
             self._attribute(run_id, delta, now)
-        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        briefs = tuple(map(BRIEF, ledgers))
         result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
         self._remember(request_id, "consume", now, result)
@@ -507,7 +555,7 @@ class Engine:
         decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
             events.append(Denied(now, labels, blocker))
-        briefs = tuple([(ledger.key, ledger.state) for ledger in ledgers])
+        briefs = tuple(map(BRIEF, ledgers))
         if decision is Decision.DENY:
             result = OpenRunResult(
                 decision, run_id, None, None, briefs, tuple(blockers), tuple(warnings)
@@ -534,7 +582,7 @@ class Engine:
                 run_id,
                 run.expires_at,
                 hard.at if hard else None,
-                tuple([(ledger.key, ledger.state) for ledger in ledgers]),
+                tuple(map(BRIEF, ledgers)),
                 (),
                 tuple(warnings),
             )
@@ -794,7 +842,7 @@ class Engine:
         self._policy_list = tuple(self._policies.values())
 
     @staticmethod
-    def _subject(labels: Labels, usage: Usage) -> Labels:
+    def subject_of(labels: Labels, usage: Usage) -> Labels:
         """The labels a request is matched with: its own, plus the usage's model/provider."""
         if not usage.model and not usage.provider:
             return labels
@@ -804,6 +852,38 @@ class Engine:
         if usage.provider:
             subject["provider"] = usage.provider
         return subject
+
+    def _route(
+        self, labels: Labels, usage: Usage, now: float, events: list[Event]
+    ) -> tuple[Labels, tuple[Ledger, ...]]:
+        """Validate `labels` and resolve the ledgers of a request (see `_resolve`), or take
+        both from the memo of label sets seen: valid labels stay valid, and the ledgers
+        found stay right while the policies are unchanged and every one of them is alive.
+
+        The subject returned may be shared with earlier events: it is never mutated.
+        """
+        key = (tuple(labels.items()), usage.model, usage.provider)
+        routes = self._routes
+        route = routes.get(key)
+        if route is not None and route[0] == self._epoch:
+            _, subject, known = route
+            for ledger in known:
+                if not ledger.alive:
+                    break  # closed since (evicted, run closed): resolve afresh
+                if now >= ledger.window_end:
+                    ledger.roll(now, events)
+                    self._schedule_roll(ledger)
+            else:
+                return subject, known
+        self.rules.labels(labels)
+        subject = self.subject_of(labels, usage)
+        if subject is labels:
+            subject = dict(labels)  # the caller's dict may change after the call
+        ledgers = tuple(self._resolve(subject, now, events))
+        if route is None and len(routes) >= self.limits.route_memo_entries:
+            routes.popitem(last=False)
+        routes[key] = (self._epoch, subject, ledgers)
+        return subject, ledgers
 
     def _matching(self, labels: Labels) -> list[Policy]:
         matched = []
@@ -955,10 +1035,8 @@ class Engine:
 
     def _drop_reservation(self, reservation: Reservation) -> None:
         del self._reservations[reservation.id]
-        amounts = reservation.amounts
-        for ledger in reservation.ledgers:
-            if ledger.alive:  # else closed since (policy changed or deleted)
-                ledger.release_hold(amounts)
+        # A ledger closed since (policy changed or deleted) is dead: nothing to release.
+        release([x for x in reservation.ledgers if x.alive], reservation.amounts)
 
     def _run_gate(self, run_id: str, now: float) -> Blocker | None:
         """For usage estimated within a run: the run_duration cap it is past, if any."""

@@ -50,6 +50,7 @@ class Ledger:
     __slots__ = (
         "alive",
         "anchor",
+        "brief",
         "buckets",
         "caps",
         "caps_overridden",
@@ -92,7 +93,7 @@ class Ledger:
         self.window_end = math.inf
         self._start_window(now)
         self.triggers = [NEVER] * len(self.caps)
-        self.state = LedgerState.OK
+        self.set_state(LedgerState.OK)
         self.refresh_levels(now, [])
 
     # --- windows -------------------------------------------------------------------
@@ -201,18 +202,6 @@ class Ledger:
                 return False
         return True
 
-    def release_hold(self, amounts: tuple[int, ...]) -> None:
-        """Undo `hold` (a commit, release or expiry)."""
-        reserved = self.reserved
-        reserved[0] -= amounts[0]
-        reserved[1] -= amounts[1]
-        reserved[2] -= amounts[2]
-        reserved[3] -= amounts[3]
-        reserved[4] -= amounts[4]
-        self.holds -= 1
-        if self.holds < 0 or min(reserved) < 0:
-            raise InvariantBroken(f"{self.key}: a hold was released twice")
-
     def add_to_bucket(self, delta: tuple[int, ...], now: float) -> None:
         bucket = self._bucket_for(now)
         for i in range(VECTOR_SIZE):
@@ -225,15 +214,6 @@ class Ledger:
         for k, (dimension, _) in enumerate(self.caps):
             if used[dimension] >= triggers[k]:
                 self._levels_changed(k, now, events)
-
-    def hold(self, amounts: tuple[int, ...]) -> None:
-        reserved = self.reserved
-        reserved[0] += amounts[0]
-        reserved[1] += amounts[1]
-        reserved[2] += amounts[2]
-        reserved[3] += amounts[3]
-        reserved[4] += amounts[4]
-        self.holds += 1
 
     def open_slot(self, now: float, events: list[Event]) -> None:
         self.used[CONCURRENCY] += 1
@@ -267,13 +247,13 @@ class Ledger:
         for k in range(len(caps)):
             self._levels_changed(k, now, events, rearm=True)
         if not caps:
-            self.state = LedgerState.OK
+            self.set_state(LedgerState.OK)
 
     def refresh_levels(self, now: float, events: list[Event]) -> None:
         for k in range(len(self.caps)):
             self._levels_changed(k, now, events)
         if not self.caps:
-            self.state = LedgerState.OK
+            self.set_state(LedgerState.OK)
 
     def _levels_of(self, dimension: Dimension, now: float, events: list[Event]) -> None:
         for k, (capped, _) in enumerate(self.caps):
@@ -327,7 +307,13 @@ class Ledger:
             next_amount = min(next_amount, amount)
         self.fired = fired
         self.triggers[k] = next_amount
-        self.state = self.compute_state(self.used)
+        self.set_state(self.compute_state(self.used))
+
+    def set_state(self, state: LedgerState) -> None:
+        self.state = state
+        # What hot-path answers report per ledger, built once per change of state
+        # rather than once per answer.
+        self.brief = (self.key, state)
 
     def compute_state(self, used: list[int]) -> LedgerState:
         state = LedgerState.OK
@@ -392,14 +378,46 @@ class Ledger:
         return self.policy.enforcement
 
 
+def hold(ledgers: Iterable[Ledger], amounts: tuple[int, ...]) -> None:
+    """Hold a reservation's amounts (HELD_SIZE) in every ledger it was granted in."""
+    for ledger in ledgers:
+        reserved = ledger.reserved
+        reserved[0] += amounts[0]
+        reserved[1] += amounts[1]
+        reserved[2] += amounts[2]
+        reserved[3] += amounts[3]
+        reserved[4] += amounts[4]
+        ledger.holds += 1
+
+
+def release(ledgers: Iterable[Ledger], amounts: tuple[int, ...]) -> None:
+    """Undo `hold` (a commit, release or expiry)."""
+    for ledger in ledgers:
+        reserved = ledger.reserved
+        reserved[0] -= amounts[0]
+        reserved[1] -= amounts[1]
+        reserved[2] -= amounts[2]
+        reserved[3] -= amounts[3]
+        reserved[4] -= amounts[4]
+        holds = ledger.holds - 1
+        ledger.holds = holds
+        # With no hold left nothing may stay reserved; otherwise a hold was released
+        # twice or for the wrong amounts.
+        if holds <= 0 and (holds < 0 or any(reserved)):
+            raise InvariantBroken(f"{ledger.key}: holds released do not match holds granted")
+
+
 def record_usage(
-    ledgers: Iterable[Ledger], delta: tuple[int, ...], now: float, events: list[Event]
+    ledgers: Iterable[Ledger],
+    delta: tuple[int, ...],
+    now: float,
+    events: list[Event],
 ) -> None:
     """Add one usage record (a `usage_delta` vector) to every ledger it belongs to.
 
     The hot path of Consume and Commit, written as one loop with the increments in local
     variables: slots 5 and 6 (open runs, run time) never come from a usage record, and
-    the optional aggregates are skipped when zero.
+    the optional aggregates are skipped when zero. Windows must be current (rolled).
     """
     total, input_tokens, output_tokens, cost, requests, _, _, cached, unpriced, latency, samples = (
         delta
@@ -423,8 +441,13 @@ def record_usage(
         ledger.last_use = now
         if ledger.buckets is not None:
             ledger.add_to_bucket(delta, now)
-        if ledger.caps:
-            ledger.check_levels(now, events)
+        caps = ledger.caps
+        if caps:  # Ledger.check_levels, inlined: most calls reach no trigger
+            triggers = ledger.triggers
+            for k in range(len(caps)):
+                if used[caps[k][0]] >= triggers[k]:
+                    ledger.check_levels(now, events)
+                    break
 
 
 # --- keys ------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class Limits:
     list_scan_per_page: int = 100_000
     ended_run_memory: int = 10_000
     sweep_batch: int = 10_000
+    # Label sets remembered with the ledgers they resolved to (the hot path's shortcut):
+    # agents repeat the same labels call after call.
+    route_memo_entries: int = 16_384
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -40,6 +40,10 @@ class Price:
         return (scaled + TOKENS_PER_PRICE_UNIT // 2) // TOKENS_PER_PRICE_UNIT
 
 
+# A model not looked up yet (None records a lookup that found nothing); compared by identity.
+_UNSEEN = Price(0, 0, 0)
+
+
 class PriceTable:
     """An immutable table of prices with a bounded memo of name lookups."""
 
@@ -85,11 +89,19 @@ class PriceTable:
         model = usage.model
         if not model:
             return None
-        memo = self._memo
-        price = memo[model] if model in memo else self.lookup(model)
+        price = self._memo.get(model, _UNSEEN)
+        if price is _UNSEEN:
+            price = self.lookup(model)
         if price is None:
             return None
-        return price.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        # Price.cost, inlined (the hot path prices every request).
+        cached = usage.cached_input_tokens
+        scaled = (
+            (usage.input_tokens - cached) * price.input
+            + cached * price.cached_input
+            + usage.output_tokens * price.output
+        )
+        return (scaled + TOKENS_PER_PRICE_UNIT // 2) // TOKENS_PER_PRICE_UNIT
 
     def extended(self, data: Mapping[str, Any], where: str = "prices") -> PriceTable:
         """A new table: this one plus (or, with `replace = true`, only) the given models.

@@ -30,6 +30,7 @@ class Reservation:
     run_id: str
     created_at: float
     epoch: int  # the engine's policy epoch when granted
+    subject: Mapping[str, str]  # labels plus the estimate's model and provider
 
 
 class ExpiredHold(NamedTuple):

@@ -214,6 +214,7 @@ def restore_state(
             item["run_id"],
             item["created_at"],
             e._epoch,
+            Engine.subject_of(item["labels"], _usage(item["estimate"])),
         )
         e._reservations[r.id] = r
         e._reservation_heap.append((r.expires_at, r.id))
@@ -257,7 +258,7 @@ def _ledger(e: Engine, item: Mapping[str, Any]) -> Ledger:
     ledger.window_start = item["window_start"]
     ledger.window_end = _untime(item["window_end"])
     ledger.triggers = [NEVER] * len(ledger.caps)
-    ledger.state = LedgerState.OK
+    ledger.set_state(LedgerState.OK)
     # Fired bits were restored: recomputing triggers and state fires nothing new.
     ledger.refresh_levels(ledger.last_use or ledger.anchor, [])
     return ledger

@@ -208,6 +208,14 @@ class DimensionStatus(_message.Message):
     percent: int
     def __init__(self, dimension: _Optional[_Union[Dimension, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., percent: _Optional[int] = ...) -> None: ...
 
+class LedgerBrief(_message.Message):
+    __slots__ = ("key", "state")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    state: LedgerState
+    def __init__(self, key: _Optional[str] = ..., state: _Optional[_Union[LedgerState, str]] = ...) -> None: ...
+
 class LedgerStatus(_message.Message):
     __slots__ = ("key", "policy", "labels", "state", "dimensions", "totals", "window_start", "window_end", "enforcement", "open_runs", "reservations")
     class LabelsEntry(_message.Message):
@@ -428,13 +436,13 @@ class ReserveResponse(_message.Message):
     decision: Decision
     reservation_id: str
     expires_at: _timestamp_pb2.Timestamp
-    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerStatus]
+    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerBrief]
     blockers: _containers.RepeatedCompositeFieldContainer[Blocker]
     warnings: _containers.RepeatedCompositeFieldContainer[Blocker]
     cost_known: bool
     reserved_cost_micro_usd: int
     replayed: bool
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reservation_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledgers: _Optional[_Iterable[_Union[LedgerStatus, _Mapping]]] = ..., blockers: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., reserved_cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reservation_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledgers: _Optional[_Iterable[_Union[LedgerBrief, _Mapping]]] = ..., blockers: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., reserved_cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("request_id", "reservation_id", "actual")
@@ -454,13 +462,13 @@ class CommitResponse(_message.Message):
     COST_KNOWN_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerStatus]
+    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerBrief]
     crossings: _containers.RepeatedCompositeFieldContainer[ThresholdCrossing]
     overruns: _containers.RepeatedCompositeFieldContainer[Overrun]
     cost_known: bool
     cost_micro_usd: int
     replayed: bool
-    def __init__(self, ledgers: _Optional[_Iterable[_Union[LedgerStatus, _Mapping]]] = ..., crossings: _Optional[_Iterable[_Union[ThresholdCrossing, _Mapping]]] = ..., overruns: _Optional[_Iterable[_Union[Overrun, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, ledgers: _Optional[_Iterable[_Union[LedgerBrief, _Mapping]]] = ..., crossings: _Optional[_Iterable[_Union[ThresholdCrossing, _Mapping]]] = ..., overruns: _Optional[_Iterable[_Union[Overrun, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class Overrun(_message.Message):
     __slots__ = ("dimension", "reserved", "actual")
@@ -514,12 +522,12 @@ class ConsumeResponse(_message.Message):
     COST_KNOWN_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerStatus]
+    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerBrief]
     crossings: _containers.RepeatedCompositeFieldContainer[ThresholdCrossing]
     cost_known: bool
     cost_micro_usd: int
     replayed: bool
-    def __init__(self, ledgers: _Optional[_Iterable[_Union[LedgerStatus, _Mapping]]] = ..., crossings: _Optional[_Iterable[_Union[ThresholdCrossing, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, ledgers: _Optional[_Iterable[_Union[LedgerBrief, _Mapping]]] = ..., crossings: _Optional[_Iterable[_Union[ThresholdCrossing, _Mapping]]] = ..., cost_known: _Optional[bool] = ..., cost_micro_usd: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class ConsumeStreamRequest(_message.Message):
     __slots__ = ("sequence", "request")
@@ -580,9 +588,9 @@ class OpenRunResponse(_message.Message):
     warnings: _containers.RepeatedCompositeFieldContainer[Blocker]
     expires_at: _timestamp_pb2.Timestamp
     deadline: _timestamp_pb2.Timestamp
-    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerStatus]
+    ledgers: _containers.RepeatedCompositeFieldContainer[LedgerBrief]
     replayed: bool
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., blockers: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledgers: _Optional[_Iterable[_Union[LedgerStatus, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., blockers: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Blocker, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledgers: _Optional[_Iterable[_Union[LedgerBrief, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("run_id",)
