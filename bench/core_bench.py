@@ -64,8 +64,8 @@ def _engine(ledgers: int) -> Engine:
 
 
 def _timed(count: int, operation: Callable[[int], object], rounds: int) -> Sample:
-    """Run `operation(i)` `count` times in each of `rounds` rounds; keep the round with
-    the lowest median (the machine's noise only ever adds time)."""
+    """Run `operation(i)` `count` times in all, split into `rounds` rounds; keep the round
+    with the lowest median (the machine's noise only ever adds time)."""
     best: Sample | None = None
     clock = time.perf_counter_ns
     per_round = count // rounds
@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1k and 100k ledgers, fewer calls")
     parser.add_argument("--out", type=Path, required=True, help="file to write the table to")
     parser.add_argument("--populations", type=int, nargs="+", help="ledger counts to measure at")
-    parser.add_argument("--calls", type=int, help="calls per row (split into 5 rounds)")
+    parser.add_argument("--calls", type=int, help="calls per row (split into 10 rounds)")
     args = parser.parse_args(argv)
     populations = args.populations or (
         (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
     )
     count = args.calls or (20_000 if args.quick else 100_000)
-    rounds = 5
+    rounds = 10
     lines = [
         f"budgetd core micro-benchmark — Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs; best of {rounds} rounds of "

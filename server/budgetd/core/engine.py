@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from operator import attrgetter
@@ -138,7 +138,11 @@ class Engine:
         self._runs: dict[str, Run] = {}
         self._run_heap: list[tuple[float, str]] = []
         self._ended_runs: OrderedDict[str, EndedRun] = OrderedDict()
-        self._done: OrderedDict[str, Remembered] = OrderedDict()
+        # Answers by request_id, and the ids oldest first. A plain dict and a deque: the
+        # memory is large and touched on every mutation, and this pair costs less per
+        # insert-and-evict than an OrderedDict.
+        self._done: dict[str, Remembered] = {}
+        self._done_order: deque[str] = deque()
         self._routes: OrderedDict[RouteKey, Route] = OrderedDict()
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
@@ -703,10 +707,10 @@ class Engine:
 
     def _age_memories(self, now: float) -> bool:
         changed = False
-        done = self._done
+        done, order = self._done, self._done_order
         oldest = now - self.limits.idempotency_max_age_s
-        while done and next(iter(done.values()))[1] < oldest:
-            done.popitem(last=False)
+        while order and done[order[0]][1] < oldest:
+            del done[order.popleft()]
             changed = True
         holds = self._expired_holds
         oldest = now - self.limits.max_reservation_ttl_s
@@ -1117,10 +1121,12 @@ class Engine:
         return CloseRunResult(run.id, totals, duration_s, tuple(closed))
 
     def _remember(self, request_id: str, op: str, now: float, result: Result) -> None:
-        done = self._done
-        done[request_id] = (op, now, result)
-        if len(done) > self.limits.idempotency_max_entries:
-            done.popitem(last=False)
+        """Keep the answer to a new request_id (never one already remembered)."""
+        self._done[request_id] = (op, now, result)
+        order = self._done_order
+        order.append(request_id)
+        if len(order) > self.limits.idempotency_max_entries:
+            del self._done[order.popleft()]
 
     def _replay(self, prior: Remembered, op: str, kind: type[R]) -> Outcome[R]:
         prior_op, _, result = prior

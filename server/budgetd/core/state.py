@@ -231,7 +231,7 @@ def restore_state(
             events_module.RunEndReason(reason), at, _deadline(deadline) if deadline else None
         )
     for request_id, op, at, result in data["done"]:
-        e._done[request_id] = (op, at, from_plain(result))
+        e._remember(request_id, op, at, from_plain(result))
     return e
 
 
