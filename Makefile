@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PROTO  := protos/budgetd/v1/budget.proto
 
-.PHONY: setup test lint proto proto-check bench bench-quick clean
+.PHONY: setup test lint proto proto-check bench bench-quick bench-instructions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.core_bench --quick --out bench/results/core-quick.txt
+
+# Instructions per call under valgrind: steady on a loaded machine, for before/after.
+bench-instructions: setup
+	$(PY) -m bench.instructions --out bench/results/instructions.txt
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

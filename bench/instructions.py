@@ -1,0 +1,141 @@
+"""Machine instructions per hot-path call, counted by valgrind: a figure that does not move
+with the load of a shared machine, for comparing a change to the hot path before and after.
+
+Each operation runs in a worker process under valgrind (cachegrind) twice, once with
+only the set-up and warm-up and once with `--calls` more calls; the difference divided by
+the calls is the cost of one call. The engine is the one `make bench` measures at 1,000
+ledgers, with an idempotency memory small enough to be full (and evicting) after the
+warm-up, and the cyclic garbage collector off: its cost lands on a few calls, not on the
+median one.
+
+Run: `make bench-instructions` (needs valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from budgetd.core import Engine, Limits, Policy, Usage
+
+from bench.core_bench import POLICIES, START
+
+MEMORY = 1_000  # remembered request ids: full after the default warm-up
+OPERATIONS = ("consume (4 ledgers)", "reserve+commit")
+_COUNTED = re.compile(r"I\s+refs:\s*([\d,]+)")
+
+
+def _operation(name: str, ledgers: int) -> Callable[[int], object]:
+    limits = Limits(max_ledgers=10_000, idempotency_max_entries=MEMORY)
+    engine = Engine([Policy.from_mapping(p) for p in POLICIES], limits=limits)
+    usage = Usage(120, 80, model="gpt-4o", latency_ms=350)
+    estimate = Usage(200, 200, model="gpt-4o")
+    labels = [{"agent": f"a{i % 8}", "thread": f"t{i}"} for i in range(max(1, ledgers - 10))]
+    now = START + 1.0
+    ids = itertools.count()
+
+    def consume(i: int) -> object:
+        return engine.consume(labels[i % len(labels)], usage, f"c-{next(ids)}", now)
+
+    def reserve_commit(i: int) -> object:
+        n = next(ids)
+        held, _ = engine.reserve(labels[i % len(labels)], estimate, 60.0, f"r-{n}", now)
+        return engine.commit(held.reservation_id, usage, f"k-{n}", now)
+
+    operation = consume if name == OPERATIONS[0] else reserve_commit
+    for i in range(len(labels)):  # every ledger exists before the warm-up
+        consume(i)
+    return operation
+
+
+def _worker(name: str, ledgers: int, warm_up: int, calls: int) -> None:
+    operation = _operation(name, ledgers)
+    gc.disable()
+    for i in range(warm_up + calls):
+        operation(i)
+
+
+def _worker_env() -> dict[str, str]:
+    # Compiled modules are cached (outside the tree) so that the two runs compared import
+    # alike, and a worker does not spend most of its time under valgrind compiling.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "budgetd-bench-pycache")
+    return env
+
+
+def _instructions(valgrind: str, name: str, args: argparse.Namespace, calls: int) -> int:
+    command = [
+        valgrind,
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--worker",
+        name,
+        "--ledgers",
+        str(args.ledgers),
+        "--warm-up",
+        str(args.warm_up),
+        "--calls",
+        str(calls),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=_worker_env())
+    found = _COUNTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind failed for {name!r}:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=3_000, help="calls counted per operation")
+    parser.add_argument("--ledgers", type=int, default=1_000, help="ledgers in the engine")
+    parser.add_argument("--warm-up", type=int, default=2_000, help="calls before counting")
+    parser.add_argument("--out", type=Path, help="file to write the table to")
+    parser.add_argument("--worker", choices=OPERATIONS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args.worker, args.ledgers, args.warm_up, args.calls)
+        return 0
+    if args.out is None:
+        parser.error("--out is required")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    lines = [
+        f"budgetd core, instructions per call — Python {platform.python_version()}, "
+        f"{platform.machine()}; {args.ledgers:,} ledgers, {args.calls:,} calls counted",
+        "",
+        f"{'operation':<22} {'instructions':>12}",
+        f"{'-' * 22} {'-' * 12}",
+    ]
+    print("\n".join(lines), flush=True)
+    prime = [sys.executable, "-m", "bench.instructions", "--worker", OPERATIONS[0]]
+    prime += ["--ledgers", "1", "--warm-up", "0", "--calls", "0"]
+    subprocess.run(prime, check=True, env=_worker_env())  # fills the module cache
+    for name in OPERATIONS:
+        base = _instructions(valgrind, name, args, 0)
+        total = _instructions(valgrind, name, args, args.calls)
+        line = f"{name:<22} {(total - base) / args.calls:>12,.0f}"
+        print(line, flush=True)
+        lines.append(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
