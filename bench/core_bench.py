@@ -162,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     line = f"\nmemory: {per_ledger:,.0f} bytes per ledger (RSS growth at {largest:,} ledgers)"
     print(line)
     lines.append(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"written to {args.out}", file=sys.stderr)
+    write_table(lines, args.out)
     return 0
+
+
+def write_table(lines: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from budgetd.core import Engine, Limits, Policy, Usage
 
-from bench.core_bench import POLICIES, START
+from bench.core_bench import POLICIES, START, write_table
 
 MEMORY = 1_000  # remembered request ids: full after the default warm-up
 OPERATIONS = ("consume (4 ledgers)", "reserve+commit")
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{name:<22} {(total - base) / args.calls:>12,.0f}"
         print(line, flush=True)
         lines.append(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"written to {args.out}", file=sys.stderr)
+    write_table(lines, args.out)
     return 0
 
 
