@@ -41,6 +41,7 @@ from budgetd.core import (
     UsageRecorded,
     WindowRolledOver,
 )
+from budgetd.core.state import export_state, restore_state
 
 T0 = 1_700_000_000.0
 TOTAL = Dimension.TOTAL_TOKENS
@@ -1074,3 +1075,32 @@ def test_an_actual_usage_without_a_model_is_the_estimates_model() -> None:
     assert result.cost_micro_usd == engine.prices.cost_of(Usage(1_000_000, 0, model="gpt-4o"))
     assert result.cost_micro_usd is not None
     assert engine.get_ledger("models{model=gpt-4o}", T0).totals.requests == 1
+
+
+@pytest.mark.parametrize("seen_before", [False, True])
+def test_bad_labels_are_named_before_any_other_rule_or_limit(seen_before: bool) -> None:
+    engine = Engine([users(None)], limits=Limits(max_reservations=1))
+    if seen_before:  # a valid label set in the memo changes nothing for an invalid one
+        engine.consume({"user": "u"}, tokens(1), "c0", T0)
+    engine.reserve({"user": "u"}, tokens(1), 60, "r0", T0)  # the server is now full
+    bad = {"User": "u"}
+    calls: list[Callable[[], object]] = [
+        lambda: engine.reserve(bad, tokens(1), 60, "r1", T0),
+        lambda: engine.reserve(bad, Usage(input_tokens=-1), 0, "r2", T0),
+        lambda: engine.consume(bad, Usage(input_tokens=-1), "c1", T0, run_id="bad id"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgument) as raised:
+            call()
+        assert raised.value.field == "labels['User']"
+
+
+def test_a_restored_hold_made_before_a_policy_change_commits_like_the_original() -> None:
+    engine = Engine([policy({"name": "all"})])
+    held, _ = engine.reserve({"user": "u"}, tokens(10), 60, "r1", T0)
+    engine.put_policy(users(None), T0)
+    restored = restore_state(export_state(engine))
+    for each in (engine, restored):
+        each.commit(held.reservation_id, tokens(10), "k1", T0 + 1)
+    assert export_state(restored) == export_state(engine)
+    assert restored.get_ledger("users{user=u}", T0 + 1).totals.total_tokens == 10

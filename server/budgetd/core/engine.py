@@ -280,17 +280,17 @@ class Engine:
             return self._replay(prior, "reserve", ReserveResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
+        key, route = self._known_route(labels, estimate)
+        if route is None:
+            rules.labels(labels)
         rules.usage(estimate, "estimate")
         if not 0 < ttl_s <= self.limits.max_reservation_ttl_s:
             rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
         if len(self._reservations) >= self.limits.max_reservations:
             raise LimitReached("max_reservations", self.limits.max_reservations)
-        run_blocker = None
-        if run_id:
-            rules.labels(labels)  # a bad label is named before an unknown run
-            run_blocker = self._run_gate(run_id, now)
+        run_blocker = self._run_gate(run_id, now) if run_id else None
         events: list[Event] = []
-        subject, ledgers = self._route(labels, estimate, now, events)
+        subject, ledgers = self._route(key, route, labels, estimate, now, events)
         cost = self.prices.cost_of(estimate)
         amounts = (
             estimate.input_tokens + estimate.output_tokens,
@@ -506,11 +506,14 @@ class Engine:
             return self._replay(prior, "consume", ConsumeResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
+        key, route = self._known_route(labels, usage)
+        if route is None:
+            rules.labels(labels)
         rules.usage(usage, "usage")
         if run_id:
             rules.identifier(run_id, "run_id")
         events: list[Event] = []
-        subject, ledgers = self._route(labels, usage, now, events)
+        subject, ledgers = self._route(key, route, labels, usage, now, events)
         cost = self.prices.cost_of(usage)
         delta = usage_delta(usage, cost)
         record_usage(ledgers, delta, now, events)
@@ -857,19 +860,31 @@ class Engine:
             subject["provider"] = usage.provider
         return subject
 
+    def _known_route(self, labels: Labels, usage: Usage) -> tuple[RouteKey, Route | None]:
+        """The memo entry of a label set seen under the current policies, if any: its
+        labels passed validation then, and its ledgers were the right ones."""
+        key = (tuple(labels.items()), usage.model, usage.provider)
+        route = self._routes.get(key)
+        if route is not None and route[0] != self._epoch:
+            route = None
+        return key, route
+
     def _route(
-        self, labels: Labels, usage: Usage, now: float, events: list[Event]
+        self,
+        key: RouteKey,
+        route: Route | None,
+        labels: Labels,
+        usage: Usage,
+        now: float,
+        events: list[Event],
     ) -> tuple[Labels, tuple[Ledger, ...]]:
-        """Validate `labels` and resolve the ledgers of a request (see `_resolve`), or take
-        both from the memo of label sets seen: valid labels stay valid, and the ledgers
-        found stay right while the policies are unchanged and every one of them is alive.
+        """The subject and ledgers of a request whose labels are valid (checked, or known
+        from `route`): the memo's while every ledger in it is alive, else resolved afresh
+        (see `_resolve`) and remembered.
 
         The subject returned may be shared with earlier events: it is never mutated.
         """
-        key = (tuple(labels.items()), usage.model, usage.provider)
-        routes = self._routes
-        route = routes.get(key)
-        if route is not None and route[0] == self._epoch:
+        if route is not None:
             _, subject, known = route
             for ledger in known:
                 if not ledger.alive:
@@ -879,12 +894,12 @@ class Engine:
                     self._schedule_roll(ledger)
             else:
                 return subject, known
-        self.rules.labels(labels)
         subject = self.subject_of(labels, usage)
         if subject is labels:
             subject = dict(labels)  # the caller's dict may change after the call
         ledgers = tuple(self._resolve(subject, now, events))
-        if route is None and len(routes) >= self.limits.route_memo_entries:
+        routes = self._routes
+        if key not in routes and len(routes) >= self.limits.route_memo_entries:
             routes.popitem(last=False)
         routes[key] = (self._epoch, subject, ledgers)
         return subject, ledgers

@@ -213,7 +213,7 @@ def restore_state(
             item["expires_at"],
             item["run_id"],
             item["created_at"],
-            e._epoch,
+            -1,  # granted under policies that may have changed since: commit re-resolves
             Engine.subject_of(item["labels"], _usage(item["estimate"])),
         )
         e._reservations[r.id] = r
