@@ -280,10 +280,7 @@ class Engine:
             return self._replay(prior, "reserve", ReserveResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
-        key, route = self._known_route(labels, estimate)
-        if route is None:
-            rules.labels(labels)
-        rules.usage(estimate, "estimate")
+        key, route = self._checked_route(labels, estimate, "estimate")
         if not 0 < ttl_s <= self.limits.max_reservation_ttl_s:
             rules.ttl(ttl_s, self.limits.max_reservation_ttl_s, "ttl")
         if len(self._reservations) >= self.limits.max_reservations:
@@ -309,7 +306,7 @@ class Engine:
                     warn = True  # WARNING or worse in a ledger that enforces
                 used = ledger.used
                 reserved = ledger.reserved
-                for dimension, limit in caps:  # Ledger.fits, inlined
+                for dimension, limit in caps:  # fits: one unit of headroom at least
                     if dimension < CONCURRENCY and (
                         used[dimension] + reserved[dimension] + (amounts[dimension] or 1) > limit
                     ):
@@ -506,10 +503,7 @@ class Engine:
             return self._replay(prior, "consume", ConsumeResult)
         rules = self.rules
         rules.identifier(request_id, "request_id")
-        key, route = self._known_route(labels, usage)
-        if route is None:
-            rules.labels(labels)
-        rules.usage(usage, "usage")
+        key, route = self._checked_route(labels, usage, "usage")
         if run_id:
             rules.identifier(run_id, "run_id")
         events: list[Event] = []
@@ -860,13 +854,19 @@ class Engine:
             subject["provider"] = usage.provider
         return subject
 
-    def _known_route(self, labels: Labels, usage: Usage) -> tuple[RouteKey, Route | None]:
-        """The memo entry of a label set seen under the current policies, if any: its
-        labels passed validation then, and its ledgers were the right ones."""
+    def _checked_route(
+        self, labels: Labels, usage: Usage, field: str
+    ) -> tuple[RouteKey, Route | None]:
+        """Validate a request's labels (first, whatever else is wrong) and usage; return
+        the memo key and the memo entry of a label set seen under the current policies,
+        if any: its labels passed validation then, and its ledgers were the right ones."""
         key = (tuple(labels.items()), usage.model, usage.provider)
         route = self._routes.get(key)
         if route is not None and route[0] != self._epoch:
             route = None
+        if route is None:
+            self.rules.labels(labels)
+        self.rules.usage(usage, field)
         return key, route
 
     def _route(

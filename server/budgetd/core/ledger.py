@@ -191,17 +191,6 @@ class Ledger:
         """Record usage (a `usage_delta` vector) in this ledger."""
         record_usage((self,), delta, now, events)
 
-    def fits(self, amounts: tuple[int, ...]) -> bool:
-        """Whether a hold of `amounts` fits every cap (at least one unit of headroom)."""
-        used = self.used
-        reserved = self.reserved
-        for dimension, limit in self.caps:
-            if dimension < CONCURRENCY and (
-                used[dimension] + reserved[dimension] + (amounts[dimension] or 1) > limit
-            ):
-                return False
-        return True
-
     def add_to_bucket(self, delta: tuple[int, ...], now: float) -> None:
         bucket = self._bucket_for(now)
         for i in range(VECTOR_SIZE):
