@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from budgetd.core import Engine, Limits, Policy, Usage
+from budgetd.core import COMPILED, Engine, Limits, Policy, Usage
 from budgetd.tuning import settle_heap
 
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     count = args.calls or (20_000 if args.quick else 100_000)
     rounds = 10
     lines = [
-        f"budgetd core micro-benchmark — Python {platform.python_version()}, "
+        f"budgetd core micro-benchmark — {core_kind()} core, Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs; best of {rounds} rounds of "
         f"{count // rounds} calls per row",
         "",
@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(line)
     write_table(lines, args.out)
     return 0
+
+
+def core_kind() -> str:
+    """Which core this process imported: `make bench` runs the compiled one."""
+    return "compiled (mypyc)" if COMPILED else "pure-Python"
 
 
 def write_table(lines: list[str], out: Path) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from budgetd.core import Engine, Limits, Policy, Usage
 
-from bench.core_bench import POLICIES, START, write_table
+from bench.core_bench import POLICIES, START, core_kind, write_table
 
 MEMORY = 1_000  # remembered request ids: full after the default warm-up
 OPERATIONS = ("consume (4 ledgers)", "reserve+commit")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     lines = [
-        f"budgetd core, instructions per call — Python {platform.python_version()}, "
+        f"budgetd {core_kind()} core, instructions per call — Python {platform.python_version()}, "
         f"{platform.machine()}; {args.ledgers:,} ledgers, {args.calls:,} calls counted",
         "",
         f"{'operation':<22} {'instructions':>12}",

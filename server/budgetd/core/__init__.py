@@ -4,6 +4,7 @@ No gRPC, asyncio, file or clock imports live here: time is an argument, results 
 events are plain objects, and every operation is synchronous and atomic.
 """
 
+from budgetd.core import engine as _engine
 from budgetd.core.decisions import usage_delta
 from budgetd.core.default_prices import default_price_table
 from budgetd.core.defaults import default_policies
@@ -67,7 +68,12 @@ from budgetd.core.results import (
 )
 from budgetd.core.usage import Usage
 
+# True when the core runs as extension modules compiled by mypyc (`make native`): the
+# daemon and the benchmarks say which one they run.
+COMPILED: bool = not (_engine.__file__ or "").endswith(".py")
+
 __all__ = [
+    "COMPILED",
     "Blocker",
     "BudgetError",
     "CalendarUnit",

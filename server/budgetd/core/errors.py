@@ -6,6 +6,8 @@ denial is not an error: it is a `Decision` in a result.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 
 class BudgetError(Exception):
     """Base of every error the core raises on purpose."""
@@ -44,6 +46,8 @@ class LimitReached(BudgetError):
         self.value = value
 
 
+# A native (compiled) class cannot derive from a built-in exception other than Exception.
+@mypyc_attr(native_class=False)
 class InvariantBroken(AssertionError):
     """A programming error: the core's own bookkeeping disagrees with itself."""
 

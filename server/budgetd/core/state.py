@@ -238,10 +238,9 @@ def restore_state(
 def _ledger(e: Engine, item: Mapping[str, Any]) -> Ledger:
     ident = tuple(item["ident"])
     policy = e.policy(ident[0])
-    ledger = Ledger.__new__(Ledger)
-    ledger.ident = ident
-    ledger.key = _key(ident, policy)
-    ledger.policy = policy
+    # Built through __init__ and then overwritten: the compiled core's classes cannot be
+    # created with __new__ alone.
+    ledger = Ledger(ident, _key(ident, policy), policy, item["anchor"], item["serial"])
     ledger.caps = tuple((Dimension(d), limit) for d, limit in item["caps"])
     ledger.caps_overridden = item["caps_overridden"]
     ledger.used = list(item["used"])
@@ -250,9 +249,6 @@ def _ledger(e: Engine, item: Mapping[str, Any]) -> Ledger:
     ledger.fired = item["fired"]
     ledger.first_use = item["first_use"]
     ledger.last_use = item["last_use"]
-    ledger.anchor = item["anchor"]
-    ledger.serial = item["serial"]
-    ledger.alive = True
     buckets = item["buckets"]
     ledger.buckets = None if buckets is None else deque((i, list(v)) for i, v in buckets)
     ledger.window_start = item["window_start"]
