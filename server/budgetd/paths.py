@@ -1,0 +1,24 @@
+"""Where the daemon listens by default; shared by the daemon and its clients."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SOCKET_NAME = "budgetd.sock"
+DEFAULT_TCP = "127.0.0.1:50051"
+
+
+def default_socket_path() -> Path:
+    """`$XDG_RUNTIME_DIR/budgetd.sock`, else `budgetd.sock` in a per-user directory under
+    the system temp dir (a directory of our own, so no other user can squat the name)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / SOCKET_NAME
+    return Path(tempfile.gettempdir()) / f"budgetd-{os.getuid()}" / SOCKET_NAME
+
+
+def default_target() -> str:
+    """The gRPC target clients use: `$BUDGETD_TARGET`, else the default socket."""
+    return os.environ.get("BUDGETD_TARGET") or f"unix://{default_socket_path()}"

@@ -1,0 +1,36 @@
+"""The gRPC server of budgetd, without listeners: both services, health, reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import _async as health_aio  # what `health.aio` names, typed
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from budgetd.service import BudgetAdminService, BudgetService, Runtime
+from budgetd.v1 import budget_pb2, budget_pb2_grpc
+
+SERVICE_NAMES = (
+    budget_pb2.DESCRIPTOR.services_by_name["BudgetService"].full_name,
+    budget_pb2.DESCRIPTOR.services_by_name["BudgetAdminService"].full_name,
+)
+
+
+def build_server(
+    runtime: Runtime, max_message_bytes: int
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+    """The server with both services, health and reflection (no listeners yet)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second daemon must fail to bind, not share
+        ]
+    )
+    health_servicer = health_aio.HealthServicer()
+    budget_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetService(runtime), server)
+    budget_pb2_grpc.add_BudgetAdminServiceServicer_to_server(BudgetAdminService(runtime), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server, health_servicer

@@ -1,0 +1,33 @@
+"""The one table from core errors to gRPC status codes.
+
+Every servicer method funnels its core call through `status_of`: a caller learns the
+field and the rule (INVALID_ARGUMENT), what was missing (NOT_FOUND), what clashed
+(ALREADY_EXISTS) or which server bound was hit (RESOURCE_EXHAUSTED). Anything else is a
+bug: it is logged with its traceback here and the caller gets INTERNAL with no details.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from budgetd.core import BudgetError, Conflict, InvalidArgument, LimitReached, NotFound
+
+log = logging.getLogger("budgetd.service")
+
+STATUS: dict[type[BudgetError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    LimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message a caller sees for `error`."""
+    for kind, code in STATUS.items():
+        if isinstance(error, kind):
+            return code, str(error)
+    log.error("internal error", exc_info=error)
+    return grpc.StatusCode.INTERNAL, "internal error (logged by the server)"
