@@ -26,9 +26,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from budgetd.core import Engine, Limits, Policy, Usage
-
 from bench.core_bench import POLICIES, START, core_kind, write_table
+from budgetd.core import Engine, Limits, Policy, Usage
 
 MEMORY = 1_000  # remembered request ids: full after the default warm-up
 OPERATIONS = ("consume (4 ledgers)", "reserve+commit")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-import budgetd.core
 import pytest
+
+import budgetd.core
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+
 from budgetd.core import Engine, Limits, Policy, default_policies
 from budgetd.event_log import EventLog
 from budgetd.server import build_server

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from budgetd.core import Limits, Policy
-from budgetd.v1 import budget_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 
+from budgetd.core import Limits, Policy
+from budgetd.v1 import budget_pb2 as pb
 from tests.service.support import Served
 
 THREAD = {"agent": "writer", "thread": "t1"}

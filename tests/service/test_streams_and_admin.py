@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from budgetd.core import Policy
 from budgetd.event_log import EventFilter, SubscriberTooSlow
 from budgetd.v1 import budget_pb2 as pb
-
 from tests.service.support import Served
 
 THREAD = {"agent": "writer", "thread": "t1"}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import budgetd.core
 import pytest
+
+import budgetd.core
 
 CORE = Path(budgetd.core.__file__).parent
 FORBIDDEN_MODULES = {

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from budgetd.core import (
     Conflict,
     Decision,

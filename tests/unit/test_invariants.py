@@ -26,6 +26,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
 from budgetd.core import (
     Conflict,
     Decision,
@@ -53,15 +63,6 @@ from budgetd.core import (
 )
 from budgetd.core.results import Result
 from budgetd.core.state import export_state
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
 
 START = 1_735_775_400.0  # 2025-01-01T23:50:00Z: the first midnight is 10 minutes away
 HELD = 5  # total, input, output, cost, requests: what a hold holds

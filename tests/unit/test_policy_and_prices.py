@@ -13,6 +13,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from budgetd.core import (
     Dimension,
     Engine,
@@ -30,8 +33,6 @@ from budgetd.core import (
 )
 from budgetd.core.ledger import format_key, parse_key
 from budgetd.core.policy import usd_to_micro
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 T0 = 1_700_000_000.0
 LABEL_KEYS = st.from_regex(r"[a-z0-9_.-]{1,12}", fullmatch=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from budgetd.core import Usage, default_price_table
 from budgetd.prices_file import PriceFileError, load_price_file
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from budgetd.core import (
     Decision,
     Denied,

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from budgetd.core import (
     Dimension,
     Engine,
@@ -27,8 +30,6 @@ from budgetd.core import (
 )
 from budgetd.core.mutations import apply, decode, encode
 from budgetd.core.state import export_state, restore_state
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EXTRA_POLICIES = (
     {

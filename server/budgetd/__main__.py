@@ -1,0 +1,85 @@
+"""`budgetd` (and `python -m budgetd`): run the daemon, or `budgetd check-config FILE`.
+
+Exit codes: 0 clean stop, 1 could not start (a listener is taken, ...), 2 invalid
+configuration (the message says file:key: reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvloop
+
+from budgetd import config, logs
+from budgetd.daemon import Daemon, StartError
+
+EXIT_START_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+log = logging.getLogger("budgetd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="budgetd",
+        description="Budget sidecar for LLM agents. `budgetd check-config FILE` validates "
+        "a config file and prints the effective policies.",
+    )
+    config.add_arguments(parser)
+    return parser
+
+
+def check_config(argv: Sequence[str]) -> int:
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: budgetd check-config FILE", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        settings = config.load_file(Path(argv[0]))
+    except config.ConfigError as error:
+        print(f"budgetd: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"{argv[0]}: OK, {len(settings.policies)} policies\n")
+    print(config.describe_policies(settings.policies))
+    return 0
+
+
+def _run_loop(settings: config.Settings) -> None:
+    async def serve() -> None:
+        await Daemon(settings).run()
+
+    if settings.loop == "uvloop":
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["check-config"]:
+        return check_config(args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        settings = config.resolve(args, os.environ)
+    except config.ConfigError as error:
+        print(f"budgetd: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    logs.setup(settings.log_format, settings.log_level)
+    os.umask(0o077)  # the socket and snapshots are the owner's alone
+    try:
+        _run_loop(settings)
+    except StartError as error:
+        log.error("cannot start", extra=logs.fields(reason=str(error)))
+        return EXIT_START_FAILED
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

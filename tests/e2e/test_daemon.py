@@ -1,0 +1,261 @@
+"""The real `budgetd` process: start, call, reload, signal, kill -9, restart."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from budgetd.v1 import budget_pb2 as pb
+from tests.e2e.support import REPO, Daemon, run_budgetd
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+THREAD = {"agent": "writer", "thread": "t1"}
+
+POLICIES = """
+[[policies]]
+name = "per-user"
+per = ["user"]
+caps = { total_tokens = 1000 }
+"""
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    """Every daemon a test starts is killed at the end, whatever happened."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def start(daemons: list[Daemon], home: Path, *args: str) -> Daemon:
+    home.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(home, args)
+    daemons.append(daemon)
+    return daemon.start()
+
+
+def consume(
+    request_id: str, tokens: int = 100, labels: dict[str, str] | None = None
+) -> pb.ConsumeRequest:
+    return pb.ConsumeRequest(
+        request_id=request_id,
+        labels=labels or THREAD,
+        usage=pb.Usage(input_tokens=tokens, model="gpt-4o"),
+    )
+
+
+def test_embedded_defaults_serve_on_the_unix_socket_and_tcp(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path)
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+    assert daemon.health(daemon.unix_target) == SERVING
+    assert daemon.health(daemon.tcp_target) == SERVING
+    daemon.budget(daemon.unix_target).Consume(consume("c1"))
+    daemon.budget(daemon.tcp_target).Consume(consume("c2"))
+    ledger = daemon.budget().GetLedger(pb.GetLedgerRequest(key="per-thread{thread=t1}")).ledger
+    assert ledger.totals.requests == 2
+    assert ledger.dimensions[0].limit == 100_000  # the embedded per-thread policy
+    names = {p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert names == {"per-thread", "daily", "per-agent", "runs", "agent-usage", "model-usage"}
+
+    assert daemon.stop() == 0
+    assert daemon.wait_for("stopped")
+    assert not daemon.socket.exists()
+
+
+def test_a_config_file_sets_the_policies(daemons: list[Daemon], tmp_path: Path) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text(POLICIES)
+    daemon = start(daemons, tmp_path / "d", "--config", str(config))
+    names = [p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies]
+    assert names == ["per-user"]
+
+
+def test_sighup_reloads_policies_and_an_invalid_file_keeps_the_old_ones(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text(POLICIES)
+    daemon = start(daemons, tmp_path / "d", "--config", str(config))
+    config.write_text(POLICIES.replace("1000", "5000") + '\n[[policies]]\nname = "meter"\n')
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for("policies reloaded")
+    assert reloaded["changed"] == 2
+    policies = {p.name: p for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert set(policies) == {"per-user", "meter"}
+    assert policies["per-user"].caps[0].limit == 5000
+
+    config.write_text('[[policies]]\nname = "Bad Name"\n')
+    daemon.signal(signal.SIGHUP)
+    rejected = daemon.wait_for("reload rejected; keeping the current policies")
+    assert "policies[0].name" in rejected["error"]
+    names = {p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert names == {"per-user", "meter"}
+    assert daemon.health() == SERVING
+
+
+def test_the_timer_expires_holds_with_the_real_clock(daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon = start(daemons, tmp_path, "--tick", "0.05")
+    budget = daemon.budget()
+    held = budget.Reserve(
+        pb.ReserveRequest(
+            request_id="r1",
+            labels=THREAD,
+            estimate=pb.Usage(input_tokens=500),
+            ttl=Duration(nanos=200_000_000),
+        )
+    )
+    assert held.reservation_id
+    expired = daemon.wait_for("ReservationExpired")
+    assert expired["reservation_id"] == held.reservation_id
+    ledger = budget.GetLedger(pb.GetLedgerRequest(key="per-thread{thread=t1}")).ledger
+    assert ledger.dimensions[0].reserved == 0
+
+
+def test_sigterm_drains_reports_not_serving_and_exits_zero(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path)
+    watch = health_pb2_grpc.HealthStub(daemon.channel()).Watch(
+        health_pb2.HealthCheckRequest(service="")
+    )
+    assert next(watch).status == SERVING
+    daemon.signal(signal.SIGTERM)
+    assert next(watch).status == NOT_SERVING
+    assert daemon.wait() == 0
+    assert daemon.wait_for("stopped")
+
+
+def test_sigint_also_stops_cleanly(daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon = start(daemons, tmp_path)
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait() == 0
+
+
+def test_in_flight_stream_holds_the_drain_and_a_second_signal_exits_at_once(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path, "--grace", "120")
+    gate: queue.Queue[pb.ConsumeStreamRequest | None] = queue.Queue()
+
+    def held_open() -> Iterator[pb.ConsumeStreamRequest]:
+        while (item := gate.get()) is not None:
+            yield item
+
+    stream = daemon.budget().ConsumeStream(held_open())
+    gate.put(pb.ConsumeStreamRequest(sequence=1, request=consume("s1")))
+    assert next(stream).sequence == 1
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_for("draining")
+    assert daemon.process.poll() is None  # the open stream is in flight: still draining
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 1
+    assert daemon.wait_for("second signal: exiting without draining")
+    gate.put(None)
+    with pytest.raises(grpc.RpcError):
+        list(stream)
+
+
+def test_kill_9_leaves_a_stale_socket_that_the_next_start_replaces(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    first = start(daemons, tmp_path)
+    first.budget().Consume(consume("c1"))
+    first.kill()  # SIGKILL: no cleanup
+    assert first.socket.exists()
+    second = start(daemons, tmp_path)
+    assert second.wait_for("stale socket replaced")["path"] == str(second.socket)
+    assert second.health() == SERVING
+
+
+def test_a_live_daemon_on_the_socket_is_refused(daemons: list[Daemon], tmp_path: Path) -> None:
+    first = start(daemons, tmp_path)
+    refused = run_budgetd(
+        "--socket", str(first.socket), "--no-tcp", "--state-dir", str(tmp_path / "s2")
+    )
+    assert refused.returncode == 1
+    assert "another budgetd is listening on" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert first.health() == SERVING
+
+
+def test_uvloop_and_plain_asyncio_both_serve(daemons: list[Daemon], tmp_path: Path) -> None:
+    for loop in ("uvloop", "asyncio"):
+        daemon = start(daemons, tmp_path / loop, "--loop", loop)
+        daemon.budget().Consume(consume(f"c-{loop}"))
+        assert daemon.health() == SERVING
+        assert daemon.stop() == 0
+
+
+def test_oversize_and_malformed_requests_change_nothing(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path)
+    budget = daemon.budget()
+    with pytest.raises(grpc.RpcError) as raised:
+        budget.Consume(consume("big", labels={"k": "v" * 70_000}))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as raised:
+        budget.Consume(consume("bad", labels={"BAD KEY": "v"}))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "labels['BAD KEY']" in (raised.value.details() or "")
+    assert list(budget.ListLedgers(pb.ListLedgersRequest()).ledgers) == []
+    assert daemon.health() == SERVING
+
+
+# --- configuration errors and check-config -------------------------------------------
+
+
+def test_an_invalid_config_fails_start_with_exit_2_and_file_key_reason(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server]\ngrace_seconds = -1\n")
+    done = run_budgetd("--config", str(config), "--socket", str(tmp_path / "s.sock"))
+    assert done.returncode == 2
+    assert f"{config}:server.grace_seconds:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_non_loopback_address_needs_the_flag(tmp_path: Path) -> None:
+    done = run_budgetd("--tcp", "0.0.0.0:0", "--socket", str(tmp_path / "s.sock"))
+    assert done.returncode == 2
+    assert "allow-non-loopback" in done.stderr
+
+
+def test_check_config_prints_the_effective_policies(tmp_path: Path) -> None:
+    done = run_budgetd("check-config", str(REPO / "examples" / "budgetd.toml"))
+    assert done.returncode == 0, done.stderr
+    for name in ("per-thread", "daily", "per-agent", "runs", "agent-usage", "model-usage"):
+        assert name in done.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[policies]]\nname = "p"\ncaps = { tokens = 5 }\n')
+    failed = run_budgetd("check-config", str(bad))
+    assert failed.returncode == 2
+    assert f"{bad}:policies[0].caps.tokens:" in failed.stderr
+
+
+def test_env_overrides_the_file_and_flags_override_env(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text('[server]\nlog_level = "error"\n')
+    home = tmp_path / "d"
+    home.mkdir()
+    daemon = Daemon(
+        home,
+        ["--config", str(config), "--log-level", "info"],
+        env={"BUDGETD_LOG_LEVEL": "warning"},
+    )
+    daemons.append(daemon)
+    daemon.start()  # "ready" is an info line: logged only because the flag won
+    assert daemon.health() == SERVING
