@@ -8,12 +8,14 @@ PROTO  := protos/budgetd/v1/budget.proto
 # The compiled tree: a copy of server/budgetd with the core compiled by mypyc. Kept apart
 # from the sources so an edit is never shadowed by an older compiled module; make rebuilds
 # it whenever a source changes, and puts it first on PYTHONPATH only where asked.
-NATIVE := build/native
+NATIVE := $(CURDIR)/build/native
 NATIVE_STAMP := $(NATIVE)/.built
 SOURCES := $(shell find server/budgetd -name '*.py' -not -path '*/__pycache__/*')
 WITH_NATIVE := BUDGETD_CORE=compiled PYTHONPATH=$(NATIVE)
 
-.PHONY: setup native test lint proto proto-check bench bench-quick bench-instructions clean
+NODE_CLIENT_STAMP := client/node/node_modules/.installed
+
+.PHONY: setup native run test test-node lint proto proto-check bench bench-quick bench-instructions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +30,25 @@ $(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+# The Node example client pins its own lock; `npm ci` installs exactly that.
+$(NODE_CLIENT_STAMP): client/node/package.json client/node/package-lock.json
+	cd client/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(NODE_STAMP) $(NODE_CLIENT_STAMP)
+
+# The daemon on its embedded defaults (or pass flags: make run ARGS="--config my.toml"),
+# on the compiled core. Listens on $$XDG_RUNTIME_DIR/budgetd.sock (else a per-user
+# directory under the temp dir) and 127.0.0.1:50051.
+run: setup native
+	$(WITH_NATIVE) exec $(PY) -m budgetd $(ARGS)
 
 $(NATIVE_STAMP): $(STAMP) $(SOURCES)
 	rm -rf $(NATIVE)/budgetd $(NATIVE)/*.so
 	mkdir -p $(NATIVE)
 	cp -r server/budgetd $(NATIVE)/budgetd
 	find $(NATIVE)/budgetd -name __pycache__ -prune -exec rm -rf {} +
-	cd $(NATIVE) && $(abspath $(VENV))/bin/mypyc --ignore-missing-imports budgetd/core
+	cd $(NATIVE) && $(CURDIR)/$(VENV)/bin/mypyc --ignore-missing-imports budgetd/core
 	touch $@
 
 native: $(NATIVE_STAMP)
@@ -45,6 +58,11 @@ native: $(NATIVE_STAMP)
 test: setup native
 	$(PY) -m pytest
 	$(WITH_NATIVE) $(PY) -m pytest tests/unit
+	$(MAKE) --no-print-directory test-node
+
+# The Node client's test starts the real daemon (compiled core) with this venv's Python.
+test-node: setup native
+	cd client/node && $(WITH_NATIVE) BUDGETD_PYTHON=$(CURDIR)/$(PY) npm test
 
 lint: setup
 	$(PY) -m ruff check .
@@ -68,4 +86,4 @@ bench-instructions: setup native
 	$(WITH_NATIVE) $(PY) -m bench.instructions --out bench/results/instructions.txt
 
 clean:
-	rm -rf $(VENV) build node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build node_modules client/node/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvloop
 
 from budgetd import config, logs
+from budgetd.core import COMPILED
 from budgetd.daemon import Daemon, StartError
 
 EXIT_START_FAILED = 1
@@ -70,6 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"budgetd: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     logs.setup(settings.log_format, settings.log_level)
+    if os.environ.get("BUDGETD_CORE") == "compiled" and not COMPILED:
+        # `make run` asks for the compiled core; running the sources instead would only
+        # show up as a slower daemon.
+        log.error(
+            "cannot start",
+            extra=logs.fields(
+                reason="BUDGETD_CORE=compiled but the "
+                "core was imported from the sources; run `make native`"
+            ),
+        )
+        return EXIT_START_FAILED
     os.umask(0o077)  # the socket and snapshots are the owner's alone
     try:
         _run_loop(settings)
