@@ -45,8 +45,11 @@ def check_config(argv: Sequence[str]) -> int:
     except config.ConfigError as error:
         print(f"budgetd: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    print(f"{argv[0]}: OK, {len(settings.policies)} policies\n")
-    print(config.describe_policies(settings.policies))
+    try:
+        print(f"{argv[0]}: OK, {len(settings.policies)} policies\n")
+        print(config.describe_policies(settings.policies), flush=True)
+    except BrokenPipeError:  # `budgetd check-config FILE | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay open until exit
     return 0
 
 

@@ -429,6 +429,8 @@ def event_message(seq: int, event: ev.Event) -> pb.Event:
             message.threshold_crossed.crossing.CopyFrom(crossing(event))
         case ev.Denied():
             message.denied.blocker.CopyFrom(blocker(event.blocker))
+            message.denied.request_id = event.request_id
+            message.denied.run_id = event.run_id
         case ev.LedgerExhausted():
             message.ledger_exhausted.CopyFrom(
                 pb.Event.LedgerExhausted(

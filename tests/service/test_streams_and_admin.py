@@ -297,3 +297,20 @@ def test_snapshot_writes_the_state_to_a_file(served: Served) -> None:
     assert state["sequence"] == answer.sequence == served.runtime.events.last_seq
     assert any(item["ident"] == ["per-thread", "t1"] for item in state["ledgers"])
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_denied_reserve_is_an_event_naming_the_request(
+    make_served: Callable[..., Served],
+) -> None:
+    served = make_served(policies=TINY)
+    watcher = Collector(served, pb.SubscribeRequest(kinds=[pb.EVENT_KIND_DENIED]))
+    wait_subscribed(served)
+    answer = served.budget.Reserve(
+        pb.ReserveRequest(request_id="too-big", labels=THREAD, estimate=pb.Usage(input_tokens=5000))
+    )
+    assert answer.decision == pb.DECISION_DENY
+    (denied,) = watcher.take(1)
+    assert denied.denied.request_id == "too-big"
+    assert denied.denied.blocker.ledger == "per-thread{thread=t1}"
+    assert denied.denied.blocker.requested == 5000
+    watcher.cancel()

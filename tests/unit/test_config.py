@@ -360,6 +360,10 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(caught.value) == f"{missing}: cannot read: No such file or directory"
     env_error = _resolve_error(env={"BUDGETD_CONFIG": str(missing)})
     assert env_error.path == str(missing)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary\.toml: not UTF-8 text$"):
+        config.load_file(binary)
 
 
 def test_bad_policy_field_names_its_path(tmp_path: Path) -> None:

@@ -319,7 +319,7 @@ class Engine:
         decision = decide(blockers, warnings, warn) if blockers or warnings or warn else ALLOW
         if blockers or warnings:
             for blocker in (*blockers, *warnings):
-                events.append(Denied(now, subject, blocker))
+                events.append(Denied(now, subject, blocker, request_id, run_id))
         briefs = tuple(map(BRIEF, ledgers))
         if decision is Decision.DENY:
             result = ReserveResult(
@@ -555,7 +555,7 @@ class Engine:
                 collect_blockers(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
         decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
-            events.append(Denied(now, labels, blocker))
+            events.append(Denied(now, labels, blocker, request_id, run_id))
         briefs = tuple(map(BRIEF, ledgers))
         if decision is Decision.DENY:
             result = OpenRunResult(
@@ -680,7 +680,7 @@ class Engine:
                 self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
                 continue
             deadline.reported = True  # a soft or shadow cap reports once; the run goes on
-            events.append(Denied(now, run.labels, duration_blocker(deadline, now)))
+            events.append(Denied(now, run.labels, duration_blocker(deadline, now), "", run_id))
             heapq.heappush(heap, (run.next_due(), run_id))
         return changed
 

@@ -136,6 +136,8 @@ class Denied:
     at: float
     labels: Mapping[str, str]
     blocker: Blocker
+    request_id: str = ""  # of the Reserve or OpenRun; empty for a run's duration cap
+    run_id: str = ""
 
 
 @dataclass(slots=True)
