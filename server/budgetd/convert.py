@@ -251,13 +251,27 @@ def _dimension_status(d: DimensionStatus) -> pb.DimensionStatus:
     )
 
 
+def _dimensions(status: LedgerStatus) -> list[pb.DimensionStatus]:
+    """Every capped dimension, in Dimension order. The core reports the per-run
+    duration cap apart (it bounds each run, not the ledger); on the wire it is one more
+    dimension whose `used` is the time of the runs that finished in this window."""
+    dimensions = [_dimension_status(d) for d in status.dimensions]
+    limit = status.run_duration_limit_ms
+    if limit is not None:
+        used = status.totals.run_duration_ms
+        dimensions.append(
+            _dimension_status(DimensionStatus(Dimension.RUN_DURATION_MS, used, 0, limit))
+        )
+    return dimensions
+
+
 def ledger_status(status: LedgerStatus) -> pb.LedgerStatus:
     message = pb.LedgerStatus(
         key=status.key,
         policy=status.policy,
         labels=dict(status.labels),
         state=STATE[status.state],
-        dimensions=[_dimension_status(d) for d in status.dimensions],
+        dimensions=_dimensions(status),
         totals=totals(status.totals),
         window_start=timestamp(status.window_start),
         enforcement=ENFORCEMENT[status.enforcement],
