@@ -10,7 +10,8 @@ PROTO  := protos/budgetd/v1/budget.proto
 # it whenever a source changes, and puts it first on PYTHONPATH only where asked.
 NATIVE := $(CURDIR)/build/native
 NATIVE_STAMP := $(NATIVE)/.built
-SOURCES := $(shell find server/budgetd -name '*.py' -not -path '*/__pycache__/*')
+SOURCES := $(shell find server/budgetd -name '*.py*' -not -path '*/__pycache__/*')
+CORE_SOURCES := $(shell find server/budgetd/core -name '*.py' -not -path '*/__pycache__/*')
 WITH_NATIVE := BUDGETD_CORE=compiled PYTHONPATH=$(NATIVE)
 
 NODE_CLIENT_STAMP := client/node/node_modules/.installed
@@ -43,12 +44,20 @@ setup: $(STAMP) $(NODE_STAMP) $(NODE_CLIENT_STAMP)
 run: setup native
 	$(WITH_NATIVE) exec $(PY) -m budgetd $(ARGS)
 
-$(NATIVE_STAMP): $(STAMP) $(SOURCES)
+# The core is compiled only when a core source changed (it takes a minute); the rest of
+# the package is copied beside it whenever any source changed.
+$(NATIVE)/.core: $(STAMP) $(CORE_SOURCES)
 	rm -rf $(NATIVE)/budgetd $(NATIVE)/*.so
-	mkdir -p $(NATIVE)
-	cp -r server/budgetd $(NATIVE)/budgetd
+	mkdir -p $(NATIVE)/budgetd
+	cp server/budgetd/__init__.py $(NATIVE)/budgetd/
+	cp -r server/budgetd/core $(NATIVE)/budgetd/core
 	find $(NATIVE)/budgetd -name __pycache__ -prune -exec rm -rf {} +
 	cd $(NATIVE) && $(CURDIR)/$(VENV)/bin/mypyc --ignore-missing-imports budgetd/core
+	touch $@
+
+$(NATIVE_STAMP): $(NATIVE)/.core $(SOURCES)
+	find $(NATIVE)/budgetd -mindepth 1 -maxdepth 1 ! -name core -exec rm -rf {} +
+	tar -C server --exclude=budgetd/core --exclude=__pycache__ -cf - budgetd | tar -C $(NATIVE) -xf -
 	touch $@
 
 native: $(NATIVE_STAMP)
