@@ -184,7 +184,8 @@ class BudgetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLedgers(self, request, context):
-        """Ledgers filtered by policy, label selector and state, paginated, ordered by key.
+        """Ledgers filtered by policy, label selector and state, paginated, in the order
+        they were created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

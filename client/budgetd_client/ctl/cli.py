@@ -1,0 +1,347 @@
+"""budgetctl's command line: arguments, the connection, and the exit codes.
+
+`main` is the console script and is also called in-process by tests. It never lets a
+traceback reach the user: every failure becomes one line on stderr, `budgetctl: ...`,
+and an exit code a script can branch on (see EXIT_CODES).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from budgetd.paths import default_target
+from budgetd.v1 import budget_pb2 as pb
+from budgetd.v1 import budget_pb2_grpc as rpc
+from budgetd_client.ctl import commands
+from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
+from budgetd_client.ctl.events import KIND_NAMES
+from budgetd_client.ctl.output import Output
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    unexpected error
+  2    usage error (bad command line, unreadable file)
+  3    daemon unavailable (cannot connect, starting or draining, no answer in --timeout)
+  4    not found (unknown ledger or policy)
+  5    invalid argument (refused by the daemon, or a policy file error: file:key: reason)
+  6    resource exhausted (a server bound was hit) or already exists
+  130  interrupted by Ctrl-C (except watch, where Ctrl-C is the normal way out: 0)
+
+JSON (--json) is the contract's ProtoJSON mapping with the .proto field names; every
+field is present, enums are names (LEDGER_STATE_WARNING), int64 values are numbers,
+money is integer micro-USD and instants are RFC 3339 strings.
+"""
+
+STATES = ("ok", "warning", "critical", "final", "exhausted")
+SEVERITIES = ("warning", "critical", "final")
+
+Handler = Callable[[commands.Ctl], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run budgetctl with `argv` (default: the process's arguments); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _normalise(args)
+    except SystemExit as stop:  # argparse: --help (0) or a usage error (2, already printed)
+        return stop.code if isinstance(stop.code, int) else Exit.USAGE
+    except CtlError as error:
+        return _fail(error)
+    try:
+        return _run(args)
+    except CtlError as error:
+        return _fail(error)
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
+    except BrokenPipeError:  # `budgetctl watch | head -3`: the reader has gone, not an error
+        _detach_stdout()
+        return Exit.OK
+    except Exception as error:  # a bug: still one line, no traceback
+        return _fail(CtlError(Exit.ERROR, f"unexpected error: {type(error).__name__}: {error}"))
+
+
+def _run(args: argparse.Namespace) -> int:
+    target = args.target
+    out = Output.open(args.color)
+    with grpc.insecure_channel(target) as channel:
+        ctl = commands.Ctl(
+            args,
+            out,
+            rpc.BudgetServiceStub(channel),
+            rpc.BudgetAdminServiceStub(channel),
+            target,
+            args.timeout,
+        )
+        handler: Handler = args.handler
+        try:
+            return int(handler(ctl))
+        except grpc.RpcError as error:
+            raise from_rpc(error, target, args.timeout) from None
+
+
+def _fail(error: CtlError) -> int:
+    message = " ".join(error.message.split())
+    print(f"budgetctl: {message}", file=sys.stderr)
+    return int(error.code)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+def _normalise(args: argparse.Namespace) -> None:
+    """Turn the strings argparse collected into what the commands send."""
+    target: str = args.target or default_target()
+    args.target = f"unix:{target}" if target.startswith("/") else target
+    args.selector = _selector(getattr(args, "selector", None) or [])
+    state = getattr(args, "min_state", None)
+    args.min_state = pb.LedgerState.Value(f"LEDGER_STATE_{state.upper()}") if state else 0
+    severity = getattr(args, "min_severity", None)
+    args.min_severity = pb.Severity.Value(f"SEVERITY_{severity.upper()}") if severity else 0
+
+
+def _selector(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    selector: dict[str, str] = {}
+    for key, value in pairs:
+        if selector.get(key, value) != value:
+            raise CtlError(Exit.USAGE, f"--selector {key} given twice with different values")
+        selector[key] = value
+    return selector
+
+
+def _label_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (VALUE * = key present), got {text!r}"
+        )
+    return key, value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _natural(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options every command takes, before or after its name. Under a subcommand
+    their default is SUPPRESS, so they only override what was given before it."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--target",
+        default=default(None),
+        help=f"daemon address, e.g. unix:/path/budgetd.sock or 127.0.0.1:50051 "
+        f"(default: $BUDGETD_TARGET, else {default_target()})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="machine-readable output"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=default(5.0),
+        metavar="SECONDS",
+        help="deadline of each call (default 5; watch waits for events indefinitely)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default=default("auto"),
+        help="tables and colour: auto = when stdout is a terminal (default)",
+    )
+
+
+def _ledger_filters(parser: argparse.ArgumentParser, with_state: bool) -> None:
+    parser.add_argument("--policy", metavar="P", help="only ledgers of this policy")
+    parser.add_argument(
+        "--selector",
+        type=_label_pair,
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="only ledgers with these labels (VALUE * = key present)",
+    )
+    if with_state:
+        parser.add_argument(
+            "--min-state", choices=STATES, help="only ledgers at this state or worse"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="budgetctl",
+        description="Look at and manage a running budgetd: ledgers, policies, events.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Handler, summary: str, description: str = ""
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description or summary,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    status = command(
+        "status",
+        commands.status,
+        "ledgers as a table: state, used / limit, percent and reserved per cap; meters' totals",
+    )
+    _ledger_filters(status, with_state=True)
+
+    ledger = command(
+        "ledger",
+        commands.ledger,
+        "one ledger in full: caps, totals (cost in USD), average latency, window, runs",
+    )
+    ledger.add_argument("key", metavar="KEY", help="ledger key, e.g. 'per-thread{thread=7f3a}'")
+
+    _policies_command(sub, common)
+
+    reset = command(
+        "reset",
+        commands.reset,
+        "zero a ledger's counters and print its totals from before the reset",
+    )
+    reset.add_argument("key", metavar="KEY", help="ledger key (see status)")
+
+    runs = command(
+        "runs",
+        commands.runs,
+        "ledgers that count runs: open runs, concurrency used / limit",
+        "The daemon has no call that lists runs themselves. This shows the ledgers that "
+        "count them: every ledger with open runs or a concurrency cap, with its number of "
+        "open runs, concurrency slots used / limit, and the time of its finished runs.",
+    )
+    _ledger_filters(runs, with_state=False)
+
+    command("snapshot", commands.snapshot, "write a state snapshot now; print its path, size, seq")
+
+    watch = command(
+        "watch",
+        commands.watch,
+        "live event stream, one line per event (Ctrl-C exits 0)",
+        "Live event stream, one line per event (with --json: one JSON object per line). "
+        "Ctrl-C exits 0. If the stream breaks, the error says which --after-seq resumes it.",
+    )
+    watch.add_argument(
+        "--selector",
+        type=_label_pair,
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="only events with these labels (VALUE * = key present)",
+    )
+    watch.add_argument(
+        "--kind",
+        dest="kinds",
+        choices=KIND_NAMES,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KIND",
+        help=f"only these kinds: {', '.join(KIND_NAMES)}",
+    )
+    watch.add_argument(
+        "--min-severity", choices=SEVERITIES, help="only threshold crossings at least this severe"
+    )
+    watch.add_argument(
+        "--after-seq",
+        type=_natural(0),
+        metavar="N",
+        help="first replay retained events after seq N (0 = all retained), then live ones",
+    )
+    watch.add_argument(
+        "--count", type=_natural(1), metavar="N", help="exit 0 after N events (gaps not counted)"
+    )
+    return parser
+
+
+def _policies_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    policies = sub.add_parser(
+        "policies",
+        parents=[common],
+        help="list, get, put or delete policies",
+        description="List, get, put or delete policies.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = policies.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, handler: Handler, summary: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, parents=[common], help=summary, description=summary)
+        p.set_defaults(handler=handler)
+        return p
+
+    action("list", commands.policies_list, "every policy as a table")
+    get = action(
+        "get",
+        commands.policies_get,
+        "policies as a TOML file that `policies put` takes back (get, edit, put)",
+    )
+    get.add_argument("names", metavar="NAME", nargs="*", help="policy names (default: all)")
+    put = action(
+        "put",
+        commands.policies_put,
+        "create or replace the policies of a TOML file: one policy at the top level, or a "
+        "[[policies]] array with the daemon config's keys (match, per, caps, window, "
+        "enforcement, thresholds, evictable, close_with_run, description); validated "
+        "locally first",
+    )
+    put.add_argument("file", metavar="FILE", help="TOML policy file")
+    put.add_argument(
+        "--apply-to-existing",
+        action="store_true",
+        help="also apply changed caps, enforcement and thresholds to existing ledgers",
+    )
+    delete = action("delete", commands.policies_delete, "delete a policy and close its ledgers")
+    delete.add_argument("name", metavar="NAME")

@@ -1,0 +1,153 @@
+"""Where budgetctl's answers go: rich tables on a terminal, plain aligned text in a pipe.
+
+Commands describe what to show (columns, rows, label/value pairs, lines with a style)
+and never test for a terminal themselves. Plain text has no escape codes at all, so
+`budgetctl status | grep exhausted` and log files stay clean; `--json` bypasses both.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """A table cell or a value: its text, and a rich style used only on a terminal."""
+
+    text: str
+    style: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    numeric: bool = False  # right-aligned
+
+
+Value = str | Cell
+
+
+def _cell(value: Value) -> Cell:
+    return value if isinstance(value, Cell) else Cell(value)
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A message as ProtoJSON with the .proto field names. Fields at their default are
+    kept (a script can rely on `reserved` being there), and int64 values are plain
+    numbers (every budgetd quantity is below 2^53, so nothing is rounded)."""
+    return MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+
+
+class Output:
+    """Human or machine output on one stream; `console` is set when rich renders."""
+
+    def __init__(self, stream: TextIO, console: Console | None) -> None:
+        self.stream = stream
+        self.console = console
+
+    @classmethod
+    def open(cls, color: str, stream: TextIO | None = None) -> Output:
+        """`auto`: rich when the stream is a terminal; `always` / `never` force it."""
+        stream = stream if stream is not None else sys.stdout
+        use_rich = color == "always" or (color == "auto" and stream.isatty())
+        if not use_rich:
+            return cls(stream, None)
+        console = Console(
+            file=stream,
+            force_terminal=True,
+            highlight=False,
+            emoji=False,
+            markup=False,
+            soft_wrap=False,
+        )
+        return cls(stream, console)
+
+    # --- machine output ---------------------------------------------------------------
+
+    def json(self, data: object, *, one_line: bool = False) -> None:
+        text = json.dumps(data, ensure_ascii=False, indent=None if one_line else 2)
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    # --- human output -----------------------------------------------------------------
+
+    def line(self, text: str = "", style: str = "", *, flush: bool = False) -> None:
+        if self.console is not None:
+            self.console.print(Text(text, style=style), soft_wrap=True)
+        else:
+            self.stream.write(text + "\n")
+        if flush:
+            self.stream.flush()
+
+    def table(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Value]], title: str = ""
+    ) -> None:
+        cells = [[_cell(value) for value in row] for row in rows]
+        if self.console is not None:
+            self._rich_table(columns, cells, title)
+        else:
+            self._plain_table(columns, cells, title)
+
+    def pairs(self, rows: Sequence[tuple[str, Value]], indent: int = 0) -> None:
+        """Label / value lines with the values aligned (one ledger, one snapshot)."""
+        if self.console is not None:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            for label, value in rows:
+                cell = _cell(value)
+                grid.add_row(Text(" " * indent + label), Text(cell.text, style=cell.style))
+            self.console.print(grid)
+            return
+        width = max((len(label) for label, _ in rows), default=0)
+        for label, value in rows:
+            self.stream.write(f"{' ' * indent}{label:<{width}}  {_cell(value).text}".rstrip())
+            self.stream.write("\n")
+
+    def _rich_table(self, columns: Sequence[Column], rows: list[list[Cell]], title: str) -> None:
+        assert self.console is not None
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            title=title or None,
+            title_justify="left",
+            title_style="bold",
+            header_style="bold",
+            pad_edge=False,
+        )
+        for column in columns:
+            table.add_column(
+                column.header, justify="right" if column.numeric else "left", overflow="fold"
+            )
+        for row in rows:
+            table.add_row(*(Text(cell.text, style=cell.style) for cell in row))
+        self.console.print(table)
+
+    def _plain_table(self, columns: Sequence[Column], rows: list[list[Cell]], title: str) -> None:
+        if title:
+            self.stream.write(title + "\n")
+        texts = [[column.header for column in columns]]
+        texts += [[cell.text for cell in row] for row in rows]
+        widths = [max(cell_len(row[i]) for row in texts) for i in range(len(columns))]
+        for row in texts:
+            parts = []
+            for text, width, column in zip(row, widths, columns, strict=True):
+                pad = " " * (width - cell_len(text))
+                parts.append(pad + text if column.numeric else text + pad)
+            self.stream.write("  ".join(parts).rstrip() + "\n")
