@@ -1,0 +1,262 @@
+"""`AsyncBudgetClient`: the asyncio SDK, the same API as `BudgetClient`, awaited.
+
+    async with AsyncBudgetClient() as budget:
+        async with budget.reserve({"agent": "a", "thread": "t1"}, Usage(2000, 500)) as r:
+            await r.commit(Usage(1800, 420, model="gpt-4o"))
+
+Retries, fail-open and the offline buffer behave exactly as in `budgetd_client.client`.
+Use one client within one event loop (its channel is created on first use, in that loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from budgetd.paths import default_target
+from budgetd_client._core import (
+    Call,
+    Core,
+    OnUnavailable,
+    Settings,
+    release_request,
+    subscribe_request,
+)
+from budgetd_client._transport import AsyncTransport
+from budgetd_client.buffer import Record
+from budgetd_client.enums import EventKind, LedgerState, Severity
+from budgetd_client.errors import BudgetdError, BudgetdUnavailable
+from budgetd_client.models import (
+    CheckResult,
+    CommitResult,
+    ConsumeResult,
+    HeartbeatResult,
+    LedgerStatus,
+    Run,
+    RunTotals,
+    Usage,
+)
+from budgetd_client.reservation import AsyncReservation, PendingReservation
+from budgetd_client.retry import Backoff
+from budgetd_client.session import AsyncRunSession
+from budgetd_client.subscription import AsyncSubscription
+
+log = logging.getLogger("budgetd_client")
+T = TypeVar("T")
+
+
+class AsyncBudgetClient:
+    """A connection to budgetd for asyncio code (default target as `BudgetClient`)."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        on_unavailable: OnUnavailable = "deny",
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        buffer_size: int = 10_000,
+        backoff: Backoff | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        settings = Settings(
+            target or default_target(),
+            on_unavailable=on_unavailable,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff=backoff or Backoff(),
+        )
+        self._core = Core(settings, buffer_size)
+        self._transport = AsyncTransport(settings, interceptors)
+        self._replay_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- state -------------------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        return self._core.settings.target
+
+    @property
+    def on_unavailable(self) -> OnUnavailable:
+        return self._core.settings.on_unavailable
+
+    @property
+    def buffered(self) -> int:
+        """Usage records waiting for the daemon."""
+        return len(self._core.buffer)
+
+    @property
+    def dropped_records(self) -> int:
+        """Usage records lost (see `BudgetClient.dropped_records`), each logged."""
+        return self._core.buffer.dropped
+
+    # --- agent calls -------------------------------------------------------------------
+
+    async def check(
+        self, labels: Mapping[str, str], estimate: Usage, run_id: str = ""
+    ) -> CheckResult:
+        """Would `estimate` fit? Changes nothing; a DENY is returned, not raised."""
+        return await self._call(self._core.check(labels, estimate, run_id))
+
+    def reserve(
+        self,
+        labels: Mapping[str, str],
+        estimate: Usage,
+        *,
+        ttl_s: float | None = None,
+        run_id: str = "",
+    ) -> PendingReservation:
+        """Hold `estimate`; raises `BudgetExhausted` when denied. Await it for the
+        handle, or `async with` it to release the hold on exit unless committed."""
+
+        async def start() -> AsyncReservation:
+            call = self._core.reserve(labels, estimate, ttl_s, run_id)
+            return AsyncReservation(self, await self._call(call))
+
+        return PendingReservation(start)
+
+    async def commit(self, reservation_id: str, actual: Usage) -> CommitResult:
+        """Replace a hold with the actual usage (recorded even above the estimate)."""
+        return await self._call(self._core.commit(reservation_id, actual))
+
+    async def release(self, reservation_id: str) -> bool:
+        """Drop a hold; False when the server no longer had it (expired)."""
+        return await self._call(self._core.release(reservation_id))
+
+    async def consume(
+        self, labels: Mapping[str, str], usage: Usage, *, run_id: str = ""
+    ) -> ConsumeResult:
+        """Record usage that already happened (always recorded, even past a cap)."""
+        return await self._call(self._core.consume(labels, usage, run_id))
+
+    async def open_run(
+        self, labels: Mapping[str, str], *, run_id: str | None = None, ttl_s: float | None = None
+    ) -> Run:
+        """Start a run (id generated when None); raises `BudgetExhausted` when denied."""
+        return await self._call(self._core.open_run(labels, run_id, ttl_s))
+
+    async def heartbeat(self, run_id: str) -> HeartbeatResult:
+        return await self._call(self._core.heartbeat(run_id))
+
+    async def close_run(self, run_id: str) -> RunTotals:
+        return await self._call(self._core.close_run(run_id))
+
+    def run(
+        self,
+        labels: Mapping[str, str],
+        *,
+        run_id: str | None = None,
+        ttl_s: float = 60.0,
+        heartbeat_every_s: float | None = None,
+    ) -> AsyncRunSession:
+        """A run as an async context manager: opened on entry, heartbeated by a task
+        (every ttl/3 by default), closed on exit with its totals in `.totals`."""
+        return AsyncRunSession(self, labels, run_id, ttl_s, heartbeat_every_s)
+
+    # --- observation -------------------------------------------------------------------
+
+    async def get_ledger(self, key: str) -> LedgerStatus:
+        return await self._call(self._core.get_ledger(key))
+
+    async def list_ledgers(
+        self,
+        policy: str = "",
+        selector: Mapping[str, str] | None = None,
+        min_state: LedgerState | None = None,
+    ) -> AsyncIterator[LedgerStatus]:
+        """Every matching ledger, oldest first, fetching page after page as iterated."""
+        token = ""
+        while True:
+            call = self._core.list_page(policy, selector, min_state, token)
+            ledgers, token = await self._call(call)
+            for ledger in ledgers:
+                yield ledger
+            if not token:
+                return
+
+    def subscribe(
+        self,
+        selector: Mapping[str, str] | None = None,
+        kinds: Iterable[EventKind] = (),
+        min_severity: Severity | None = None,
+        after_seq: int | None = None,
+    ) -> AsyncSubscription:
+        """Events as they happen (after_seq: replay retained ones after it first),
+        resumed automatically after a reconnect or a slow-subscriber cut-off."""
+        request = subscribe_request(selector, kinds, min_severity, after_seq)
+        return AsyncSubscription(self._transport, request)
+
+    # --- buffer and lifetime -----------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Replay buffered usage now; returns how many records are still buffered."""
+        try:
+            await self._replay()
+        except BudgetdUnavailable as error:
+            log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
+        return self.buffered
+
+    async def close(self) -> None:
+        """Flush the buffer (undeliverable records are dropped, counted and logged), then
+        close the channel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.buffered:
+            await self.flush()
+            self._core.buffer.drop_all("the client was closed")
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncBudgetClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- internals ---------------------------------------------------------------------
+
+    async def _call(self, call: Call[T]) -> T:
+        if call.request is None:
+            return call.answer(None)
+        try:
+            await self._replay()
+            response = await self._transport.unary(call.method, call.request)
+        except BudgetdUnavailable:
+            if call.fail_open is None or not self._core.fails_open:
+                raise
+            return call.fail_open()
+        return call.answer(response)
+
+    async def _replay(self) -> None:
+        """Send buffered usage, oldest first, before anything newer (see
+        `BudgetClient._replay`)."""
+        if not self.buffered:
+            return
+        async with self._replay_lock:
+            while (record := self._core.buffer.head()) is not None:
+                self._core.buffer.settle(record, await self._deliver(record))
+
+    async def _deliver(self, record: Record) -> BudgetdError | None:
+        try:
+            await self._transport.unary("Consume", record.request)
+        except BudgetdUnavailable:
+            raise
+        except BudgetdError as error:
+            return error
+        if record.release_id:
+            try:
+                await self._transport.unary("Release", release_request(record))
+            except BudgetdError as error:  # best effort: the hold ends at its ttl anyway
+                log.info("budgetd_client: release of %s failed: %s", record.release_id, error)
+        return None

@@ -1,0 +1,98 @@
+"""Typed exceptions: what went wrong, in terms an agent can act on.
+
+A budget denial is not a transport error, so `BudgetExhausted` is raised by the SDK itself
+(from a DENY answer of `reserve` or `open_run`; `check` returns the decision instead). The
+others map a gRPC status: the server's message, which names the field and the rule, is
+kept as the exception's message, and the original `grpc.RpcError` is the `__cause__`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+
+if TYPE_CHECKING:
+    from budgetd_client.enums import Dimension
+    from budgetd_client.models import Blocker
+
+
+class BudgetdError(Exception):
+    """Base of every error the SDK raises; `code` is the gRPC status, when there was one."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class BudgetExhausted(BudgetdError):
+    """A HARD cap denied a `reserve` or `open_run`; nothing was held or opened.
+
+    The first blocker's fields are copied onto the exception for the common case of one
+    blocking ledger; `blockers` has every one of them.
+    """
+
+    def __init__(self, blockers: Sequence[Blocker]) -> None:
+        if not blockers:
+            raise ValueError("BudgetExhausted needs at least one blocker")
+        self.blockers: tuple[Blocker, ...] = tuple(blockers)
+        first = self.blockers[0]
+        self.policy: str = first.policy
+        self.ledger: str = first.ledger
+        self.dimension: Dimension = first.dimension
+        self.used: int = first.used
+        self.limit: int = first.limit
+        more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+        super().__init__(
+            f"budget exhausted: {first.ledger} {first.dimension.value}: used {first.used}"
+            f" + reserved {first.reserved} + requested {first.requested}"
+            f" > limit {first.limit}{more}"
+        )
+
+
+class InvalidRequest(BudgetdError):
+    """INVALID_ARGUMENT: the request broke a rule of the contract (the message says which)."""
+
+
+class NotFound(BudgetdError):
+    """NOT_FOUND: no such reservation, run or ledger (or it already ended)."""
+
+
+class AlreadyExists(BudgetdError):
+    """ALREADY_EXISTS: e.g. a run with this id is open, or a request_id was used for
+    another kind of call."""
+
+
+class ServerBusy(BudgetdError):
+    """RESOURCE_EXHAUSTED: a server bound was hit (ledgers, reservations, runs, streams,
+    message size); not a budget decision."""
+
+
+class BudgetdUnavailable(BudgetdError):
+    """The daemon did not answer (UNAVAILABLE or DEADLINE_EXCEEDED after every retry) and
+    the client fails closed (`on_unavailable="deny"`), or the call has no offline answer."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[BudgetdError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusy,
+    grpc.StatusCode.UNAVAILABLE: BudgetdUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: BudgetdUnavailable,
+}
+
+
+def from_rpc_error(error: grpc.RpcError, target: str, attempts: int = 1) -> BudgetdError:
+    """The typed exception for a failed call (raise it `from error`)."""
+    code = error.code()
+    details = error.details() or code.name
+    kind = _BY_CODE.get(code, BudgetdError)
+    if kind is BudgetdUnavailable:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        details = f"budgetd at {target} did not answer{tries} ({code.name}): {details}"
+    elif kind is BudgetdError:
+        details = f"{code.name}: {details}"
+    return kind(details, code)

@@ -1,0 +1,257 @@
+"""The SDK's typed values: frozen dataclasses, never protobuf messages.
+
+Conventions, the same everywhere: instants are timezone-aware `datetime`s in UTC, spans
+are float seconds (`*_s`), money is integer micro-USD (`*_micro_usd`) with a `Decimal`
+`cost_usd` view where a cost is reported. Results of calls answered while the daemon was
+unreachable (fail-open, `on_unavailable="allow"`) carry `offline=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from budgetd_client.enums import Decision, Dimension, Enforcement, LedgerState, Severity
+
+MICRO = Decimal(1_000_000)
+
+
+def usd(micro_usd: int) -> Decimal:
+    """Exact US dollars of a micro-USD amount (no float rounding)."""
+    return Decimal(micro_usd) / MICRO
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one model call used, or is expected to use (an estimate).
+
+    `cost_micro_usd` set wins over the server's price table; left `None`, the server
+    prices the usage from `model`.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_micro_usd: int | None = None
+    model: str = ""
+    provider: str = ""
+    latency_ms: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Totals of a ledger window or of a run. `cost_micro_usd` is a lower bound when
+    `unpriced_requests` > 0."""
+
+    total_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_micro_usd: int = 0
+    requests: int = 0
+    unpriced_requests: int = 0
+    run_duration_ms: int = 0
+    latency_ms_sum: int = 0
+    latency_samples: int = 0
+    first_use: datetime | None = None
+    last_use: datetime | None = None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return usd(self.cost_micro_usd)
+
+    @property
+    def average_latency_ms(self) -> float | None:
+        return self.latency_ms_sum / self.latency_samples if self.latency_samples else None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBrief:
+    """A ledger as the answers of reserve, commit, consume and open_run name it."""
+
+    key: str
+    state: LedgerState
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionStatus:
+    """One capped dimension of a ledger; `percent` excludes reservations."""
+
+    dimension: Dimension
+    used: int
+    reserved: int
+    limit: int
+    remaining: int
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    """The full state of one ledger (`get_ledger`, `list_ledgers`, `check`)."""
+
+    key: str
+    policy: str
+    labels: Mapping[str, str]
+    state: LedgerState
+    dimensions: tuple[DimensionStatus, ...]
+    totals: Totals
+    window_start: datetime
+    window_end: datetime | None
+    enforcement: Enforcement
+    open_runs: int
+    reservations: int
+
+    def dimension(self, dimension: Dimension) -> DimensionStatus | None:
+        """The status of one capped dimension; None when the policy does not cap it."""
+        return next((d for d in self.dimensions if d.dimension is dimension), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """Why a request was (HARD) or would have been (SOFT, SHADOW) denied."""
+
+    policy: str
+    ledger: str
+    dimension: Dimension
+    used: int
+    reserved: int
+    requested: int
+    limit: int
+    shortfall: int
+    enforcement: Enforcement
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A threshold a ledger just crossed (fires once per ledger and window)."""
+
+    policy: str
+    ledger: str
+    dimension: Dimension
+    percent: int
+    severity: Severity
+    used: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """A dimension where a commit's actual usage exceeded the reservation."""
+
+    dimension: Dimension
+    reserved: int
+    actual: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Whether an estimate fits. `check` never raises on DENY: look at `allowed`."""
+
+    decision: Decision
+    ledgers: tuple[LedgerStatus, ...]
+    blockers: tuple[Blocker, ...]
+    warnings: tuple[Blocker, ...]
+    cost_known: bool
+    estimated_cost_micro_usd: int
+    offline: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is not Decision.deny
+
+    @property
+    def estimated_cost_usd(self) -> Decimal:
+        return usd(self.estimated_cost_micro_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    """A granted hold (a denied reserve raises `BudgetExhausted` instead).
+
+    `expires_at` is None only for an offline reservation, which holds nothing anywhere.
+    """
+
+    reservation_id: str
+    decision: Decision
+    expires_at: datetime | None
+    ledgers: tuple[LedgerBrief, ...]
+    warnings: tuple[Blocker, ...]
+    cost_known: bool
+    reserved_cost_micro_usd: int
+    replayed: bool = False
+    offline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The usage recorded by a commit. Offline, it is buffered and nothing is known yet."""
+
+    ledgers: tuple[LedgerBrief, ...]
+    crossings: tuple[Crossing, ...]
+    overruns: tuple[Overrun, ...]
+    cost_known: bool
+    cost_micro_usd: int
+    replayed: bool = False
+    offline: bool = False
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return usd(self.cost_micro_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeResult:
+    """The usage recorded by a consume. Offline, it is buffered and nothing is known yet."""
+
+    ledgers: tuple[LedgerBrief, ...]
+    crossings: tuple[Crossing, ...]
+    cost_known: bool
+    cost_micro_usd: int
+    replayed: bool = False
+    offline: bool = False
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return usd(self.cost_micro_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """An open run (a denied open_run raises `BudgetExhausted` instead).
+
+    `expires_at` is None only offline; `deadline` is None when no run-duration cap applies.
+    """
+
+    run_id: str
+    decision: Decision
+    expires_at: datetime | None
+    deadline: datetime | None
+    ledgers: tuple[LedgerBrief, ...]
+    warnings: tuple[Blocker, ...]
+    replayed: bool = False
+    offline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """A run's new expiry; the deadline does not move."""
+
+    expires_at: datetime
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """A closed run's final figures."""
+
+    run_id: str
+    totals: Totals
+    duration_s: float
+    closed_ledgers: tuple[LedgerStatus, ...]
+    replayed: bool = False
