@@ -18,7 +18,8 @@ import uvloop
 
 from budgetd import config, logs
 from budgetd.core import COMPILED
-from budgetd.daemon import Daemon, StartError
+from budgetd.daemon import Daemon
+from budgetd.unix_socket import StartError
 
 EXIT_START_FAILED = 1
 EXIT_BAD_CONFIG = 2
@@ -90,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_loop(settings)
     except StartError as error:
         log.error("cannot start", extra=logs.fields(reason=str(error)))
+        return EXIT_START_FAILED
+    except OSError as error:  # a listener or directory the system refused
+        log.error("cannot start", extra=logs.fields(reason=f"{error.strerror or error}"))
         return EXIT_START_FAILED
     except KeyboardInterrupt:
         return 0

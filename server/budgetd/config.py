@@ -528,12 +528,11 @@ def load_file(path: Path) -> Settings:
 
 
 def reload_policies(path: Path, limits: Limits) -> tuple[Policy, ...]:
-    """The file's policies for a running daemon (SIGHUP). The whole file must be valid,
-    as at start-up, but only the policies change: they are parsed against the running
-    `limits`, and every other setting waits for a restart."""
-    file = _read_file(path)
-    _settings(path, file, {}, os.environ)
-    return _policies(file, limits)
+    """The file's policies for a running daemon (SIGHUP). The file must parse, with
+    known keys of the right types, but only its policies are used: they are parsed
+    against the running `limits`, and every other setting waits for a restart (where
+    the flags and environment the daemon started with apply again)."""
+    return _policies(_read_file(path), limits)
 
 
 def _settings(

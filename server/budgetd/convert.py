@@ -103,6 +103,15 @@ EVENT_KIND: dict[type[Any], int] = {
 }
 EVENT_KINDS = frozenset(EVENT_KIND.values()) | {pb.EVENT_KIND_GAP}
 
+# Counters are Python ints and usage is always recorded, so a ledger's totals can pass
+# what an int64 field holds; the wire then says "at least this much" instead of failing.
+INT64_MAX = 2**63 - 1
+
+
+def i64(value: int) -> int:
+    return value if value <= INT64_MAX else INT64_MAX
+
+
 # --- time ----------------------------------------------------------------------------
 
 
@@ -222,16 +231,16 @@ def briefs(ledgers: Sequence[LedgerBrief]) -> list[pb.LedgerBrief]:
 
 def totals(value: Totals) -> pb.Totals:
     message = pb.Totals(
-        total_tokens=value.total_tokens,
-        input_tokens=value.input_tokens,
-        output_tokens=value.output_tokens,
-        cached_input_tokens=value.cached_input_tokens,
-        cost_micro_usd=value.cost_micro_usd,
-        requests=value.requests,
-        unpriced_requests=value.unpriced_requests,
-        run_duration_ms=value.run_duration_ms,
-        latency_ms_sum=value.latency_ms_sum,
-        latency_samples=value.latency_samples,
+        total_tokens=i64(value.total_tokens),
+        input_tokens=i64(value.input_tokens),
+        output_tokens=i64(value.output_tokens),
+        cached_input_tokens=i64(value.cached_input_tokens),
+        cost_micro_usd=i64(value.cost_micro_usd),
+        requests=i64(value.requests),
+        unpriced_requests=i64(value.unpriced_requests),
+        run_duration_ms=i64(value.run_duration_ms),
+        latency_ms_sum=i64(value.latency_ms_sum),
+        latency_samples=i64(value.latency_samples),
     )
     if value.first_use is not None:
         message.first_use.CopyFrom(timestamp(value.first_use))
@@ -243,8 +252,8 @@ def totals(value: Totals) -> pb.Totals:
 def _dimension_status(d: DimensionStatus) -> pb.DimensionStatus:
     return pb.DimensionStatus(
         dimension=DIMENSION[d.dimension],
-        used=d.used,
-        reserved=d.reserved,
+        used=i64(d.used),
+        reserved=i64(d.reserved),
         limit=d.limit,
         remaining=d.remaining,
         percent=min(d.percent_used, 2**31 - 1),
@@ -253,14 +262,19 @@ def _dimension_status(d: DimensionStatus) -> pb.DimensionStatus:
 
 def _dimensions(status: LedgerStatus) -> list[pb.DimensionStatus]:
     """Every capped dimension, in Dimension order. The core reports the per-run
-    duration cap apart (it bounds each run, not the ledger); on the wire it is one more
-    dimension whose `used` is the time of the runs that finished in this window."""
+    duration cap apart: it bounds each run, not the ledger. On the wire it is one more
+    dimension whose `used` is the time of the runs that finished in this window, while
+    `remaining` is what a new run can still get (the whole cap) and `percent` is 0."""
     dimensions = [_dimension_status(d) for d in status.dimensions]
     limit = status.run_duration_limit_ms
     if limit is not None:
-        used = status.totals.run_duration_ms
         dimensions.append(
-            _dimension_status(DimensionStatus(Dimension.RUN_DURATION_MS, used, 0, limit))
+            pb.DimensionStatus(
+                dimension=pb.DIMENSION_RUN_DURATION_MS,
+                used=i64(status.totals.run_duration_ms),
+                limit=limit,
+                remaining=limit,
+            )
         )
     return dimensions
 
@@ -288,11 +302,11 @@ def blocker(b: Blocker) -> pb.Blocker:
         policy=b.policy,
         ledger=b.ledger,
         dimension=DIMENSION[b.dimension],
-        used=b.used,
-        reserved=b.reserved,
+        used=i64(b.used),
+        reserved=i64(b.reserved),
         requested=b.requested,
         limit=b.limit,
-        shortfall=b.shortfall,
+        shortfall=i64(b.shortfall),
         enforcement=ENFORCEMENT[b.enforcement],
     )
 
@@ -304,7 +318,7 @@ def crossing(c: ev.ThresholdCrossed) -> pb.ThresholdCrossing:
         dimension=DIMENSION[c.dimension],
         percent=c.percent,
         severity=SEVERITY[c.severity],
-        used=c.used,
+        used=i64(c.used),
         limit=c.limit,
     )
 
@@ -451,7 +465,7 @@ def event_message(seq: int, event: ev.Event) -> pb.Event:
                     policy=event.policy,
                     ledger=event.ledger,
                     dimension=DIMENSION[event.dimension],
-                    used=event.used,
+                    used=i64(event.used),
                     limit=event.limit,
                 )
             )

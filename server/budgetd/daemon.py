@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
 import secrets
 import signal
-import socket
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -32,42 +28,15 @@ from budgetd.logs import fields
 from budgetd.server import SERVICE_NAMES, build_server
 from budgetd.service import Runtime
 from budgetd.tuning import settle_heap
+from budgetd.unix_socket import SocketClaim, StartError
 
 log = logging.getLogger("budgetd")
 
 
-class StartError(Exception):
-    """The daemon cannot start (a listener cannot be used); the message says why."""
-
-
 @dataclass
 class Listeners:
-    unix: Path | None
+    unix: SocketClaim | None
     tcp: str | None  # "host:port" actually bound (port resolved when 0 was asked)
-
-
-def prepare_socket(path: Path) -> None:
-    """Make `path` usable for a new Unix socket: create our private directory if needed,
-    replace a stale socket left by a dead daemon, refuse a live one or a non-socket."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise StartError(f"{path} exists and is not a socket; remove it or choose --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError as error:
-        if error.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise StartError(f"cannot check {path}: {error.strerror}") from None
-        path.unlink(missing_ok=True)  # nobody listens: a dead daemon's socket
-        log.info("stale socket replaced", extra=fields(path=str(path)))
-        return
-    finally:
-        probe.close()
-    raise StartError(f"another budgetd is listening on {path}; stop it or choose --socket")
 
 
 def _is_loopback(host: str) -> bool:
@@ -80,13 +49,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def bind(server: grpc.aio.Server, settings: config.Settings) -> Listeners:
-    unix = settings.socket
-    if unix is not None:
-        prepare_socket(unix)
+    claim = None
+    if settings.socket is not None:
+        claim = SocketClaim(settings.socket)
+        claim.acquire()
         try:
-            server.add_insecure_port(f"unix:{unix}")
+            server.add_insecure_port(f"unix:{settings.socket}")
         except RuntimeError:
-            raise StartError(f"cannot listen on unix:{unix}") from None
+            raise StartError(f"cannot listen on unix:{settings.socket}") from None
     tcp = settings.tcp
     if tcp is not None:
         host, _, port = tcp.rpartition(":")
@@ -97,9 +67,9 @@ def bind(server: grpc.aio.Server, settings: config.Settings) -> Listeners:
         except RuntimeError:
             raise StartError(f"cannot listen on {tcp} (address in use?)") from None
         tcp = f"{host}:{bound if port == '0' else port}"
-    if unix is None and tcp is None:
+    if claim is None and tcp is None:
         raise StartError("no listener: both the Unix socket and TCP are turned off")
-    return Listeners(unix, tcp)
+    return Listeners(claim, tcp)
 
 
 class Daemon:
@@ -129,7 +99,7 @@ class Daemon:
         self.listeners = bind(self.server, self.settings)
         await self.server.start()
         if self.listeners.unix is not None:
-            os.chmod(self.listeners.unix, 0o600)
+            self.listeners.unix.bound()
         self._install_signals()
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         settle_heap()
@@ -137,8 +107,9 @@ class Daemon:
         log.info(
             "ready",
             extra=fields(
-                unix=self.listeners.unix or "off",
+                unix=self.listeners.unix.path if self.listeners.unix else "off",
                 tcp=self.listeners.tcp or "off",
+                loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
                 policies=len(self.runtime.engine.policies),
                 core="compiled" if COMPILED else "pure-python",
                 pid=os.getpid(),
@@ -157,7 +128,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await timer
         if self.listeners is not None and self.listeners.unix is not None:
-            self.listeners.unix.unlink(missing_ok=True)
+            self.listeners.unix.release()
         log.info("stopped", extra=fields(events=self.events.last_seq))
 
     async def _tick(self) -> None:
@@ -171,9 +142,8 @@ class Daemon:
                 log.exception("expiry failed")
                 continue
             runtime.publish(events)
-            for event in events:
-                if isinstance(event, ev.ReservationExpired | ev.RunEnded):
-                    log.info(type(event).__name__, extra=fields(**_expiry_fields(event)))
+            if events:
+                _log_expiries(events)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,13 +187,19 @@ def apply_policies(runtime: Runtime, policies: tuple[Policy, ...]) -> int:
         changed += 1
     for policy in policies:
         if current.get(policy.name) != policy:
-            _, events = engine.put_policy(policy, now)
+            # An operator who edits the file means it for the ledgers that exist too
+            # (per-ledger SetLedgerLimits overrides are kept).
+            _, events = engine.put_policy(policy, now, apply_to_existing=True)
             runtime.publish(events)
             changed += 1
     return changed
 
 
-def _expiry_fields(event: ev.ReservationExpired | ev.RunEnded) -> dict[str, object]:
-    if isinstance(event, ev.ReservationExpired):
-        return {"reservation_id": event.reservation_id}
-    return {"run_id": event.run_id, "reason": event.reason.value}
+def _log_expiries(events: list[ev.Event]) -> None:
+    """One summary line per tick (a tick can expire thousands), the ids at debug level."""
+    holds = [e.reservation_id for e in events if isinstance(e, ev.ReservationExpired)]
+    runs = [e.run_id for e in events if isinstance(e, ev.RunEnded)]
+    if holds or runs:
+        log.info("expired", extra=fields(reservations=len(holds), runs=len(runs)))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("expired ids", extra=fields(reservations=holds[:100], runs=runs[:100]))

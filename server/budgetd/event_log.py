@@ -70,8 +70,12 @@ class Gap:
     oldest_available: int
 
 
+class Draining(Exception):
+    """The daemon is draining: no new subscriptions."""
+
+
 class Subscription:
-    __slots__ = ("closed", "cursor", "filter", "live_from", "wakeup")
+    __slots__ = ("closed", "cursor", "filter", "gap_first", "live_from", "wakeup")
 
     def __init__(self, event_filter: EventFilter, cursor: int, live_from: int) -> None:
         self.filter = event_filter
@@ -79,6 +83,7 @@ class Subscription:
         self.live_from = live_from  # seq of the first event published after subscribing
         self.wakeup = asyncio.Event()
         self.closed = False
+        self.gap_first = False
 
 
 class EventLog:
@@ -89,6 +94,7 @@ class EventLog:
         self.last_seq = 0
         self._ring: list[ev.Event | None] = [None] * retention
         self._subscribers: set[Subscription] = set()
+        self.closed = False
 
     @property
     def oldest_seq(self) -> int:
@@ -110,11 +116,17 @@ class EventLog:
             subscription.wakeup.set()
 
     def subscribe(self, event_filter: EventFilter, after_seq: int | None) -> Subscription:
+        """A new cursor: at `after_seq + 1` (replaying what is retained), or at the next
+        event. A resume point beyond the newest seq (a client of an earlier run of the
+        daemon) starts at the next event with a Gap, so the jump back is explicit."""
+        if self.closed:
+            raise Draining()
         if len(self._subscribers) >= self.max_subscribers:
             raise LimitReached("max_subscribers", self.max_subscribers)
         live_from = self.last_seq + 1
         cursor = live_from if after_seq is None else after_seq + 1
         subscription = Subscription(event_filter, min(cursor, live_from), live_from)
+        subscription.gap_first = cursor > live_from
         self._subscribers.add(subscription)
         return subscription
 
@@ -122,7 +134,8 @@ class EventLog:
         self._subscribers.discard(subscription)
 
     def close(self) -> None:
-        """End every subscription (the daemon is draining)."""
+        """End every subscription and refuse new ones (the daemon is draining)."""
+        self.closed = True
         for subscription in self._subscribers:
             subscription.closed = True
             subscription.wakeup.set()
@@ -135,7 +148,10 @@ class EventLog:
             raise SubscriberTooSlow(subscription.cursor - 1, self.max_lag)
         out: list[tuple[int, ev.Event] | Gap] = []
         oldest = self.oldest_seq
-        if subscription.cursor < oldest:
+        if subscription.gap_first:
+            out.append(Gap(subscription.cursor))
+            subscription.gap_first = False
+        elif subscription.cursor < oldest:
             out.append(Gap(oldest))
             subscription.cursor = oldest
         end = min(self.last_seq, subscription.cursor + limit - 1)

@@ -16,7 +16,13 @@ def default_socket_path() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / SOCKET_NAME
-    return Path(tempfile.gettempdir()) / f"budgetd-{os.getuid()}" / SOCKET_NAME
+    return fallback_socket_dir() / SOCKET_NAME
+
+
+def fallback_socket_dir() -> Path:
+    """The per-user directory under the temp dir; the daemon refuses it unless it is
+    ours and private (anyone can create a name in the temp dir first)."""
+    return Path(tempfile.gettempdir()) / f"budgetd-{os.getuid()}"
 
 
 def default_target() -> str:

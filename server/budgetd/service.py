@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -24,7 +25,8 @@ from budgetd import convert
 from budgetd.core import BudgetError, Engine, InvalidArgument, LedgerState, LimitReached, Policy
 from budgetd.core import events as ev
 from budgetd.core.state import export_state
-from budgetd.event_log import EventFilter, EventLog, Gap, SubscriberTooSlow
+from budgetd.event_log import Draining, EventFilter, EventLog, Gap, SubscriberTooSlow
+from budgetd.logs import fields
 from budgetd.status import status_of
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
@@ -32,6 +34,7 @@ from budgetd.v1 import budget_pb2_grpc as rpc
 DEFAULT_RESERVATION_TTL_S = 60.0
 DEFAULT_RUN_TTL_S = 60.0
 SUBSCRIBE_BATCH = 256
+log = logging.getLogger("budgetd.service")
 KIND_FROM_WIRE = {wire: kind for kind, wire in convert.EVENT_KIND.items()}
 
 Request = TypeVar("Request")
@@ -204,29 +207,35 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
+        events = self.runtime.events
         try:
             event_filter = _event_filter(request, self.engine)
             after = request.after_seq if request.HasField("after_seq") else None
-            subscription = self.runtime.events.subscribe(event_filter, after)
+            subscription = events.subscribe(event_filter, after)
+        except Draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining; retry later")
         except BudgetError as error:
-            code, message = status_of(error)
-            await context.abort(code, message)
-        log = self.runtime.events
+            await context.abort(*status_of(error))
         try:
-            while not subscription.closed:
+            while True:
                 subscription.wakeup.clear()
                 try:
-                    items = log.read(subscription, SUBSCRIBE_BATCH)
+                    items = events.read(subscription, SUBSCRIBE_BATCH)
                 except SubscriberTooSlow as error:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
                 for item in items:
                     event = _deliverable(item, event_filter, self.runtime.clock())
                     if event is not None:
                         yield pb.SubscribeResponse(event=event)
+                if subscription.closed:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"server draining; resume with after_seq={subscription.cursor - 1}",
+                    )
                 if not items:
                     await subscription.wakeup.wait()
         finally:
-            log.unsubscribe(subscription)
+            events.unsubscribe(subscription)
 
     @unary
     async def GetLedger(
@@ -282,7 +291,11 @@ def _deliverable(
     seq, event = item
     if not event_filter.passes(event, convert.event_labels(event)):
         return None
-    return convert.event_message(seq, event)
+    try:
+        return convert.event_message(seq, event)
+    except Exception:  # a bug must not end every stream that reaches this event
+        log.exception("event not deliverable", extra=fields(seq=seq))
+        return None
 
 
 class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]

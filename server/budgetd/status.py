@@ -24,10 +24,19 @@ STATUS: dict[type[BudgetError], grpc.StatusCode] = {
 }
 
 
+# Messages quote the caller's input; status details travel as metadata, which gRPC
+# caps (8 KiB soft, 16 KiB hard), so a long quote would turn any error into a
+# transport failure. The field and rule come first and survive the cut.
+MAX_DETAILS_CHARS = 512
+
+
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and message a caller sees for `error`."""
     for kind, code in STATUS.items():
         if isinstance(error, kind):
-            return code, str(error)
+            message = str(error)
+            if len(message) > MAX_DETAILS_CHARS:
+                message = message[: MAX_DETAILS_CHARS - 20] + " ... (truncated)"
+            return code, message
     log.error("internal error", exc_info=error)
     return grpc.StatusCode.INTERNAL, "internal error (logged by the server)"

@@ -28,15 +28,22 @@ WAIT_S = 60.0  # generous: a loaded CI machine is slow, a healthy daemon is not
 
 
 class Daemon:
-    def __init__(self, home: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        socket: Path | None = None,
+    ):
+        """`socket`: where the daemon will listen when `args` leave it to the default;
+        without it the daemon is told `--socket <home>/budgetd.sock`."""
         self.home = home
-        self.socket = home / "budgetd.sock"
+        self.socket = socket or home / "budgetd.sock"
         command = [
             sys.executable,
             "-m",
             "budgetd",
-            "--socket",
-            str(self.socket),
+            *(() if socket else ("--socket", str(self.socket))),
             "--tcp",
             "127.0.0.1:0",
             "--state-dir",

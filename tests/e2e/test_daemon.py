@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import signal
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,8 +118,8 @@ def test_the_timer_expires_holds_with_the_real_clock(daemons: list[Daemon], tmp_
         )
     )
     assert held.reservation_id
-    expired = daemon.wait_for("ReservationExpired")
-    assert expired["reservation_id"] == held.reservation_id
+    expired = daemon.wait_for("expired")  # the timer's summary line for its tick
+    assert expired["reservations"] == 1
     ledger = budget.GetLedger(pb.GetLedgerRequest(key="per-thread{thread=t1}")).ledger
     assert ledger.dimensions[0].reserved == 0
 
@@ -158,7 +159,8 @@ def test_in_flight_stream_holds_the_drain_and_a_second_signal_exits_at_once(
     assert next(stream).sequence == 1
     daemon.signal(signal.SIGTERM)
     daemon.wait_for("draining")
-    assert daemon.process.poll() is None  # the open stream is in flight: still draining
+    with pytest.raises(subprocess.TimeoutExpired):  # the open stream holds the drain
+        daemon.process.wait(timeout=1)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 1
     assert daemon.wait_for("second signal: exiting without draining")
@@ -185,7 +187,7 @@ def test_a_live_daemon_on_the_socket_is_refused(daemons: list[Daemon], tmp_path:
         "--socket", str(first.socket), "--no-tcp", "--state-dir", str(tmp_path / "s2")
     )
     assert refused.returncode == 1
-    assert "another budgetd is listening on" in refused.stderr
+    assert "another budgetd is running on" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert first.health() == SERVING
 
@@ -193,6 +195,7 @@ def test_a_live_daemon_on_the_socket_is_refused(daemons: list[Daemon], tmp_path:
 def test_uvloop_and_plain_asyncio_both_serve(daemons: list[Daemon], tmp_path: Path) -> None:
     for loop in ("uvloop", "asyncio"):
         daemon = start(daemons, tmp_path / loop, "--loop", loop)
+        assert daemon.ready["loop"] == loop
         daemon.budget().Consume(consume(f"c-{loop}"))
         assert daemon.health() == SERVING
         assert daemon.stop() == 0
@@ -259,3 +262,114 @@ def test_env_overrides_the_file_and_flags_override_env(
     daemons.append(daemon)
     daemon.start()  # "ready" is an info line: logged only because the flag won
     assert daemon.health() == SERVING
+
+
+def test_env_overrides_the_file(daemons: list[Daemon], tmp_path: Path) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text('[server]\nlog_level = "error"\n')
+    home = tmp_path / "d"
+    home.mkdir()
+    daemon = Daemon(home, ["--config", str(config)], env={"BUDGETD_LOG_LEVEL": "info"})
+    daemons.append(daemon)
+    daemon.start()  # "ready" is an info line: logged only because the env won
+    assert daemon.health() == SERVING
+
+
+def test_the_default_socket_is_in_xdg_runtime_dir(daemons: list[Daemon], tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    daemon = Daemon(
+        tmp_path, env={"XDG_RUNTIME_DIR": str(runtime)}, socket=runtime / "budgetd.sock"
+    )
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.ready["unix"] == str(runtime / "budgetd.sock")
+    assert daemon.health() == SERVING
+
+
+def test_the_loop_is_the_one_asked_for(daemons: list[Daemon], tmp_path: Path) -> None:
+    assert start(daemons, tmp_path / "u", "--loop", "uvloop").ready["loop"] == "uvloop"
+    assert start(daemons, tmp_path / "a", "--loop", "asyncio").ready["loop"] == "asyncio"
+
+
+def test_max_message_bytes_is_applied(daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon = start(daemons, tmp_path, "--max-message-bytes", "2048")
+    budget = daemon.budget()
+    budget.Consume(consume("small"))
+    with pytest.raises(grpc.RpcError) as raised:
+        budget.Consume(consume("big", labels={"k": "v" * 3000}))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_reload_applies_to_existing_ledgers_and_keeps_start_flags(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text('[server]\ntcp = "0.0.0.0:0"\n' + POLICIES)
+    daemon = start(daemons, tmp_path / "d", "--config", str(config), "--allow-non-loopback")
+    budget = daemon.budget()
+    budget.Consume(consume("c1", tokens=900, labels={"user": "ann"}))
+    denied = budget.Check(
+        pb.CheckRequest(labels={"user": "ann"}, estimate=pb.Usage(input_tokens=500))
+    )
+    assert denied.decision == pb.DECISION_DENY
+    config.write_text('[server]\ntcp = "0.0.0.0:0"\n' + POLICIES.replace("1000", "5000"))
+    daemon.signal(signal.SIGHUP)
+    assert daemon.wait_for("policies reloaded")["changed"] == 1
+    ledger = budget.GetLedger(pb.GetLedgerRequest(key="per-user{user=ann}")).ledger
+    assert ledger.dimensions[0].limit == 5000
+    assert ledger.totals.total_tokens == 900  # the ledger kept counting
+    allowed = budget.Check(
+        pb.CheckRequest(labels={"user": "ann"}, estimate=pb.Usage(input_tokens=500))
+    )
+    assert allowed.decision != pb.DECISION_DENY
+
+
+def test_a_second_daemon_is_refused_while_the_first_drains(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    first = start(daemons, tmp_path, "--grace", "120")
+    gate: queue.Queue[pb.ConsumeStreamRequest | None] = queue.Queue()
+
+    def held_open() -> Iterator[pb.ConsumeStreamRequest]:
+        while (item := gate.get()) is not None:
+            yield item
+
+    stream = first.budget().ConsumeStream(held_open())
+    gate.put(pb.ConsumeStreamRequest(sequence=1, request=consume("s1")))
+    assert next(stream).sequence == 1
+    first.signal(signal.SIGTERM)
+    first.wait_for("draining")
+    second = run_budgetd(
+        "--socket", str(first.socket), "--no-tcp", "--state-dir", str(tmp_path / "s2")
+    )
+    assert second.returncode == 1
+    assert "another budgetd is running on" in second.stderr
+    gate.put(None)
+    list(stream)  # the stream ends: the first daemon finishes its drain
+    assert first.wait() == 0
+    assert not first.socket.exists()
+
+
+def test_subscribers_are_told_to_resume_when_the_daemon_drains(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path)
+    daemon.budget().Consume(consume("c1"))
+    events = daemon.budget().Subscribe(pb.SubscribeRequest(after_seq=0))
+    assert next(events).event.seq == 1
+    daemon.signal(signal.SIGTERM)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(events)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "resume with after_seq=1" in (raised.value.details() or "")
+    assert daemon.wait() == 0
+
+
+def test_an_unusable_socket_directory_is_a_clear_start_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = run_budgetd("--socket", str(blocker / "s.sock"), "--no-tcp")
+    assert done.returncode == 1
+    assert "cannot start" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -78,10 +78,11 @@ def serve(
     max_subscribers: int = 8,
     max_lag: int = 1_000,
     max_streams: int = 4,
+    engine_type: type[Engine] = Engine,
 ) -> Iterator[Served]:
     limits = limits or Limits()
     clock = ManualClock()
-    engine = Engine(default_policies(limits) if policies is None else policies, limits=limits)
+    engine = engine_type(default_policies(limits) if policies is None else policies, limits=limits)
     runtime = Runtime(
         engine,
         EventLog(retention, max_subscribers, max_lag),

@@ -139,7 +139,8 @@ class BudgetServiceServicer:
     def ConsumeStream(self, request_iterator, context):
         """Consume over one bidirectional stream, for high throughput. One response per
         request, in request order; a bad request gets an error entry and the stream
-        continues.
+        continues. A message over the size limit is refused by the transport, which ends
+        the stream with RESOURCE_EXHAUSTED (answers already sent stand).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
