@@ -10,6 +10,7 @@ from grpc_reflection.v1alpha import reflection
 from budgetd.service import BudgetAdminService, BudgetService, Runtime
 from budgetd.v1 import budget_pb2, budget_pb2_grpc
 
+MAX_CONCURRENT_RPCS = 10_000
 SERVICE_NAMES = (
     budget_pb2.DESCRIPTOR.services_by_name["BudgetService"].full_name,
     budget_pb2.DESCRIPTOR.services_by_name["BudgetAdminService"].full_name,
@@ -21,10 +22,12 @@ def build_server(
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """The server with both services, health and reflection (no listeners yet)."""
     server = grpc.aio.server(
+        # Calls in flight at once, streams included; beyond it RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second daemon must fail to bind, not share
-        ]
+        ],
     )
     health_servicer = health_aio.HealthServicer()
     budget_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetService(runtime), server)

@@ -24,7 +24,7 @@ import grpc
 from budgetd import convert
 from budgetd.core import BudgetError, Engine, InvalidArgument, LedgerState, LimitReached, Policy
 from budgetd.core import events as ev
-from budgetd.core.state import export_state
+from budgetd.core.state import export_state, plain_done
 from budgetd.event_log import Draining, EventFilter, EventLog, Gap, SubscriberTooSlow
 from budgetd.logs import fields
 from budgetd.status import status_of
@@ -365,17 +365,24 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
         async with runtime.snapshot_lock:
             taken_at = runtime.clock()
             sequence = runtime.events.last_seq
-            # Taken in one synchronous step (consistent); encoded and written off the loop.
-            state = export_state(self.engine)
+            # Taken in one synchronous step (consistent); the remembered answers are
+            # immutable, so turning them into plain data, encoding and writing happen off
+            # the loop. Ledgers are still copied on it: O(ledgers).
+            state = export_state(self.engine, plain_answers=False)
             state["sequence"] = sequence
             path = runtime.state_dir / "snapshot.json"
-            size = await asyncio.to_thread(write_atomically, path, state)
+            size = await asyncio.to_thread(_finish_and_write, path, state)
         return pb.SnapshotResponse(
             path=str(path.resolve()),
             sequence=sequence,
             size_bytes=size,
             taken_at=convert.timestamp(taken_at),
         )
+
+
+def _finish_and_write(path: Path, state: dict[str, Any]) -> int:
+    plain_done(state)
+    return write_atomically(path, state)
 
 
 def write_atomically(path: Path, data: dict[str, Any]) -> int:

@@ -102,7 +102,10 @@ def _untime(value: float | None) -> float:
 # --- export -----------------------------------------------------------------------------
 
 
-def export_state(engine: Engine) -> dict[str, Any]:
+def export_state(engine: Engine, *, plain_answers: bool = True) -> dict[str, Any]:
+    """The whole state as plain data. `plain_answers=False` leaves the remembered
+    answers as the (immutable) result objects, for `plain_done` to convert later,
+    away from the thread that serves: they are most of the work."""
     e = engine
     return {
         "format": FORMAT,
@@ -123,10 +126,15 @@ def export_state(engine: Engine) -> dict[str, Any]:
             for run_id, ended in e._ended_runs.items()
         ],
         "done": [
-            [request_id, op, at, to_plain(result)]
+            [request_id, op, at, to_plain(result) if plain_answers else result]
             for request_id, (op, at, result) in e._done.items()
         ],
     }
+
+
+def plain_done(state: dict[str, Any]) -> None:
+    """Finish an `export_state(..., plain_answers=False)`: answers to plain data."""
+    state["done"] = [[rid, op, at, to_plain(result)] for rid, op, at, result in state["done"]]
 
 
 def _ledger_plain(ledger: Ledger) -> dict[str, Any]:
