@@ -26,5 +26,11 @@ def fallback_socket_dir() -> Path:
 
 
 def default_target() -> str:
-    """The gRPC target clients use: `$BUDGETD_TARGET`, else the default socket."""
-    return os.environ.get("BUDGETD_TARGET") or f"unix://{default_socket_path()}"
+    """The gRPC target clients use: `$BUDGETD_TARGET` (a bare path means a Unix socket),
+    else the default socket."""
+    return as_target(os.environ.get("BUDGETD_TARGET") or str(default_socket_path()))
+
+
+def as_target(value: str) -> str:
+    """`/path/to.sock` -> `unix:/path/to.sock`; anything else is already a gRPC target."""
+    return f"unix:{value}" if value.startswith("/") else value

@@ -34,6 +34,7 @@ from budgetd.v1 import budget_pb2_grpc as rpc
 DEFAULT_RESERVATION_TTL_S = 60.0
 DEFAULT_RUN_TTL_S = 60.0
 SUBSCRIBE_BATCH = 256
+RESUME_METADATA = "budgetd-resume-after"
 log = logging.getLogger("budgetd.service")
 KIND_FROM_WIRE = {wire: kind for kind, wire in convert.EVENT_KIND.items()}
 
@@ -217,6 +218,9 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         except BudgetError as error:
             await context.abort(*status_of(error))
         try:
+            # Where this stream starts, before any event: a client that loses the stream
+            # early resumes from here instead of "from now".
+            await context.send_initial_metadata(((RESUME_METADATA, str(subscription.cursor - 1)),))
             while True:
                 subscription.wakeup.clear()
                 try:

@@ -218,3 +218,14 @@ def test_reflection_lists_both_services_and_health(served: Served) -> None:
         "budgetd.v1.BudgetAdminService",
         "grpc.health.v1.Health",
     } <= names
+
+
+def test_subscribe_headers_name_the_resume_point(served: Served) -> None:
+    served.budget.Consume(pb.ConsumeRequest(request_id="c1", labels=THREAD, usage=OK_USAGE))
+    newest = served.runtime.events.last_seq
+    live = served.budget.Subscribe(pb.SubscribeRequest())
+    assert dict(live.initial_metadata())["budgetd-resume-after"] == str(newest)
+    live.cancel()
+    replay = served.budget.Subscribe(pb.SubscribeRequest(after_seq=0))
+    assert dict(replay.initial_metadata())["budgetd-resume-after"] == "0"
+    replay.cancel()

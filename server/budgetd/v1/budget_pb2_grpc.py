@@ -170,7 +170,8 @@ class BudgetServiceServicer:
 
     def Subscribe(self, request, context):
         """Stream of events (usage, thresholds, denials, run lifecycle, ...), resumable by
-        seq. A subscriber too slow to keep up is ended with RESOURCE_EXHAUSTED and can
+        seq. The response headers carry `budgetd-resume-after`: the seq the stream starts
+        after, to resume from if it breaks before the first event. A subscriber too slow to keep up is ended with RESOURCE_EXHAUSTED and can
         resume from the last seq it received.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
