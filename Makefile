@@ -86,6 +86,7 @@ proto: $(STAMP)
 
 bench: setup native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --out bench/results/core.txt
+	$(WITH_NATIVE) $(PY) -m bench.service_bench --out bench/results/service.txt
 
 bench-quick: setup native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --quick --out bench/results/core-quick.txt
