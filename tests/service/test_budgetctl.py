@@ -22,16 +22,21 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
+from budgetd import paths
 from budgetd.core import Limits, Policy
 from budgetd.v1 import budget_pb2 as pb
-from budgetd_client.ctl import Exit, commands, main
+from budgetd_client.ctl import Exit, cli, commands, main
 from budgetd_client.ctl.errors import from_rpc
 from tests.service.support import START, Served, serve
 
 assert START == 1_800_000_000.0  # WHEN below is this instant
 
 ANSI = re.compile(r"\x1b\[")
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # the colour codes rich writes
+README = Path(__file__).resolve().parents[2] / "README.md"
 THREAD = {"agent": "writer", "thread": "t1"}
 THREAD_KEY = "per-thread{thread=t1}"
 WHEN = "2027-01-15T08:00:00Z"  # the test clock's START, as budgetctl prints it
@@ -94,6 +99,26 @@ def plain(text: str) -> str:
     return text
 
 
+def uncoloured(text: str) -> str:
+    text = SGR.sub("", text)
+    assert "\x1b" not in text, f"escape codes other than colours: {text!r}"
+    return text
+
+
+POLL_TRIES = 2000
+POLL_PAUSE = 0.005  # 2000 tries of 5 ms: about 10 s on an idle machine
+
+
+def poll(done: Callable[[], bool], what: str, tries: int = POLL_TRIES) -> None:
+    """Ask `done()` at most `tries` times with a short pause between (no clock is read);
+    fail with a message naming `what` if it never became true."""
+    for _ in range(tries):
+        if done():
+            return
+        time.sleep(POLL_PAUSE)
+    pytest.fail(f"still waiting, after {tries} tries, for: {what}")
+
+
 def one_error_line(err: str) -> str:
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -112,11 +137,42 @@ def test_help_documents_every_command_and_the_exit_codes(
     out = capsys.readouterr().out
     for command in ("status", "ledger", "policies", "reset", "runs", "snapshot", "watch"):
         assert command in out
-    for code in ("0", "1", "2", "3", "4", "5", "6"):
-        assert re.search(rf"^  {code} +\S", out, re.MULTILINE), code
-    assert "daemon unavailable" in out and "not found" in out
+    assert documented_codes(out) == {int(code) for code in Exit}
+    assert "daemon unavailable" in out and "not found" in out and "not allowed" in out
+    # --json: what is always there, and what is there only when set.
+    words = " ".join(out.split())
+    assert "every field is present" not in words
+    assert "Fields without presence are always there" in words
+    assert "window_end is absent for a lifetime window" in words
     assert main(["runs", "--help"]) == Exit.OK
     assert "no call that lists runs" in capsys.readouterr().out
+
+
+def documented_codes(text: str) -> set[int]:
+    """The exit codes an `exit codes:` list documents (`  3    daemon unavailable ...`)."""
+    return {int(code) for code in re.findall(r"^  (\d+) +\S", text, re.MULTILINE)}
+
+
+def readme_section(title: str) -> str:
+    """One `## ` section of README.md, from its heading to the next one."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def test_the_readme_documents_the_same_exit_codes_and_json_rules() -> None:
+    section = readme_section("budgetctl")
+    table = section[section.index("### Exit codes") :]
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", table, re.MULTILINE)
+    assert {int(code) for code, _ in rows} == {int(code) for code in Exit}
+    assert {int(code) for code in re.findall(r"^  (\d+) ", cli.EXIT_CODES, re.M)} == {
+        int(code) for code in Exit
+    }
+    json_rules = section[section.index("### --json") : section.index("### Exit codes")]
+    assert "every field is present" not in json_rules
+    for omitted in ("`window_end`", "first_use", "`usage.cost_micro_usd`", "oneof"):
+        assert omitted in json_rules, omitted
 
 
 @pytest.mark.parametrize(
@@ -236,6 +292,59 @@ def test_color_always_renders_rich_tables(served: Served, ctl: Run) -> None:
     assert "exhausted" in out
 
 
+LONG_LABELS = {"agent": "writer-agent-with-a-long-name", "thread": "7f3a9c0e-5b1d-4e2f-9a8b-01234"}
+LONG_KEY = "per-thread{thread=7f3a9c0e-5b1d-4e2f-9a8b-01234}"  # 48 of the terminal's 60
+LONG_AGENT = "per-agent{agent=writer-agent-with-a-long-name}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "rows"),
+    [
+        (
+            ["status"],
+            {
+                LONG_KEY: [LONG_KEY, "ok", "total_tokens", "1,500", "100,000", "1%", "0"],
+                LONG_AGENT: [LONG_AGENT, "ok", "total_tokens", "1,500", "2,000,000", "0%", "0"],
+            },
+        ),
+        (["runs"], {LONG_KEY: [LONG_KEY, "ok", "1", "-", "-", "0s"]}),
+        (["ledger", LONG_KEY], {"ledger": ["ledger", LONG_KEY]}),
+    ],
+)
+def test_ledger_keys_are_never_wrapped_on_a_narrow_terminal(
+    served: Served,
+    ctl: Run,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    rows: dict[str, list[str]],
+) -> None:
+    """Operators copy keys from the table into `ledger KEY` and `reset KEY`: a key stays
+    on one line, and no other column is dropped or cut (the table grows instead)."""
+    monkeypatch.setenv("COLUMNS", "60")
+    consume(served, "c1", labels=LONG_LABELS)
+    served.budget.OpenRun(pb.OpenRunRequest(request_id="o1", labels=LONG_LABELS, run_id="r1"))
+    code, out, _ = ctl("--color", "always", *argv)
+    assert code == Exit.OK
+    lines = uncoloured(out).splitlines()
+    for first, cells in rows.items():
+        row = next((line for line in lines if line.split()[:1] == [first]), None)
+        assert row is not None, f"no row starting with {first!r} in:\n{out}"
+        assert row.split() == cells
+
+
+def test_policy_names_are_never_wrapped_on_a_narrow_terminal(
+    ctl: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    name = "research-team-monthly-spend-with-a-long-policy-name"
+    path = tmp_path / "long.toml"
+    path.write_text(f'name = "{name}"\ncaps = {{ total_tokens = 1_000 }}\n')
+    assert ctl("policies", "put", str(path))[0] == Exit.OK
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, _ = ctl("--color", "always", "policies", "list")
+    assert code == Exit.OK
+    assert any(line.split()[:1] == [name] for line in uncoloured(out).splitlines()), out
+
+
 # --- ledger --------------------------------------------------------------------------
 
 
@@ -272,6 +381,64 @@ def test_ledger_json_and_a_calendar_window(served: Served, ctl: Run) -> None:
     assert "2027-01-15T00:00:00Z .. 2027-01-16T00:00:00Z" in plain(out)
 
 
+def assert_presence(data: dict[str, Any], message: Message, where: str = "") -> None:
+    """`data` (budgetctl's JSON of `message`) follows the documented rule: a field
+    without presence is always there; a field with presence only when it is set."""
+    for field in message.DESCRIPTOR.fields:
+        name = f"{where}.{field.name}".lstrip(".")
+        if field.has_presence:  # message fields, `optional` scalars, oneof members
+            assert (field.name in data) == message.HasField(field.name), name
+        else:  # plain scalars, enums, lists and maps
+            assert field.name in data, f"{name} is missing"
+        if field.type != FieldDescriptor.TYPE_MESSAGE or field.name not in data:
+            continue
+        kind = field.message_type
+        assert kind is not None
+        if kind.GetOptions().map_entry or kind.full_name.startswith("google.protobuf."):
+            continue  # a map's values and the well-known types are not messages in JSON
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            for i, (item, sub) in enumerate(zip(data[field.name], value, strict=True)):
+                assert_presence(item, sub, f"{name}[{i}]")
+        else:
+            assert_presence(data[field.name], value, name)
+
+
+def test_json_keeps_fields_without_presence_and_omits_unset_ones(served: Served, ctl: Run) -> None:
+    consume(served, "c1")  # no cost: the caller left usage.cost_micro_usd unset
+    consume(served, "c2", cost_micro_usd=0)  # set, to 0: free
+    served.admin.ResetLedger(pb.ResetLedgerRequest(request_id="x1", key=THREAD_KEY))
+    code, out, _ = ctl("status", "--json")
+    assert code == Exit.OK
+    for ledger in json.loads(out)["ledgers"]:
+        stored = served.budget.GetLedger(pb.GetLedgerRequest(key=ledger["key"])).ledger
+        assert_presence(ledger, stored, ledger["key"])
+    # What the README names: no window_end for a lifetime window, no first_use before
+    # the first usage, but every plain number, even 0.
+    reset = json.loads(ctl("ledger", THREAD_KEY, "--json")[1])["ledger"]
+    assert "window_end" not in reset and "first_use" not in reset["totals"]
+    assert reset["totals"]["requests"] == 0 and reset["open_runs"] == 0
+    daily = json.loads(ctl("ledger", "daily", "--json")[1])["ledger"]
+    assert "window_end" in daily and "first_use" in daily["totals"]
+
+    code, out, _ = ctl("policies", "list", "--json")
+    stored_policies = served.admin.ListPolicies(pb.ListPoliciesRequest())
+    assert_presence(json.loads(out), stored_policies)
+
+    code, out, _ = ctl("watch", "--json", "--after-seq", "0", "--count", "2")
+    assert code == Exit.OK
+    stream = served.budget.Subscribe(pb.SubscribeRequest(after_seq=0))
+    try:
+        events = [next(stream).event for _ in range(2)]
+    finally:
+        stream.cancel()
+    printed = [json.loads(line) for line in out.splitlines()]
+    for data, event in zip(printed, events, strict=True):
+        assert_presence(data, event, f"event {event.seq}")
+    unpriced, free = (data["usage_recorded"]["usage"] for data in printed)
+    assert "cost_micro_usd" not in unpriced and free["cost_micro_usd"] == 0
+
+
 def test_unknown_ledger_is_exit_4(ctl: Run) -> None:
     code, out, err = ctl("ledger", "per-thread{thread=nope}")
     assert (code, out) == (Exit.NOT_FOUND, "")
@@ -293,6 +460,30 @@ def test_no_daemon_is_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_a_bare_socket_path_is_a_unix_target(served: Served, ctl: Run) -> None:
     code, out, _ = ctl("--target", str(served.socket), "policies", "list")
     assert code == Exit.OK and "per-thread" in out
+
+
+def test_the_target_is_normalised_by_budgetd_paths(
+    served: Served, ctl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI and the SDK read a target the same way: through `paths.as_target`."""
+    seen: list[str] = []
+
+    def as_target(value: str) -> str:
+        seen.append(value)
+        return paths.as_target(value)
+
+    monkeypatch.setattr(cli, "as_target", as_target)
+    code, _, _ = ctl("--target", str(served.socket), "snapshot")
+    assert code == Exit.OK
+    assert seen == [str(served.socket)]
+
+
+def test_a_bare_socket_path_in_budgetd_target(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BUDGETD_TARGET", str(served.socket))
+    assert main(["snapshot", "--json"]) == Exit.OK
+    assert json.loads(capsys.readouterr().out)["path"]
 
 
 def test_the_default_target_comes_from_budgetd_target(
@@ -341,22 +532,62 @@ class FakeCall(grpc.RpcError, grpc.Call):
         return False
 
 
-@pytest.mark.parametrize(
-    ("code", "exit_code", "words"),
-    [
-        (grpc.StatusCode.UNAVAILABLE, Exit.UNAVAILABLE, "daemon unavailable"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, Exit.UNAVAILABLE, "no answer from t within 2s"),
-        (grpc.StatusCode.NOT_FOUND, Exit.NOT_FOUND, "why"),
-        (grpc.StatusCode.INVALID_ARGUMENT, Exit.INVALID, "invalid argument: why"),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, Exit.EXHAUSTED, "why"),
-        (grpc.StatusCode.ALREADY_EXISTS, Exit.EXHAUSTED, "why"),
-        (grpc.StatusCode.PERMISSION_DENIED, Exit.ERROR, "permission_denied: why"),
-    ],
-)
-def test_every_status_has_its_exit_code(code: grpc.StatusCode, exit_code: Exit, words: str) -> None:
+# Every gRPC status: its exit code and words of its message (details "why").
+STATUS_EXITS: dict[grpc.StatusCode, tuple[Exit, str]] = {
+    grpc.StatusCode.OK: (Exit.ERROR, "ok: why"),
+    grpc.StatusCode.CANCELLED: (Exit.UNAVAILABLE, "the daemon at t cancelled the call: why"),
+    grpc.StatusCode.UNKNOWN: (Exit.ERROR, "unknown: why"),
+    grpc.StatusCode.INVALID_ARGUMENT: (Exit.INVALID, "invalid argument: why"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (Exit.UNAVAILABLE, "no answer from t within 2s"),
+    grpc.StatusCode.NOT_FOUND: (Exit.NOT_FOUND, "why"),
+    grpc.StatusCode.ALREADY_EXISTS: (Exit.EXHAUSTED, "why"),
+    grpc.StatusCode.PERMISSION_DENIED: (Exit.NOT_ALLOWED, "permission denied: why"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (Exit.EXHAUSTED, "why"),
+    grpc.StatusCode.FAILED_PRECONDITION: (Exit.EXHAUSTED, "failed precondition: why"),
+    grpc.StatusCode.ABORTED: (Exit.EXHAUSTED, "aborted: why"),
+    grpc.StatusCode.OUT_OF_RANGE: (Exit.INVALID, "out of range: why"),
+    grpc.StatusCode.UNIMPLEMENTED: (Exit.UNSUPPORTED, "t does not implement this call"),
+    grpc.StatusCode.INTERNAL: (Exit.ERROR, "internal: why"),
+    grpc.StatusCode.UNAVAILABLE: (Exit.UNAVAILABLE, "daemon unavailable at t: why"),
+    grpc.StatusCode.DATA_LOSS: (Exit.ERROR, "data loss: why"),
+    grpc.StatusCode.UNAUTHENTICATED: (Exit.NOT_ALLOWED, "unauthenticated: why"),
+}
+# Exit 1 is for what nobody but a developer can act on; every other status has a code.
+UNEXPECTED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
+def test_the_status_table_covers_every_grpc_status() -> None:
+    assert set(STATUS_EXITS) == set(grpc.StatusCode)
+    assert {code for code, (exit_code, _) in STATUS_EXITS.items() if exit_code == 1} == UNEXPECTED
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda code: code.name)
+def test_every_status_maps_to_a_documented_exit_code(code: grpc.StatusCode) -> None:
+    exit_code, words = STATUS_EXITS[code]
     error = from_rpc(FakeCall(code, "why\nwith a second line"), "t", 2.0)
     assert error.code == exit_code
     assert words in error.message
+    assert "\n" not in error.message
+    assert int(error.code) in documented_codes(cli.EXIT_CODES)
+    section = readme_section("budgetctl")
+    assert f"\n| {int(error.code)} | " in section[section.index("### Exit codes") :]
+
+
+def test_a_refused_permission_exits_7_end_to_end(
+    served: Served, ctl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_: commands.Ctl) -> int:
+        raise FakeCall(grpc.StatusCode.PERMISSION_DENIED, "operators only")
+
+    monkeypatch.setattr(commands, "snapshot", refuse)
+    code, _, err = ctl("snapshot")
+    assert code == Exit.NOT_ALLOWED and int(Exit.NOT_ALLOWED) == 7
+    assert one_error_line(err) == "budgetctl: permission denied: operators only"
 
 
 def test_an_unexpected_error_is_one_line_and_exit_1(
@@ -566,6 +797,22 @@ def test_reset_prints_the_final_totals_and_the_ledger_is_zero_after(
     assert ctl("reset", "per-thread{thread=nope}")[0] == Exit.NOT_FOUND
 
 
+def test_runs_json_keeps_the_page_token_when_the_list_was_cut(
+    served: Served, ctl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consume(served, "c1")  # per-thread, per-agent, daily, runs, ...: more than two ledgers
+    code, out, err = ctl("runs", "--json")
+    assert (code, err) == (Exit.OK, "")
+    assert json.loads(out)["next_page_token"] == ""  # present, and empty: the whole list
+    monkeypatch.setattr(commands, "PAGE_SIZE", 1)
+    monkeypatch.setattr(commands, "MAX_PAGES", 2)
+    code, out, err = ctl("runs", "--json")
+    assert code == Exit.OK
+    data = json.loads(out)
+    assert data["next_page_token"], "a script must be able to tell the list was cut"
+    assert "stopped after 2 pages" in one_error_line(err)
+
+
 def test_runs_shows_ledgers_with_open_runs_or_a_concurrency_cap(served: Served, ctl: Run) -> None:
     code, out, _ = ctl("runs")
     assert (code, plain(out)) == (Exit.OK, "no open runs, and no ledger with a concurrency cap\n")
@@ -610,10 +857,16 @@ def test_snapshot(served: Served, ctl: Run) -> None:
 
 
 def wait_for_subscribers(served: Served, count: int = 1) -> None:
-    deadline = time.monotonic() + 10
-    while served.runtime.events.subscriber_count < count:
-        assert time.monotonic() < deadline, "budgetctl watch did not subscribe"
-        time.sleep(0.01)
+    poll(
+        lambda: served.runtime.events.subscriber_count >= count,
+        f"{count} subscriber(s) to the event stream (budgetctl watch subscribing)",
+    )
+
+
+def wait_for_exit(result: dict[str, int]) -> int:
+    """The exit code of a `main` run by `in_thread`, once it has returned."""
+    poll(lambda: "code" in result, "budgetctl (in a thread) to return")
+    return result["code"]
 
 
 @pytest.fixture
@@ -642,12 +895,9 @@ def test_watch_prints_live_events_while_another_thread_consumes(
     wait_for_subscribers(served)
     consume(served, "c1", tokens=40_000, model="gpt-4o")  # 60k
     consume(served, "c2", tokens=10_000)  # 75k: crosses 75 % (warning)
-    deadline = time.monotonic() + 10
-    while "code" not in result:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    code = wait_for_exit(result)
     out, err = capsys.readouterr()
-    assert (result["code"], err) == (Exit.OK, "")
+    assert (code, err) == (Exit.OK, "")
     lines = plain(out).splitlines()
     assert len(lines) == 3
     assert lines[0].split()[:3] == ["1", "2027-01-15T08:00:00.000Z", "usage_recorded"]
@@ -697,19 +947,18 @@ def test_watch_reports_where_to_resume_when_the_daemon_goes_away(
     consume(served, "c2")
     result = in_thread(lambda: main(["--target", served.target, "watch", "--after-seq", "0"]))
     wait_for_subscribers(served)
-    printed, deadline = "", time.monotonic() + 10
-    while printed.count("\n") < 2:  # the two retained events are delivered
-        assert time.monotonic() < deadline
-        printed += capsys.readouterr().out
-        time.sleep(0.01)
+    printed: list[str] = []
+
+    def both_printed() -> bool:
+        printed.append(capsys.readouterr().out)
+        return "".join(printed).count("\n") >= 2
+
+    poll(both_printed, "the two retained events to be printed")
     for _ in server:  # stops the server
         pass
-    deadline = time.monotonic() + 10
-    while "code" not in result:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    code = wait_for_exit(result)
     _, err = capsys.readouterr()
-    assert result["code"] == Exit.UNAVAILABLE
+    assert code == Exit.UNAVAILABLE
     assert [line for line in err.splitlines() if line.startswith("budgetctl:")][-1].endswith(
         "resume with --after-seq 2"
     )

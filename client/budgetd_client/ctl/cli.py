@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from budgetd.paths import default_target
+from budgetd.paths import as_target, default_target
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
 from budgetd_client.ctl import commands
@@ -26,17 +26,25 @@ from budgetd_client.ctl.output import Output
 EXIT_CODES = """\
 exit codes:
   0    success
-  1    unexpected error
+  1    unexpected error (a bug in budgetctl, or an internal error in the daemon)
   2    usage error (bad command line, unreadable file)
-  3    daemon unavailable (cannot connect, starting or draining, no answer in --timeout)
+  3    daemon unavailable (cannot connect, starting or draining, call cancelled, or no
+       answer in --timeout)
   4    not found (unknown ledger or policy)
   5    invalid argument (refused by the daemon, or a policy file error: file:key: reason)
-  6    resource exhausted (a server bound was hit) or already exists
+  6    refused in the daemon's current state (a server bound was hit, already exists,
+       failed precondition)
+  7    not allowed (unauthenticated or permission denied)
+  8    not supported (the server does not implement the call: an older budgetd?)
   130  interrupted by Ctrl-C (except watch, where Ctrl-C is the normal way out: 0)
 
-JSON (--json) is the contract's ProtoJSON mapping with the .proto field names; every
-field is present, enums are names (LEDGER_STATE_WARNING), int64 values are numbers,
-money is integer micro-USD and instants are RFC 3339 strings.
+JSON (--json) is the contract's ProtoJSON mapping with the .proto field names. Fields
+without presence are always there, even at their default (0, "", false, [], {}; enums
+as names, e.g. LEDGER_STATE_OK). Fields with presence are there only when set: message
+fields such as instants (window_end is absent for a lifetime window), optional scalars
+(usage.cost_micro_usd is absent when the caller gave no cost) and oneof members (one
+payload key per event). int64 values are numbers, money is integer micro-USD and
+instants are RFC 3339 strings.
 """
 
 STATES = ("ok", "warning", "critical", "final", "exhausted")
@@ -105,8 +113,7 @@ def _detach_stdout() -> None:
 
 def _normalise(args: argparse.Namespace) -> None:
     """Turn the strings argparse collected into what the commands send."""
-    target: str = args.target or default_target()
-    args.target = f"unix:{target}" if target.startswith("/") else target
+    args.target = as_target(args.target) if args.target else default_target()
     args.selector = _selector(getattr(args, "selector", None) or [])
     state = getattr(args, "min_state", None)
     args.min_state = pb.LedgerState.Value(f"LEDGER_STATE_{state.upper()}") if state else 0
@@ -165,8 +172,8 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument(
         "--target",
         default=default(None),
-        help=f"daemon address, e.g. unix:/path/budgetd.sock or 127.0.0.1:50051 "
-        f"(default: $BUDGETD_TARGET, else {default_target()})",
+        help=f"daemon address, e.g. unix:/path/budgetd.sock (or just /path/budgetd.sock) or "
+        f"127.0.0.1:50051 (default: $BUDGETD_TARGET, else {default_target()})",
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="machine-readable output"

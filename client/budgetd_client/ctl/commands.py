@@ -106,7 +106,7 @@ def _filtered(args: argparse.Namespace) -> bool:
 
 
 CAPPED_COLUMNS = (
-    Column("LEDGER"),
+    Column("LEDGER", whole=True),
     Column("STATE"),
     Column("DIMENSION"),
     Column("USED", numeric=True),
@@ -115,7 +115,7 @@ CAPPED_COLUMNS = (
     Column("RESERVED", numeric=True),
 )
 METER_COLUMNS = (
-    Column("LEDGER"),
+    Column("LEDGER", whole=True),
     Column("TOKENS", numeric=True),
     Column("REQUESTS", numeric=True),
     Column("COST", numeric=True),
@@ -169,7 +169,9 @@ def runs(ctl: Ctl) -> int:
         if ledger.open_runs > 0 or _concurrency(ledger) is not None
     ]
     if ctl.json:
-        ctl.out.json(message_dict(pb.ListLedgersResponse(ledgers=counted)))
+        # The token stays, as in `status --json`: non-empty when MAX_PAGES cut the list.
+        cut = pb.ListLedgersResponse(ledgers=counted, next_page_token=page.next_page_token)
+        ctl.out.json(message_dict(cut))
         return Exit.OK
     if not counted:
         ctl.out.line("no open runs, and no ledger with a concurrency cap")
@@ -179,7 +181,7 @@ def runs(ctl: Ctl) -> int:
 
 
 RUN_COLUMNS = (
-    Column("LEDGER"),
+    Column("LEDGER", whole=True),
     Column("STATE"),
     Column("OPEN RUNS", numeric=True),
     Column("CONCURRENCY", numeric=True),
@@ -222,7 +224,7 @@ def ledger(ctl: Ctl) -> int:
 def show_ledger(out: Output, status: pb.LedgerStatus) -> None:
     out.pairs(
         [
-            ("ledger", status.key),
+            ("ledger", Cell(status.key, whole=True)),
             ("policy", status.policy),
             ("labels", fmt.joined([fmt.labels(status.labels)] if status.labels else [])),
             ("state", _state_cell(status.state)),
@@ -286,7 +288,7 @@ def policies_list(ctl: Ctl) -> int:
 
 
 POLICY_COLUMNS = (
-    Column("NAME"),
+    Column("NAME", whole=True),
     Column("MATCH"),
     Column("PER"),
     Column("CAPS"),
@@ -417,7 +419,7 @@ def snapshot(ctl: Ctl) -> int:
         return Exit.OK
     ctl.out.pairs(
         [
-            ("snapshot", response.path),
+            ("snapshot", Cell(response.path, whole=True)),
             ("size", f"{response.size_bytes:,} bytes"),
             ("seq", str(response.sequence)),
             ("taken at", fmt.instant(response.taken_at)),

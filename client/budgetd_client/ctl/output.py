@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -28,25 +29,48 @@ class Cell:
 
     text: str
     style: str = ""
+    # An identifier an operator copies into another command (`ledger KEY`, `reset KEY`):
+    # never wrapped or cut on a terminal, whatever its width.
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     header: str
     numeric: bool = False  # right-aligned
+    whole: bool = False  # every cell is an identifier to copy (see Cell.whole)
 
 
 Value = str | Cell
+
+# A width no table reaches: measuring at it gives a table's own minimum width.
+_UNBOUNDED = 1_000_000
 
 
 def _cell(value: Value) -> Cell:
     return value if isinstance(value, Cell) else Cell(value)
 
 
+def _text(cell: Cell) -> Text:
+    if cell.whole:
+        return Text(cell.text, style=cell.style, no_wrap=True, overflow="ignore")
+    return Text(cell.text, style=cell.style)
+
+
+def _min_width(texts: Sequence[str], whole: bool) -> int:
+    """The narrowest a column may get on a terminal: its longest text if it is whole,
+    else its longest word (other text wraps between words, never inside one)."""
+    if whole:
+        return max((cell_len(text) for text in texts), default=0)
+    return max((cell_len(word) for text in texts for word in text.split()), default=0)
+
+
 def message_dict(message: Message) -> dict[str, Any]:
-    """A message as ProtoJSON with the .proto field names. Fields at their default are
-    kept (a script can rely on `reserved` being there), and int64 values are plain
-    numbers (every budgetd quantity is below 2^53, so nothing is rounded)."""
+    """A message as ProtoJSON with the .proto field names. Fields without presence are
+    kept at their default (a script can rely on `reserved` being there); fields with
+    presence (message fields, `optional` scalars, oneof members) appear only when set,
+    since their absence means something (`window_end`: a lifetime window). int64 values
+    are plain numbers (every budgetd quantity is below 2^53, so nothing is rounded)."""
     return MessageToDict(
         message,
         preserving_proto_field_name=True,
@@ -108,13 +132,15 @@ class Output:
     def pairs(self, rows: Sequence[tuple[str, Value]], indent: int = 0) -> None:
         """Label / value lines with the values aligned (one ledger, one snapshot)."""
         if self.console is not None:
+            cells = [_cell(value) for _, value in rows]
+            labels = [" " * indent + label for label, _ in rows]
             grid = Table.grid(padding=(0, 2))
-            grid.add_column(style="bold")
-            grid.add_column()
-            for label, value in rows:
-                cell = _cell(value)
-                grid.add_row(Text(" " * indent + label), Text(cell.text, style=cell.style))
-            self.console.print(grid)
+            grid.add_column(style="bold", no_wrap=True, min_width=_min_width(labels, True))
+            widest = max((_min_width([c.text], c.whole) for c in cells), default=0)
+            grid.add_column(min_width=widest)
+            for label, cell in zip(labels, cells, strict=True):
+                grid.add_row(Text(label), _text(cell))
+            self._print_wide(grid)
             return
         width = max((len(label) for label, _ in rows), default=0)
         for label, value in rows:
@@ -131,13 +157,33 @@ class Output:
             header_style="bold",
             pad_edge=False,
         )
-        for column in columns:
+        for i, column in enumerate(columns):
+            texts = [column.header, *(row[i].text for row in rows)]
+            # A whole column (ledger keys) is never wrapped or cut, and no column gets
+            # narrower than its longest word: when the terminal is too narrow for that,
+            # the table grows past its width (not cropped) rather than losing text.
             table.add_column(
-                column.header, justify="right" if column.numeric else "left", overflow="fold"
+                column.header,
+                justify="right" if column.numeric else "left",
+                overflow="ignore" if column.whole else "fold",
+                no_wrap=column.whole,
+                min_width=_min_width(texts, column.whole),
             )
         for row in rows:
-            table.add_row(*(Text(cell.text, style=cell.style) for cell in row))
-        self.console.print(table)
+            table.add_row(*(_text(cell) for cell in row))
+        self._print_wide(table)
+
+    def _print_wide(self, table: Table) -> None:
+        """Print a table that may be wider than the terminal, keeping every column's
+        min_width: rich would squeeze it to the terminal's width, below those minimums
+        (even to nothing), so a table that cannot fit is given the width it needs and
+        printed uncropped (the terminal wraps its long lines; no text is lost)."""
+        assert self.console is not None
+        unbounded = self.console.options.update_width(_UNBOUNDED)
+        needed = Measurement.get(self.console, unbounded, table).minimum
+        if needed > self.console.width:
+            table.width = needed
+        self.console.print(table, crop=False)
 
     def _plain_table(self, columns: Sequence[Column], rows: list[list[Cell]], title: str) -> None:
         if title:
