@@ -24,9 +24,11 @@ from budgetd_client.errors import (
     BudgetdError,
     BudgetdUnavailable,
     BudgetExhausted,
+    ClientClosed,
     InvalidRequest,
     NotFound,
     ServerBusy,
+    WrongEventLoop,
 )
 from budgetd_client.events import Event
 from budgetd_client.models import (
@@ -64,6 +66,7 @@ __all__ = [
     "BudgetdError",
     "BudgetdUnavailable",
     "CheckResult",
+    "ClientClosed",
     "CommitResult",
     "ConsumeResult",
     "Crossing",
@@ -93,4 +96,5 @@ __all__ = [
     "Subscription",
     "Totals",
     "Usage",
+    "WrongEventLoop",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from budgetd_client.enums import (
     from_wire,
 )
 from budgetd_client.errors import BudgetdError
+
+log = logging.getLogger("budgetd_client")
 
 
 def _usage_recorded(m: pb.Event.UsageRecorded) -> ev.UsageRecorded:
@@ -70,16 +73,30 @@ _PAYLOADS: dict[str, Callable[[Any], ev.Payload]] = {
 
 
 def event(message: pb.Event) -> ev.Event:
-    field = message.WhichOneof("payload")
-    if field is None:
-        raise BudgetdError(
-            f"event {message.seq} has a payload unknown to this client "
-            "(a newer budgetd? upgrade budgetd_client)"
-        )
+    """The typed event. A payload this client cannot read (a newer budgetd: a new kind, or
+    a new enum value inside a known one) is an event of kind `unknown`, logged: one odd
+    event must not end a subscription."""
+    field = message.WhichOneof("payload") or ""
+    kind: EventKind = EventKind.unknown
+    payload: ev.Payload = ev.Unknown(field)
+    try:
+        convert = _PAYLOADS.get(field)
+        if convert is not None:
+            kind, payload = EventKind(field), convert(getattr(message, field))
+    except BudgetdError as error:
+        log.warning("budgetd_client: event %d delivered as kind unknown: %s", message.seq, error)
+    else:
+        if kind is EventKind.unknown:
+            log.warning(
+                "budgetd_client: event %d has a payload unknown to this client (%s); delivered"
+                " as kind unknown (a newer budgetd? upgrade budgetd_client)",
+                message.seq,
+                field or "not in this client's proto",
+            )
     return ev.Event(
         seq=message.seq,
-        kind=EventKind(field),
+        kind=kind,
         at=w.instant(message.at),
         labels=dict(message.labels),
-        payload=_PAYLOADS[field](getattr(message, field)),
+        payload=payload,
     )

@@ -5,32 +5,30 @@
             await r.commit(Usage(1800, 420, model="gpt-4o"))
 
 Retries, fail-open and the offline buffer behave exactly as in `budgetd_client.client`.
-Use one client within one event loop (its channel is created on first use, in that loop).
+One client serves one event loop: its channel is created on first use, in that loop, and
+a call from another loop raises `WrongEventLoop`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 
-from budgetd.paths import default_target
-from budgetd_client._core import (
-    Call,
-    Core,
-    OnUnavailable,
-    Settings,
-    release_request,
-    subscribe_request,
-)
-from budgetd_client._transport import AsyncTransport
-from budgetd_client.buffer import Record
+from budgetd.paths import as_target, default_target
+from budgetd_client._core import Call, Core, not_sent, subscribe_request
+from budgetd_client._replay import exit_flush, flush_at_exit, replay_async
+from budgetd_client._settings import RESUBSCRIBE_BACKOFF, OnUnavailable, Settings
+from budgetd_client._transport import AsyncTransport, Transport
 from budgetd_client.enums import EventKind, LedgerState, Severity
-from budgetd_client.errors import BudgetdError, BudgetdUnavailable
+from budgetd_client.errors import BudgetdError, BudgetdUnavailable, NotFound
 from budgetd_client.models import (
     CheckResult,
     CommitResult,
@@ -62,19 +60,28 @@ class AsyncBudgetClient:
         retries: int = 3,
         buffer_size: int = 10_000,
         backoff: Backoff | None = None,
+        resubscribe_attempts: int = 30,
+        resubscribe_backoff: Backoff | None = None,
+        offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         settings = Settings(
-            target or default_target(),
+            as_target(target) if target else default_target(),
             on_unavailable=on_unavailable,
             timeout_s=timeout_s,
             retries=retries,
             backoff=backoff or Backoff(),
+            resubscribe_attempts=resubscribe_attempts,
+            resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
+            offline_recheck_s=offline_recheck_s,
         )
         self._core = Core(settings, buffer_size)
         self._transport = AsyncTransport(settings, interceptors)
         self._replay_lock = asyncio.Lock()
         self._closed = False
+        self._exit_hook = functools.partial(flush_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
+        weakref.finalize(self, atexit.unregister, self._exit_hook).atexit = False
 
     # --- state -------------------------------------------------------------------------
 
@@ -85,6 +92,14 @@ class AsyncBudgetClient:
     @property
     def on_unavailable(self) -> OnUnavailable:
         return self._core.settings.on_unavailable
+
+    @property
+    def timeout_s(self) -> float:
+        return self._core.settings.timeout_s
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def buffered(self) -> int:
@@ -111,41 +126,54 @@ class AsyncBudgetClient:
         *,
         ttl_s: float | None = None,
         run_id: str = "",
+        request_id: str | None = None,
     ) -> PendingReservation:
         """Hold `estimate`; raises `BudgetExhausted` when denied. Await it for the
         handle, or `async with` it to release the hold on exit unless committed."""
 
         async def start() -> AsyncReservation:
-            call = self._core.reserve(labels, estimate, ttl_s, run_id)
+            call = self._core.reserve(labels, estimate, ttl_s, run_id, request_id)
             return AsyncReservation(self, await self._call(call))
 
         return PendingReservation(start)
 
-    async def commit(self, reservation_id: str, actual: Usage) -> CommitResult:
+    async def commit(
+        self, reservation_id: str, actual: Usage, *, request_id: str | None = None
+    ) -> CommitResult:
         """Replace a hold with the actual usage (recorded even above the estimate)."""
-        return await self._call(self._core.commit(reservation_id, actual))
+        return await self._call(self._core.commit(reservation_id, actual, request_id))
 
-    async def release(self, reservation_id: str) -> bool:
+    async def release(self, reservation_id: str, *, request_id: str | None = None) -> bool:
         """Drop a hold; False when the server no longer had it (expired)."""
-        return await self._call(self._core.release(reservation_id))
+        return await self._call(self._core.release(reservation_id, request_id))
 
     async def consume(
-        self, labels: Mapping[str, str], usage: Usage, *, run_id: str = ""
+        self,
+        labels: Mapping[str, str],
+        usage: Usage,
+        *,
+        run_id: str = "",
+        request_id: str | None = None,
     ) -> ConsumeResult:
         """Record usage that already happened (always recorded, even past a cap)."""
-        return await self._call(self._core.consume(labels, usage, run_id))
+        return await self._call(self._core.consume(labels, usage, run_id, request_id))
 
     async def open_run(
-        self, labels: Mapping[str, str], *, run_id: str | None = None, ttl_s: float | None = None
+        self,
+        labels: Mapping[str, str],
+        *,
+        run_id: str | None = None,
+        ttl_s: float | None = None,
+        request_id: str | None = None,
     ) -> Run:
         """Start a run (id generated when None); raises `BudgetExhausted` when denied."""
-        return await self._call(self._core.open_run(labels, run_id, ttl_s))
+        return await self._call(self._core.open_run(labels, run_id, ttl_s, request_id))
 
     async def heartbeat(self, run_id: str) -> HeartbeatResult:
         return await self._call(self._core.heartbeat(run_id))
 
-    async def close_run(self, run_id: str) -> RunTotals:
-        return await self._call(self._core.close_run(run_id))
+    async def close_run(self, run_id: str, *, request_id: str | None = None) -> RunTotals:
+        return await self._call(self._core.close_run(run_id, request_id))
 
     def run(
         self,
@@ -188,7 +216,9 @@ class AsyncBudgetClient:
         after_seq: int | None = None,
     ) -> AsyncSubscription:
         """Events as they happen (after_seq: replay retained ones after it first),
-        resumed automatically after a reconnect or a slow-subscriber cut-off."""
+        resumed automatically after a reconnect, a daemon restart or a slow-subscriber
+        cut-off. Call it inside the client's event loop."""
+        self._transport.check_loop()
         request = subscribe_request(selector, kinds, min_severity, after_seq)
         return AsyncSubscription(self._transport, request)
 
@@ -196,21 +226,20 @@ class AsyncBudgetClient:
 
     async def flush(self) -> int:
         """Replay buffered usage now; returns how many records are still buffered."""
-        try:
-            await self._replay()
-        except BudgetdUnavailable as error:
-            log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
-        return self.buffered
+        self._transport.check_loop()
+        return await self._flush()
 
     async def close(self) -> None:
         """Flush the buffer (undeliverable records are dropped, counted and logged), then
-        close the channel. Idempotent."""
+        close the channel. Idempotent; any later call raises `ClientClosed`."""
         if self._closed:
             return
         self._closed = True
-        if self.buffered:
-            await self.flush()
+        atexit.unregister(self._exit_hook)
+        if self._core.pending:
+            await self._flush()
             self._core.buffer.drop_all("the client was closed")
+            self._core.orphans.drop_all("the client was closed")
         await self._transport.close()
 
     async def __aenter__(self) -> AsyncBudgetClient:
@@ -227,36 +256,61 @@ class AsyncBudgetClient:
     # --- internals ---------------------------------------------------------------------
 
     async def _call(self, call: Call[T]) -> T:
+        try:
+            return await self._run(call)
+        except BudgetdError as error:
+            if error.request_id is None:
+                error.request_id = call.request_id
+            raise
+
+    async def _run(self, call: Call[T]) -> T:
+        self._transport.check_loop()  # ClientClosed, WrongEventLoop
         if call.request is None:
             return call.answer(None)
         try:
-            await self._replay()
-            response = await self._transport.unary(call.method, call.request)
-        except BudgetdUnavailable:
+            if call.replay:
+                await self._replay()
+        except BudgetdUnavailable as error:
             if call.fail_open is None or not self._core.fails_open:
                 raise
-            return call.fail_open()
+            return call.fail_open(not_sent(error))
+        try:
+            response = await self._transport.unary(call.method, call.request)
+        except BudgetdUnavailable as error:
+            if call.fail_open is None or not self._core.fails_open:
+                raise
+            return call.fail_open(error)
+        except NotFound as error:
+            instead = call.recover(error) if call.recover is not None else None
+            if instead is None:
+                raise
+            return await self._run(instead)
         return call.answer(response)
 
-    async def _replay(self) -> None:
-        """Send buffered usage, oldest first, before anything newer (see
-        `BudgetClient._replay`)."""
-        if not self.buffered:
-            return
-        async with self._replay_lock:
-            while (record := self._core.buffer.head()) is not None:
-                self._core.buffer.settle(record, await self._deliver(record))
-
-    async def _deliver(self, record: Record) -> BudgetdError | None:
+    async def _flush(self) -> int:
         try:
-            await self._transport.unary("Consume", record.request)
-        except BudgetdUnavailable:
-            raise
-        except BudgetdError as error:
-            return error
-        if record.release_id:
-            try:
-                await self._transport.unary("Release", release_request(record))
-            except BudgetdError as error:  # best effort: the hold ends at its ttl anyway
-                log.info("budgetd_client: release of %s failed: %s", record.release_id, error)
-        return None
+            await self._replay(force=True)
+        except BudgetdError as error:  # unreachable, or closing from another loop
+            log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
+        return self.buffered
+
+    async def _replay(self, force: bool = False) -> None:
+        """Send what is owed to the daemon first (see `BudgetClient._replay`)."""
+        if not self._core.pending:
+            return
+        unary = self._transport.unary
+        async with self._replay_lock:
+            await replay_async(
+                self._core, lambda method, request: unary(method, request, force=force)
+            )
+
+    def _flush_at_exit(self) -> None:
+        """At exit the event loop is usually gone: deliver over a blocking channel of its
+        own (without the client's asyncio interceptors). See `_replay.flush_at_exit`."""
+        if self._closed or not self._core.pending:
+            return
+        transport = Transport(self._core.settings)
+        try:
+            exit_flush(self._core, transport)
+        finally:
+            transport.close()

@@ -10,32 +10,29 @@ its one request_id, so a retry never counts twice. When the daemon stays unreach
 `on_unavailable` decides: "deny" raises `BudgetdUnavailable`; "allow" answers check,
 reserve and open_run with an ALLOW marked `offline=True`, and keeps consumed usage in a
 bounded buffer that is replayed, in order, before the next call that reaches the daemon
-(or on `flush()`).
+(or on `flush()`, `close()`, and once, briefly, at interpreter exit).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 
-from budgetd.paths import default_target
-from budgetd_client._core import (
-    Call,
-    Core,
-    OnUnavailable,
-    Settings,
-    release_request,
-    subscribe_request,
-)
+from budgetd.paths import as_target, default_target
+from budgetd_client._core import Call, Core, not_sent, subscribe_request
+from budgetd_client._replay import EXIT_FLUSH_S, exit_flush, flush_at_exit, replay
+from budgetd_client._settings import RESUBSCRIBE_BACKOFF, OnUnavailable, Settings
 from budgetd_client._transport import Transport
-from budgetd_client.buffer import Record
 from budgetd_client.enums import EventKind, LedgerState, Severity
-from budgetd_client.errors import BudgetdError, BudgetdUnavailable
+from budgetd_client.errors import BudgetdError, BudgetdUnavailable, ClientClosed, NotFound
 from budgetd_client.models import (
     CheckResult,
     CommitResult,
@@ -56,7 +53,8 @@ T = TypeVar("T")
 
 
 class BudgetClient:
-    """A connection to budgetd (default target: `budgetd.paths.default_target()`)."""
+    """A connection to budgetd (default target: `budgetd.paths.default_target()`; a bare
+    path is a Unix socket)."""
 
     def __init__(
         self,
@@ -67,19 +65,29 @@ class BudgetClient:
         retries: int = 3,
         buffer_size: int = 10_000,
         backoff: Backoff | None = None,
+        resubscribe_attempts: int = 30,
+        resubscribe_backoff: Backoff | None = None,
+        offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.Interceptor] = (),
     ) -> None:
         settings = Settings(
-            target or default_target(),
+            as_target(target) if target else default_target(),
             on_unavailable=on_unavailable,
             timeout_s=timeout_s,
             retries=retries,
             backoff=backoff or Backoff(),
+            resubscribe_attempts=resubscribe_attempts,
+            resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
+            offline_recheck_s=offline_recheck_s,
         )
         self._core = Core(settings, buffer_size)
         self._transport = Transport(settings, interceptors)
         self._replay_lock = threading.Lock()
         self._closed = False
+        self._exit_hook = functools.partial(flush_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
+        # Collected without close(): the hook goes too (it would find nothing anyway).
+        weakref.finalize(self, atexit.unregister, self._exit_hook).atexit = False
 
     # --- state -------------------------------------------------------------------------
 
@@ -92,6 +100,14 @@ class BudgetClient:
         return self._core.settings.on_unavailable
 
     @property
+    def timeout_s(self) -> float:
+        return self._core.settings.timeout_s
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def buffered(self) -> int:
         """Usage records waiting for the daemon."""
         return len(self._core.buffer)
@@ -99,7 +115,7 @@ class BudgetClient:
     @property
     def dropped_records(self) -> int:
         """Usage records lost: pushed out of a full buffer, rejected by the server on
-        replay, or still buffered at `close()`. Each was logged as a warning."""
+        replay, or still buffered at `close()` or at exit. Each was logged as a warning."""
         return self._core.buffer.dropped
 
     # --- agent calls -------------------------------------------------------------------
@@ -115,36 +131,50 @@ class BudgetClient:
         *,
         ttl_s: float | None = None,
         run_id: str = "",
+        request_id: str | None = None,
     ) -> Reservation:
         """Hold `estimate` in every matching ledger; raises `BudgetExhausted` when denied.
         The handle is also a context manager that releases the hold unless committed."""
-        return Reservation(self, self._call(self._core.reserve(labels, estimate, ttl_s, run_id)))
+        call = self._core.reserve(labels, estimate, ttl_s, run_id, request_id)
+        return Reservation(self, self._call(call))
 
-    def commit(self, reservation_id: str, actual: Usage) -> CommitResult:
+    def commit(
+        self, reservation_id: str, actual: Usage, *, request_id: str | None = None
+    ) -> CommitResult:
         """Replace a hold with the actual usage (recorded even above the estimate)."""
-        return self._call(self._core.commit(reservation_id, actual))
+        return self._call(self._core.commit(reservation_id, actual, request_id))
 
-    def release(self, reservation_id: str) -> bool:
+    def release(self, reservation_id: str, *, request_id: str | None = None) -> bool:
         """Drop a hold; False when the server no longer had it (expired)."""
-        return self._call(self._core.release(reservation_id))
+        return self._call(self._core.release(reservation_id, request_id))
 
     def consume(
-        self, labels: Mapping[str, str], usage: Usage, *, run_id: str = ""
+        self,
+        labels: Mapping[str, str],
+        usage: Usage,
+        *,
+        run_id: str = "",
+        request_id: str | None = None,
     ) -> ConsumeResult:
         """Record usage that already happened (always recorded, even past a cap)."""
-        return self._call(self._core.consume(labels, usage, run_id))
+        return self._call(self._core.consume(labels, usage, run_id, request_id))
 
     def open_run(
-        self, labels: Mapping[str, str], *, run_id: str | None = None, ttl_s: float | None = None
+        self,
+        labels: Mapping[str, str],
+        *,
+        run_id: str | None = None,
+        ttl_s: float | None = None,
+        request_id: str | None = None,
     ) -> Run:
         """Start a run (id generated when None); raises `BudgetExhausted` when denied."""
-        return self._call(self._core.open_run(labels, run_id, ttl_s))
+        return self._call(self._core.open_run(labels, run_id, ttl_s, request_id))
 
     def heartbeat(self, run_id: str) -> HeartbeatResult:
         return self._call(self._core.heartbeat(run_id))
 
-    def close_run(self, run_id: str) -> RunTotals:
-        return self._call(self._core.close_run(run_id))
+    def close_run(self, run_id: str, *, request_id: str | None = None) -> RunTotals:
+        return self._call(self._core.close_run(run_id, request_id))
 
     def run(
         self,
@@ -185,30 +215,32 @@ class BudgetClient:
         after_seq: int | None = None,
     ) -> Subscription:
         """Events as they happen (after_seq: replay retained ones after it first),
-        resumed automatically after a reconnect or a slow-subscriber cut-off."""
+        resumed automatically after a reconnect, a daemon restart or a slow-subscriber
+        cut-off."""
+        self._check_open()
         request = subscribe_request(selector, kinds, min_severity, after_seq)
         return Subscription(self._transport, request)
 
     # --- buffer and lifetime -----------------------------------------------------------
 
     def flush(self) -> int:
-        """Replay buffered usage now; returns how many records are still buffered (0
-        unless the daemon is still unreachable)."""
-        try:
-            self._replay()
-        except BudgetdUnavailable as error:
-            log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
-        return self.buffered
+        """Replay buffered usage now (even right after the daemon was found unreachable);
+        returns how many records are still buffered (0 unless it is still unreachable)."""
+        self._check_open()
+        return self._flush()
 
     def close(self) -> None:
         """Flush the buffer (records that cannot be delivered are dropped, counted and
-        logged), then close the channel. Idempotent."""
+        logged), then close the channel. Idempotent; any later call raises
+        `ClientClosed`."""
         if self._closed:
             return
         self._closed = True
-        if self.buffered:
-            self.flush()
+        atexit.unregister(self._exit_hook)
+        if self._core.pending:
+            self._flush()
             self._core.buffer.drop_all("the client was closed")
+            self._core.orphans.drop_all("the client was closed")
         self._transport.close()
 
     def __enter__(self) -> BudgetClient:
@@ -224,37 +256,67 @@ class BudgetClient:
 
     # --- internals ---------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed(f"the BudgetClient for {self.target} is closed")
+
     def _call(self, call: Call[T]) -> T:
+        try:
+            return self._run(call)
+        except BudgetdError as error:
+            if error.request_id is None:
+                error.request_id = call.request_id
+            raise
+
+    def _run(self, call: Call[T]) -> T:
+        self._check_open()
         if call.request is None:
             return call.answer(None)
         try:
-            self._replay()
-            response = self._transport.unary(call.method, call.request)
-        except BudgetdUnavailable:
+            if call.replay:
+                self._replay()
+        except BudgetdUnavailable as error:
             if call.fail_open is None or not self._core.fails_open:
                 raise
-            return call.fail_open()
+            return call.fail_open(not_sent(error))
+        try:
+            response = self._transport.unary(call.method, call.request)
+        except BudgetdUnavailable as error:
+            if call.fail_open is None or not self._core.fails_open:
+                raise
+            return call.fail_open(error)
+        except NotFound as error:
+            instead = call.recover(error) if call.recover is not None else None
+            if instead is None:
+                raise
+            return self._run(instead)
         return call.answer(response)
 
-    def _replay(self) -> None:
-        """Send buffered usage, oldest first, before anything newer. Raises
-        `BudgetdUnavailable` (the rest stays buffered) while the daemon is unreachable."""
-        if not self.buffered:
-            return
-        with self._replay_lock:
-            while (record := self._core.buffer.head()) is not None:
-                self._core.buffer.settle(record, self._deliver(record))
-
-    def _deliver(self, record: Record) -> BudgetdError | None:
+    def _flush(self) -> int:
         try:
-            self._transport.unary("Consume", record.request)
-        except BudgetdUnavailable:
-            raise
-        except BudgetdError as error:
-            return error
-        if record.release_id:
-            try:
-                self._transport.unary("Release", release_request(record))
-            except BudgetdError as error:  # best effort: the hold ends at its ttl anyway
-                log.info("budgetd_client: release of %s failed: %s", record.release_id, error)
-        return None
+            self._replay(force=True)
+        except BudgetdUnavailable as error:
+            log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
+        return self.buffered
+
+    def _replay(self, force: bool = False) -> None:
+        """Send what is owed to the daemon, oldest first, before anything newer. Raises
+        `BudgetdUnavailable` (the rest stays) while the daemon is unreachable."""
+        if not self._core.pending:
+            return
+        unary = self._transport.unary
+        with self._replay_lock:
+            replay(self._core, lambda method, request: unary(method, request, force=force))
+
+    def _flush_at_exit(self) -> None:
+        """See `budgetd_client._replay.flush_at_exit`."""
+        if self._closed or not self._core.pending:
+            return
+        # A thread stuck replaying must not make the exit wait: after the bound, go on
+        # without the lock (every replayed call is idempotent).
+        locked = self._replay_lock.acquire(timeout=EXIT_FLUSH_S / 4)
+        try:
+            exit_flush(self._core, self._transport)
+        finally:
+            if locked:
+                self._replay_lock.release()

@@ -108,6 +108,9 @@ class EventKind(enum.Enum):
     ledger_closed = "ledger_closed"
     policy_changed = "policy_changed"
     gap = "gap"
+    # Not on the wire: an event whose payload this client does not know (a newer
+    # budgetd); delivered rather than ending the stream. Cannot be subscribed to.
+    unknown = "unknown"
 
 
 # Python enum -> (proto enum name, prefix of its value names).
@@ -131,6 +134,8 @@ def _tables() -> tuple[dict[enum.Enum, str], dict[type[enum.Enum], dict[int, enu
         from_wire[kind] = {}
         for member in kind:
             name = prefix + member.name.upper()
+            if member is EventKind.unknown:  # not on the wire
+                continue
             names[member] = name
             from_wire[kind][values[name].number] = member
     return names, from_wire

@@ -19,12 +19,18 @@ if TYPE_CHECKING:
 
 
 class BudgetdError(Exception):
-    """Base of every error the SDK raises; `code` is the gRPC status, when there was one."""
+    """Base of every error the SDK raises; `code` is the gRPC status, when there was one.
+
+    `request_id` is the idempotency key of the mutating call that failed (None for reads
+    and for misuse caught before a request existed): retrying with `request_id=` that id
+    is safe, the daemon answers a repeat from memory and counts nothing twice.
+    """
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.request_id: str | None = None
 
 
 class BudgetExhausted(BudgetdError):
@@ -72,7 +78,25 @@ class ServerBusy(BudgetdError):
 
 class BudgetdUnavailable(BudgetdError):
     """The daemon did not answer (UNAVAILABLE or DEADLINE_EXCEEDED after every retry) and
-    the client fails closed (`on_unavailable="deny"`), or the call has no offline answer."""
+    the client fails closed (`on_unavailable="deny"`), or the call has no offline answer.
+
+    `attempts` is how many times the request was sent: 0 when the client did not even try
+    (it found the daemon unreachable moments ago, see `offline_recheck_s`)."""
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode | None = None, attempts: int = 0
+    ) -> None:
+        super().__init__(message, code)
+        self.attempts = attempts
+
+
+class ClientClosed(BudgetdError):
+    """A call on a client after its `close()`: a closed client is never reopened."""
+
+
+class WrongEventLoop(BudgetdError):
+    """An `AsyncBudgetClient` used from another event loop than the one it was first used
+    in: its channel belongs to that loop. Use one client per event loop."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[BudgetdError]] = {
@@ -93,6 +117,7 @@ def from_rpc_error(error: grpc.RpcError, target: str, attempts: int = 1) -> Budg
     if kind is BudgetdUnavailable:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         details = f"budgetd at {target} did not answer{tries} ({code.name}): {details}"
-    elif kind is BudgetdError:
+        return BudgetdUnavailable(details, code, attempts)
+    if kind is BudgetdError:
         details = f"{code.name}: {details}"
     return kind(details, code)

@@ -94,6 +94,14 @@ class Gap:
     oldest_available_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A payload this client cannot read (a newer budgetd): `field` is its name on the
+    wire, or "" when even that is unknown here. Upgrade budgetd_client to read it."""
+
+    field: str
+
+
 Payload = (
     UsageRecorded
     | ThresholdCrossed
@@ -106,6 +114,7 @@ Payload = (
     | LedgerClosed
     | PolicyChanged
     | Gap
+    | Unknown
 )
 
 

@@ -12,6 +12,10 @@ Leaving the block without a commit, normally or by an exception, releases the ho
 a failed model call never keeps budget locked until the ttl. That release is best effort:
 if it fails, it is logged (the hold ends at its ttl anyway) and never hides the block's
 own exception.
+
+`commit()` and `release()` can simply be called again after a failure (e.g.
+`BudgetdUnavailable`): the handle keeps the request_id of the first attempt, so a commit
+that did reach the daemon the first time is answered from memory, not counted twice.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from budgetd_client._call import new_id
 from budgetd_client.enums import Decision
 from budgetd_client.errors import BudgetdError
 from budgetd_client.models import Blocker, CommitResult, LedgerBrief, ReserveResult, Usage
@@ -40,6 +45,8 @@ class _Handle:
         self.result = result
         self.commit_result: CommitResult | None = None
         self.released = False
+        self.commit_request_id: str | None = None
+        self.release_request_id: str | None = None
 
     @property
     def id(self) -> str:
@@ -75,6 +82,15 @@ class _Handle:
             state = "committed" if self.commit_result is not None else "released"
             raise BudgetdError(f"reservation {self.id} is already {state}")
 
+    def _commit_id(self, request_id: str | None) -> str:
+        """The commit's request_id: the caller's, else the one of the first attempt."""
+        self.commit_request_id = request_id or self.commit_request_id or new_id()
+        return self.commit_request_id
+
+    def _release_id(self, request_id: str | None) -> str:
+        self.release_request_id = request_id or self.release_request_id or new_id()
+        return self.release_request_id
+
     def _release_failed(self, error: BudgetdError) -> None:
         log.warning(
             "budgetd_client: releasing reservation %s failed (the hold ends at its ttl): %s",
@@ -94,16 +110,17 @@ class Reservation(_Handle):
         super().__init__(result)
         self._client = client
 
-    def commit(self, actual: Usage) -> CommitResult:
+    def commit(self, actual: Usage, *, request_id: str | None = None) -> CommitResult:
         """Replace the hold with what the call really used (may exceed the estimate)."""
         self._check_open()
-        self.commit_result = self._client.commit(self.id, actual)
+        rid = self._commit_id(request_id)
+        self.commit_result = self._client.commit(self.id, actual, request_id=rid)
         return self.commit_result
 
-    def release(self) -> bool:
+    def release(self, *, request_id: str | None = None) -> bool:
         """Drop the hold; True when the server had it (False offline or after expiry)."""
         self._check_open()
-        released = self._client.release(self.id)
+        released = self._client.release(self.id, request_id=self._release_id(request_id))
         self.released = True
         return released
 
@@ -130,16 +147,18 @@ class AsyncReservation(_Handle):
         super().__init__(result)
         self._client = client
 
-    async def commit(self, actual: Usage) -> CommitResult:
+    async def commit(self, actual: Usage, *, request_id: str | None = None) -> CommitResult:
         """Replace the hold with what the call really used (may exceed the estimate)."""
         self._check_open()
-        self.commit_result = await self._client.commit(self.id, actual)
+        rid = self._commit_id(request_id)
+        self.commit_result = await self._client.commit(self.id, actual, request_id=rid)
         return self.commit_result
 
-    async def release(self) -> bool:
+    async def release(self, *, request_id: str | None = None) -> bool:
         """Drop the hold; True when the server had it (False offline or after expiry)."""
         self._check_open()
-        released = await self._client.release(self.id)
+        rid = self._release_id(request_id)
+        released = await self._client.release(self.id, request_id=rid)
         self.released = True
         return released
 

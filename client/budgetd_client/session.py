@@ -4,11 +4,23 @@ An agent's task is a run: it holds a concurrency slot and ends by itself if hear
 stop (a crashed agent does not leak its slot). The session heartbeats in the background
 (a daemon thread for the sync client, a task for asyncio), by default every ttl/3 so two
 beats can be lost before the run expires. A failed heartbeat is logged and retried on
-the next beat: it must never crash the agent. On exit the run is closed and its final
-figures are in `run.totals`.
+the next beat: it must never crash the agent. Heartbeats never replay the offline buffer
+(the agent's own next call does). On exit the run is closed and its final figures are in
+`run.totals`.
 
-An offline run (daemon unreachable, `on_unavailable="allow"`) exists only in the client:
-nothing is heartbeated or closed, and `totals` stays None.
+A session never crashes the agent because the daemon lost track of its run:
+
+- An offline run (daemon unreachable, `on_unavailable="allow"`) exists only in the
+  client: its id is never sent, `run.reserve()` / `run.consume()` go without a run_id,
+  nothing is heartbeated or closed, and `totals` stays None.
+- A run the daemon forgot (NOT_FOUND, e.g. after a daemon restart, or after the run
+  expired): `run.reserve()` / `run.consume()` fall back to the call without run_id (logged
+  once), and closing it is logged and treated as closed, `totals` None.
+
+Leaving the block is bounded: the heartbeat thread is waited for at most `timeout_s`
+(it is a daemon thread and ends on its own), then CloseRun takes at most
+(retries + 1) x timeout_s plus backoff waits, or nothing when the client fails open and
+found the daemon unreachable in the last `offline_recheck_s`.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from budgetd_client.errors import BudgetdError, BudgetdUnavailable, NotFound
+from budgetd_client.errors import BudgetdError, BudgetdUnavailable, ClientClosed, NotFound
 from budgetd_client.models import ConsumeResult, HeartbeatResult, Run, RunTotals, Usage
 
 if TYPE_CHECKING:
@@ -52,6 +64,7 @@ class _Session:
         self.totals: RunTotals | None = None
         self.heartbeats = 0
         self.expires_at: datetime | None = None
+        self._stopping = False
 
     @property
     def id(self) -> str:
@@ -73,6 +86,8 @@ class _Session:
 
     def _beat_failed(self, error: Exception) -> bool:
         """Log a failed heartbeat; True when it is worth trying again."""
+        if self._stopping or isinstance(error, ClientClosed):
+            return False  # the block is being left (or the client closed): nothing to do
         if isinstance(error, NotFound):
             log.error("budgetd_client: run %s is gone, heartbeats stop: %s", self.id, error)
             return False
@@ -80,8 +95,17 @@ class _Session:
         return True
 
     def _close_failed(self, error: BudgetdError, fails_open: bool, exiting_on_error: bool) -> None:
-        """A failed close is logged rather than raised when the block already failed (its
-        exception matters more) or when the client fails open and the daemon is gone."""
+        """A failed close is logged rather than raised when the daemon does not know the
+        run (it is over either way), when the block already failed (its exception
+        matters more), or when the client fails open and the daemon is gone."""
+        if isinstance(error, NotFound):
+            log.warning(
+                "budgetd_client: the daemon does not know run %s (restarted, or the run"
+                " expired); treated as closed, totals unknown: %s",
+                self.id,
+                error,
+            )
+            return
         if exiting_on_error or (fails_open and isinstance(error, BudgetdUnavailable)):
             log.warning("budgetd_client: closing run %s failed: %s", self.id, error)
             return
@@ -104,13 +128,17 @@ class RunSession(_Session):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def consume(self, usage: Usage) -> ConsumeResult:
+    def consume(self, usage: Usage, *, request_id: str | None = None) -> ConsumeResult:
         """Record usage of this run (its labels, its run_id)."""
-        return self._client.consume(self.labels, usage, run_id=self.id)
+        return self._client.consume(self.labels, usage, run_id=self.id, request_id=request_id)
 
-    def reserve(self, estimate: Usage, ttl_s: float | None = None) -> Reservation:
+    def reserve(
+        self, estimate: Usage, ttl_s: float | None = None, *, request_id: str | None = None
+    ) -> Reservation:
         """Reserve for a model call of this run (its labels, its run_id)."""
-        return self._client.reserve(self.labels, estimate, ttl_s=ttl_s, run_id=self.id)
+        return self._client.reserve(
+            self.labels, estimate, ttl_s=ttl_s, run_id=self.id, request_id=request_id
+        )
 
     def __enter__(self) -> RunSession:
         self._opened(self._client.open_run(self.labels, run_id=self._run_id, ttl_s=self.ttl_s))
@@ -135,9 +163,12 @@ class RunSession(_Session):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stopping = True
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A beat in flight against a hung daemon must not hold the agent: after one
+            # call's deadline, go on (the daemon thread ends when its call does).
+            self._thread.join(timeout=self._client.timeout_s)
         if self.opened is None or self.offline:
             return
         try:
@@ -161,13 +192,17 @@ class AsyncRunSession(_Session):
         self._client = client
         self._task: asyncio.Task[None] | None = None
 
-    async def consume(self, usage: Usage) -> ConsumeResult:
+    async def consume(self, usage: Usage, *, request_id: str | None = None) -> ConsumeResult:
         """Record usage of this run (its labels, its run_id)."""
-        return await self._client.consume(self.labels, usage, run_id=self.id)
+        return await self._client.consume(self.labels, usage, run_id=self.id, request_id=request_id)
 
-    def reserve(self, estimate: Usage, ttl_s: float | None = None) -> PendingReservation:
+    def reserve(
+        self, estimate: Usage, ttl_s: float | None = None, *, request_id: str | None = None
+    ) -> PendingReservation:
         """Reserve for a model call of this run (its labels, its run_id)."""
-        return self._client.reserve(self.labels, estimate, ttl_s=ttl_s, run_id=self.id)
+        return self._client.reserve(
+            self.labels, estimate, ttl_s=ttl_s, run_id=self.id, request_id=request_id
+        )
 
     async def __aenter__(self) -> AsyncRunSession:
         run = await self._client.open_run(self.labels, run_id=self._run_id, ttl_s=self.ttl_s)
@@ -191,6 +226,7 @@ class AsyncRunSession(_Session):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])  # unlike `await task`, keeps our own cancellation

@@ -1,18 +1,26 @@
-"""Event subscriptions that survive reconnects.
+"""Event subscriptions that survive reconnects and daemon restarts.
 
-The server ends a stream with UNAVAILABLE when it restarts or drains, and with
+The server ends a stream with UNAVAILABLE when it stops or drains, and with
 RESOURCE_EXHAUSTED when the subscriber fell too far behind (or too many subscribe at
-once). Either way nothing is lost: the subscription waits (backoff), subscribes again
-with `after_seq` = the last seq it delivered, and the server sends what came after (or
-a `Gap` event first, if it no longer retains it). After `retries` consecutive failures
-without an event in between, the error is raised. Any other status is raised at once.
+once). Either way nothing is skipped silently: the subscription waits
+(`resubscribe_backoff`), subscribes again with `after_seq` = the last seq it delivered,
+and the server sends what came after, or a `Gap` event first if it no longer retains it
+(or, after a restart, never had it: the Gap then marks the jump back to the new daemon's
+first seq).
+
+Before the first event, the resume point is the one the server names in the
+`budgetd-resume-after` response header: a stream lost early resumes from where it
+started, not "from now". Resubscribing has its own budget, `resubscribe_attempts`
+consecutive failures (25 to 50 s of waiting with the default backoff), separate from the
+unary `retries`; it starts again from zero each time a (re)subscription is accepted
+(its response headers arrive). Past it, or on any other status, the error is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import threading
 from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
 from typing import Any
@@ -21,12 +29,13 @@ import grpc
 
 from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import _event_wire
-from budgetd_client._core import Settings
+from budgetd_client._settings import Settings
 from budgetd_client._transport import AsyncTransport, Transport
-from budgetd_client.errors import BudgetdUnavailable, from_rpc_error
+from budgetd_client.errors import BudgetdUnavailable, ClientClosed, from_rpc_error
 from budgetd_client.events import Event
 from budgetd_client.retry import RESUMABLE
 
+RESUME_HEADER = "budgetd-resume-after"
 _ENDED = "the server ended the event stream"
 
 
@@ -50,21 +59,34 @@ class _Resumable:
             request.after_seq = self.last_seq
         return request
 
+    def _started(self, metadata: Any) -> None:
+        """The (re)subscription was accepted: its headers name where it starts."""
+        value = dict(metadata or ()).get(RESUME_HEADER)
+        if value is None:
+            return  # the call failed before its headers (or an older daemon)
+        self._failures = 0
+        if self.last_seq is None:
+            # Keep a resume point of our own otherwise: one beyond a restarted daemon's
+            # newest seq must be sent again, for the Gap that marks the jump back.
+            self.last_seq = int(value)
+
     def _received(self, message: pb.SubscribeResponse) -> Event:
         event = _event_wire.event(message.event)
         self.last_seq = event.seq
         self._failures = 0
         return event
 
-    def _backoff_or_raise(self, error: grpc.RpcError | None) -> float:
+    def _backoff_or_raise(self, error: grpc.RpcError | None, closed: bool) -> float:
         """After a broken stream (`error` None: ended normally): the wait before
         resubscribing, or the typed error when it is not resumable or too many failed."""
+        if closed:
+            raise ClientClosed("the client of this subscription was closed")
         code = grpc.StatusCode.UNAVAILABLE if error is None else error.code()
-        if code not in RESUMABLE or self._failures >= self.settings.retries:
+        if code not in RESUMABLE or self._failures >= self.settings.resubscribe_attempts:
             if error is None:
-                raise BudgetdUnavailable(_ENDED, code)
+                raise BudgetdUnavailable(_ENDED, code, self._failures + 1)
             raise from_rpc_error(error, self.settings.target, self._failures + 1) from error
-        delay = self.settings.backoff.delay(self._failures)
+        delay = self.settings.resubscribe_backoff.delay(self._failures)
         self._failures += 1
         self.reconnects += 1
         return delay
@@ -87,6 +109,7 @@ class Subscription(_Resumable):
     def __init__(self, transport: Transport, request: pb.SubscribeRequest) -> None:
         super().__init__(transport.settings, request)
         self._transport = transport
+        self._wake = threading.Event()  # ends a backoff wait early on close()
         self._call = transport.subscribe(request)  # now: events from here on are ours
         self._events = self._stream()
 
@@ -102,6 +125,7 @@ class Subscription(_Resumable):
 
     def close(self) -> None:
         self._cancel()
+        self._wake.set()
         if not self._reading:  # else the reading thread sees the cancel and ends
             with contextlib.suppress(ValueError):  # it started reading meanwhile
                 self._events.close()
@@ -122,13 +146,16 @@ class Subscription(_Resumable):
             while True:
                 error = None
                 try:
+                    self._started(self._call.initial_metadata())
                     for message in self._call:
                         yield self._received(message)
                 except grpc.RpcError as broken:
                     error = broken
                 if self._closed:
                     return
-                time.sleep(self._backoff_or_raise(error))
+                self._wake.wait(self._backoff_or_raise(error, self._transport.closed))
+                if self._closed:
+                    return
                 self._resubscribe(self._transport.subscribe)
         finally:
             self._cancel()
@@ -175,6 +202,7 @@ class AsyncSubscription(_Resumable):
             while True:
                 error = None
                 try:
+                    self._started(await self._call.initial_metadata())
                     async for message in self._call:
                         yield self._received(message)
                 except grpc.RpcError as broken:
@@ -185,7 +213,9 @@ class AsyncSubscription(_Resumable):
                     raise
                 if self._closed:
                     return
-                await asyncio.sleep(self._backoff_or_raise(error))
+                await asyncio.sleep(self._backoff_or_raise(error, self._transport.closed))
+                if self._closed:
+                    return
                 self._resubscribe(self._transport.subscribe)
         finally:
             self._cancel()

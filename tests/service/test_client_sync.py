@@ -231,13 +231,16 @@ def test_a_failed_heartbeat_is_logged_and_retried(
     assert "heartbeat of run" in caplog.text and "will retry" in caplog.text
 
 
-def test_a_run_gone_from_the_server_stops_heartbeats_and_fails_to_close(
+def test_a_run_gone_from_the_server_stops_heartbeats_and_closes_without_totals(
     served: Served, client: BudgetClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(NotFound), client.run(THREAD, heartbeat_every_s=0.01) as run:
+    with client.run(THREAD, heartbeat_every_s=0.01) as run:
         served.budget.CloseRun(pb.CloseRunRequest(request_id="elsewhere", run_id=run.id))
         wait_until(lambda: "heartbeats stop" in caplog.text, "the heartbeat thread to give up")
-    assert caplog.records[-1].levelno == logging.ERROR
+    assert run.totals is None  # closing a run the daemon no longer has is not an error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "heartbeats stop" in errors[0].message
+    assert "treated as closed" in caplog.records[-1].message
 
 
 def test_a_denied_run_raises_budget_exhausted(client: BudgetClient) -> None:
@@ -348,11 +351,22 @@ def test_the_default_target_comes_from_budgetd_target(
         assert client.check(THREAD, Usage(1)).allowed
 
 
+def test_a_bare_path_as_target_is_a_unix_socket(tmp_path: Path) -> None:
+    with BudgetClient(str(tmp_path / "budgetd.sock")) as client:
+        assert client.target == f"unix:{tmp_path}/budgetd.sock"
+    with BudgetClient("localhost:50051") as client:
+        assert client.target == "localhost:50051"
+
+
 def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="on_unavailable"):
         BudgetClient("unix:/nowhere", on_unavailable="maybe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retries"):
         BudgetClient("unix:/nowhere", retries=-1)
+    with pytest.raises(ValueError, match="resubscribe_attempts"):
+        BudgetClient("unix:/nowhere", resubscribe_attempts=-1)
+    with pytest.raises(ValueError, match="offline_recheck_s"):
+        BudgetClient("unix:/nowhere", offline_recheck_s=-1)
 
 
 # --- events ----------------------------------------------------------------------------
@@ -431,7 +445,8 @@ def test_subscribe_starts_with_a_gap_when_events_are_no_longer_retained(
 
 def test_subscribe_gives_up_after_bounded_failures(tmp_path: Path) -> None:
     target = f"unix:{tmp_path}/absent.sock"
-    with BudgetClient(target, retries=2, backoff=FAST) as client, client.subscribe() as events:
-        with pytest.raises(BudgetdUnavailable):
+    client = BudgetClient(target, retries=0, resubscribe_attempts=3, resubscribe_backoff=FAST)
+    with client, client.subscribe() as events:
+        with pytest.raises(BudgetdUnavailable, match="after 4 attempts"):
             next(events)
-        assert events.reconnects == 2
+        assert events.reconnects == 3  # its own budget: not `retries`
