@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -89,7 +90,7 @@ class Orphan:
 Item = TypeVar("Item", Record, Orphan)
 
 
-class Queue(Generic[Item]):
+class Queue(ABC, Generic[Item]):
     """A bounded FIFO, thread-safe (callers' threads share it); the head stays in place
     until `settle`, so a replay interrupted by the daemon going away resumes with it."""
 
@@ -135,8 +136,9 @@ class Queue(Generic[Item]):
     def _rejected(self, item: Item, error: BudgetdError) -> None:
         self._drop(item, f"the server rejected it: {error}")
 
+    @abstractmethod
     def _drop(self, item: Item, why: str) -> None:
-        raise NotImplementedError
+        """Account for a lost item (each kind of queue counts and logs its own)."""
 
 
 class OfflineBuffer(Queue[Record]):
