@@ -15,7 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from budgetd.v1 import budget_pb2 as pb
-from tests.e2e.support import REPO, Daemon, run_budgetd
+from tests.e2e.support import REPO, WAIT_S, Daemon, run_budgetd
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -127,13 +127,16 @@ def test_the_timer_expires_holds_with_the_real_clock(daemons: list[Daemon], tmp_
 def test_sigterm_drains_reports_not_serving_and_exits_zero(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    daemon = start(daemons, tmp_path)
+    # A grace longer than the support's wait: the daemon must not need it, because an
+    # open health watch ends once it has reported NOT_SERVING instead of holding the drain.
+    daemon = start(daemons, tmp_path, "--grace", "300")
     watch = health_pb2_grpc.HealthStub(daemon.channel()).Watch(
-        health_pb2.HealthCheckRequest(service="")
+        health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S
     )
     assert next(watch).status == SERVING
     daemon.signal(signal.SIGTERM)
     assert next(watch).status == NOT_SERVING
+    assert list(watch) == []  # the watch ended
     assert daemon.wait() == 0
     assert daemon.wait_for("stopped")
 
