@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from budgetd import config
-from budgetd.core import COMPILED, Engine, Policy
+from budgetd.core import COMPILED, BudgetError, Engine, Policy
 from budgetd.core import events as ev
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
@@ -169,7 +169,11 @@ class Daemon:
         except config.ConfigError as error:
             log.error("reload rejected; keeping the current policies", extra=fields(error=error))
             return
-        changed = apply_policies(self.runtime, policies)
+        try:
+            changed = apply_policies(self.runtime, policies)
+        except BudgetError as error:  # the file passed the checks, the engine said no
+            log.error("reload stopped part way", extra=fields(error=error))
+            return
         log.info("policies reloaded", extra=fields(path=str(path), changed=changed))
 
 
