@@ -69,7 +69,7 @@ def unary(method: Method[Request, Response]) -> Method[Request, Response]:
     async def guarded(self: Any, request: Request, context: Context) -> Response:
         try:
             return await method(self, request, context)
-        except Exception as error:
+        except Exception as error:  # every error, bugs included, becomes a status here
             code, message = status_of(error)
             await context.abort(code, message)
             raise  # unreachable: abort raises
@@ -164,7 +164,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             if not item.HasField("request"):
                 raise InvalidArgument("request", "required")
             response = self._consume(item.request)
-        except Exception as error:
+        except Exception as error:  # a bad message gets its error; the stream goes on
             code, message = status_of(error)
             return pb.ConsumeStreamResponse(
                 sequence=item.sequence,
