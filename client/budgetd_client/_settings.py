@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from budgetd.paths import as_target, default_target
 from budgetd_client.retry import Backoff
 
 OnUnavailable = Literal["allow", "deny"]
@@ -32,6 +33,30 @@ class Settings:
     resubscribe_attempts: int = 30
     resubscribe_backoff: Backoff = RESUBSCRIBE_BACKOFF
     offline_recheck_s: float = 5.0
+
+    @classmethod
+    def of(
+        cls,
+        target: str | None,
+        on_unavailable: OnUnavailable,
+        timeout_s: float,
+        retries: int,
+        backoff: Backoff | None,
+        resubscribe_attempts: int,
+        resubscribe_backoff: Backoff | None,
+        offline_recheck_s: float,
+    ) -> Settings:
+        """The settings of a client constructor's arguments (None: the default)."""
+        return cls(
+            as_target(target) if target else default_target(),
+            on_unavailable=on_unavailable,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff=backoff or Backoff(),
+            resubscribe_attempts=resubscribe_attempts,
+            resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
+            offline_recheck_s=offline_recheck_s,
+        )
 
     def __post_init__(self) -> None:
         if self.on_unavailable not in ("allow", "deny"):

@@ -22,10 +22,10 @@ from typing import TypeVar
 
 import grpc
 
-from budgetd.paths import as_target, default_target
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
 from budgetd_client._replay import exit_flush, flush_at_exit, replay_async
-from budgetd_client._settings import RESUBSCRIBE_BACKOFF, OnUnavailable, Settings
+from budgetd_client._settings import OnUnavailable, Settings
+from budgetd_client._state import ClientState
 from budgetd_client._transport import AsyncTransport, Transport
 from budgetd_client.enums import EventKind, LedgerState, Severity
 from budgetd_client.errors import BudgetdError, BudgetdUnavailable, NotFound
@@ -48,7 +48,7 @@ log = logging.getLogger("budgetd_client")
 T = TypeVar("T")
 
 
-class AsyncBudgetClient:
+class AsyncBudgetClient(ClientState):
     """A connection to budgetd for asyncio code (default target as `BudgetClient`)."""
 
     def __init__(
@@ -65,15 +65,15 @@ class AsyncBudgetClient:
         offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
-        settings = Settings(
-            as_target(target) if target else default_target(),
-            on_unavailable=on_unavailable,
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff=backoff or Backoff(),
-            resubscribe_attempts=resubscribe_attempts,
-            resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
-            offline_recheck_s=offline_recheck_s,
+        settings = Settings.of(
+            target,
+            on_unavailable,
+            timeout_s,
+            retries,
+            backoff,
+            resubscribe_attempts,
+            resubscribe_backoff,
+            offline_recheck_s,
         )
         self._core = Core(settings, buffer_size)
         self._transport = AsyncTransport(settings, interceptors)
@@ -82,34 +82,6 @@ class AsyncBudgetClient:
         self._exit_hook = functools.partial(flush_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
         weakref.finalize(self, atexit.unregister, self._exit_hook).atexit = False
-
-    # --- state -------------------------------------------------------------------------
-
-    @property
-    def target(self) -> str:
-        return self._core.settings.target
-
-    @property
-    def on_unavailable(self) -> OnUnavailable:
-        return self._core.settings.on_unavailable
-
-    @property
-    def timeout_s(self) -> float:
-        return self._core.settings.timeout_s
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def buffered(self) -> int:
-        """Usage records waiting for the daemon."""
-        return len(self._core.buffer)
-
-    @property
-    def dropped_records(self) -> int:
-        """Usage records lost (see `BudgetClient.dropped_records`), each logged."""
-        return self._core.buffer.dropped
 
     # --- agent calls -------------------------------------------------------------------
 

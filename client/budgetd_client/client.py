@@ -26,10 +26,10 @@ from typing import TypeVar
 
 import grpc
 
-from budgetd.paths import as_target, default_target
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
 from budgetd_client._replay import EXIT_FLUSH_S, exit_flush, flush_at_exit, replay
-from budgetd_client._settings import RESUBSCRIBE_BACKOFF, OnUnavailable, Settings
+from budgetd_client._settings import OnUnavailable, Settings
+from budgetd_client._state import ClientState
 from budgetd_client._transport import Transport
 from budgetd_client.enums import EventKind, LedgerState, Severity
 from budgetd_client.errors import BudgetdError, BudgetdUnavailable, ClientClosed, NotFound
@@ -52,7 +52,7 @@ log = logging.getLogger("budgetd_client")
 T = TypeVar("T")
 
 
-class BudgetClient:
+class BudgetClient(ClientState):
     """A connection to budgetd (default target: `budgetd.paths.default_target()`; a bare
     path is a Unix socket)."""
 
@@ -70,15 +70,15 @@ class BudgetClient:
         offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.Interceptor] = (),
     ) -> None:
-        settings = Settings(
-            as_target(target) if target else default_target(),
-            on_unavailable=on_unavailable,
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff=backoff or Backoff(),
-            resubscribe_attempts=resubscribe_attempts,
-            resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
-            offline_recheck_s=offline_recheck_s,
+        settings = Settings.of(
+            target,
+            on_unavailable,
+            timeout_s,
+            retries,
+            backoff,
+            resubscribe_attempts,
+            resubscribe_backoff,
+            offline_recheck_s,
         )
         self._core = Core(settings, buffer_size)
         self._transport = Transport(settings, interceptors)
@@ -88,35 +88,6 @@ class BudgetClient:
         atexit.register(self._exit_hook)
         # Collected without close(): the hook goes too (it would find nothing anyway).
         weakref.finalize(self, atexit.unregister, self._exit_hook).atexit = False
-
-    # --- state -------------------------------------------------------------------------
-
-    @property
-    def target(self) -> str:
-        return self._core.settings.target
-
-    @property
-    def on_unavailable(self) -> OnUnavailable:
-        return self._core.settings.on_unavailable
-
-    @property
-    def timeout_s(self) -> float:
-        return self._core.settings.timeout_s
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def buffered(self) -> int:
-        """Usage records waiting for the daemon."""
-        return len(self._core.buffer)
-
-    @property
-    def dropped_records(self) -> int:
-        """Usage records lost: pushed out of a full buffer, rejected by the server on
-        replay, or still buffered at `close()` or at exit. Each was logged as a warning."""
-        return self._core.buffer.dropped
 
     # --- agent calls -------------------------------------------------------------------
 
