@@ -90,12 +90,12 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.listeners: Listeners | None = None
 
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, status)
+            self.health.set(name, status)
 
     async def run(self) -> None:
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.listeners = bind(self.server, self.settings)
         await self.server.start()
         if self.listeners.unix is not None:
@@ -103,7 +103,7 @@ class Daemon:
         self._install_signals()
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         settle_heap()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "ready",
             extra=fields(
@@ -121,7 +121,7 @@ class Daemon:
     async def _drain(self, timer: asyncio.Task[None]) -> None:
         grace = self.settings.grace_s
         log.info("draining", extra=fields(grace_s=grace))
-        await self.health.enter_graceful_shutdown()
+        self.health.enter_graceful_shutdown()
         self.events.close()
         await self.server.stop(grace)
         timer.cancel()

@@ -141,6 +141,23 @@ def test_sigterm_drains_reports_not_serving_and_exits_zero(
     assert daemon.wait_for("stopped")
 
 
+def test_every_drain_is_reported_to_an_open_watch_across_many_restarts(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    # The race on purpose: SIGTERM right after the watch has its first answer, again
+    # and again. Each cycle must report NOT_SERVING and end the watch, never end on
+    # SERVING (which a load balancer would read as "still up").
+    for cycle in range(12):
+        daemon = start(daemons, tmp_path / f"c{cycle}", "--grace", "300")
+        watch = health_pb2_grpc.HealthStub(daemon.channel()).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S
+        )
+        assert next(watch).status == SERVING
+        daemon.signal(signal.SIGTERM)
+        assert [m.status for m in watch] == [NOT_SERVING], f"cycle {cycle}"
+        assert daemon.wait() == 0
+
+
 def test_sigint_also_stops_cleanly(daemons: list[Daemon], tmp_path: Path) -> None:
     daemon = start(daemons, tmp_path)
     daemon.signal(signal.SIGINT)

@@ -964,7 +964,11 @@ def test_watch_reports_where_to_resume_when_the_daemon_goes_away(
     )
 
 
-def test_watch_exits_0_on_ctrl_c(served: Served) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_watch_exits_0_on_ctrl_c(served: Served, inherited: str) -> None:
+    # "ignored": how a shell starts a background job (`budgetctl watch &`), and how this
+    # test's own process may have been started (`make test &`).
+    handler = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(
         [sys.executable, "-m", "budgetd_client.ctl", "--target", served.target, "watch"],
@@ -972,6 +976,7 @@ def test_watch_exits_0_on_ctrl_c(served: Served) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, handler),  # noqa: PLW1509
     )
     try:
         wait_for_subscribers(served)

@@ -9,6 +9,7 @@ propagate to `cli`, which maps them to exit codes in one place.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
@@ -442,6 +443,7 @@ def watch(ctl: Ctl) -> int:
     )
     if args.after_seq is not None:
         request.after_seq = args.after_seq
+    _interruptible()
     stream = ctl.budget.Subscribe(request)  # no deadline: a watch lasts until stopped
     last_seq: int | None = args.after_seq
     shown = 0
@@ -460,6 +462,14 @@ def watch(ctl: Ctl) -> int:
     finally:
         stream.cancel()
     raise CtlError(Exit.UNAVAILABLE, "the daemon ended the event stream" + _resume_hint(last_seq))
+
+
+def _interruptible() -> None:
+    """Ctrl-C ends a watch even when started as a background job (`budgetctl watch &`):
+    a non-interactive shell starts those with SIGINT ignored, and Python then never
+    installs its KeyboardInterrupt handler, so `kill -INT` would do nothing."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _resume_hint(last_seq: int | None) -> str:
