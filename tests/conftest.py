@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-import budgetd.core
+import budgetd.core  # first: budgetd turns gRPC's fork handlers off before grpc loads
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,7 +1,8 @@
 """`budgetd` (and `python -m budgetd`): run the daemon, or `budgetd check-config FILE`.
 
 Exit codes: 0 clean stop, 1 could not start (a listener is taken, ...), 2 invalid
-configuration (the message says file:key: reason).
+configuration (the message says file:key: reason) or a state directory that cannot be
+used (unreadable, unwritable, locked by another daemon, damaged beyond a torn tail).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uvloop
 from budgetd import config, logs
 from budgetd.core import COMPILED
 from budgetd.daemon import Daemon
+from budgetd.persistence.statedir import StateDirError
 from budgetd.unix_socket import StartError
 
 EXIT_START_FAILED = 1
@@ -92,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartError as error:
         log.error("cannot start", extra=logs.fields(reason=str(error)))
         return EXIT_START_FAILED
+    except StateDirError as error:  # the state cannot be read or written: fix, then start
+        log.error("cannot start", extra=logs.fields(reason=str(error)))
+        return EXIT_BAD_CONFIG
     except OSError as error:  # a listener or directory the system refused
         log.error("cannot start", extra=logs.fields(reason=f"{error.strerror or error}"))
         return EXIT_START_FAILED

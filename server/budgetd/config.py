@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import ipaddress
 import json
 import math
@@ -66,6 +67,9 @@ class Settings:
     log_level: str
     loop: str
     state_dir: Path
+    durability: str  # "journal", "snapshot" or "memory" (budgetd.runtime.Durability)
+    snapshot_interval_s: float
+    commit_delay_s: float
     prices_file: Path | None
     event_retention: int
     max_subscribers: int
@@ -272,6 +276,21 @@ _OPTIONS = (
     _Option("loop", "server.loop", _choice("uvloop", "asyncio"), "BUDGETD_LOOP", "--loop"),
     _Option("state_dir", "server.state_dir", _path, "BUDGETD_STATE_DIR", "--state-dir"),
     _Option(
+        "durability",
+        "server.durability",
+        _choice("journal", "snapshot", "memory"),
+        "BUDGETD_DURABILITY",
+        "--durability",
+    ),
+    _Option(
+        "snapshot_interval_s",
+        "server.snapshot_seconds",
+        _seconds(0.1, 86_400),
+        "BUDGETD_SNAPSHOT_SECONDS",
+        "--snapshot-seconds",
+    ),
+    _Option("commit_delay_s", "server.commit_delay_seconds", _seconds(0, 0.002)),
+    _Option(
         "prices_file", "server.prices_file", _path, "BUDGETD_PRICES", "--prices", optional=True
     ),
     _Option("event_retention", "events.retention", _integer(1, 10_000_000)),
@@ -300,6 +319,9 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "log_level": "info",
         "loop": "uvloop",
         "state_dir": _default_state_dir(environ),
+        "durability": "journal",
+        "snapshot_interval_s": 5.0,
+        "commit_delay_s": 0.0,
         "prices_file": None,
         "event_retention": 100_000,
         "max_subscribers": 64,
@@ -313,6 +335,16 @@ def _default_state_dir(environ: Mapping[str, str]) -> Path:
     if state_home and Path(state_home).is_absolute():  # the XDG spec ignores relative ones
         return Path(state_home) / "budgetd"
     return Path.home() / ".local" / "state" / "budgetd"
+
+
+def _instance_dir(values: Mapping[str, Any]) -> str:
+    """The default state directory's last part: one per listener, so two daemons on one
+    host (each on its own socket) never share a journal."""
+    socket, tcp = values["socket"], values["tcp"]
+    if socket is not None and Path(socket) == default_socket_path():
+        return "default"
+    where = f"unix:{socket}" if socket is not None else f"tcp:{tcp}"
+    return "listener-" + hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def _value(option: _Option, raw: object, layer: _Layer, key: str) -> _Found:
@@ -501,7 +533,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-format", choices=("keyvalue", "json"))
     group.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     group.add_argument("--loop", choices=("uvloop", "asyncio"))
-    group.add_argument("--state-dir", metavar="DIR", help="where snapshots are written")
+    group.add_argument(
+        "--state-dir", metavar="DIR", help="snapshots and journal [BUDGETD_STATE_DIR]"
+    )
+    group.add_argument(
+        "--durability",
+        choices=("journal", "snapshot", "memory"),
+        help="journal: answer after fsync (default); snapshot: periodic only; memory: none",
+    )
+    group.add_argument(
+        "--snapshot-seconds", metavar="SECONDS", help="snapshot interval, 0.1..86400 (5)"
+    )
     group.add_argument("--prices", metavar="FILE", help="price file (TOML)")
 
 
@@ -540,6 +582,8 @@ def _settings(
 ) -> Settings:
     found = {**(file.found if file else {}), **overrides}
     values = _defaults(env) | {name: value for name, (value, _, _) in found.items()}
+    if "state_dir" not in found:
+        values["state_dir"] = values["state_dir"] / _instance_dir(values)
     _check_loopback(values, found)
     limits = file.limits if file else Limits()
     return Settings(

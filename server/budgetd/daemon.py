@@ -1,9 +1,11 @@
 """The daemon: one grpc.aio server around one engine, its timer, signals and listeners.
 
-Start-up: listeners are checked and bound, health says NOT_SERVING until everything is
-ready, then SERVING. SIGTERM/SIGINT: health NOT_SERVING, subscriptions end, the server
-stops accepting calls and drains in-flight ones for at most the grace period, exit 0; a
-second signal exits at once. SIGHUP reloads policies from the config file.
+Start-up: the state directory is locked, listeners are checked and bound, the state is
+recovered (health says NOT_SERVING and calls get UNAVAILABLE meanwhile), then SERVING.
+SIGTERM/SIGINT: health NOT_SERVING, subscriptions end, the server stops accepting calls
+and drains in-flight ones for at most the grace period, a final snapshot is written and
+the journal emptied, exit 0; a second signal exits at once.
+SIGHUP reloads the config file's policies (those put over the API stay).
 """
 
 from __future__ import annotations
@@ -13,20 +15,21 @@ import contextlib
 import ipaddress
 import logging
 import os
-import secrets
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 
-from budgetd import config
-from budgetd.core import COMPILED, BudgetError, Engine, Policy
+from budgetd import config, startup
+from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
+from budgetd.persistence.statedir import StateDir
+from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, build_server
-from budgetd.service import Runtime
 from budgetd.tuning import settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
@@ -75,34 +78,46 @@ def bind(server: grpc.aio.Server, settings: config.Settings) -> Listeners:
 class Daemon:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
-        engine = Engine(
-            settings.policies,
-            limits=settings.limits,
-            prices=settings.prices,
-            # Ids must not repeat across restarts: a fresh prefix per start.
-            id_prefix=f"res-{secrets.token_hex(4)}-",
+        self.mode = Durability(settings.durability)
+        self.state = StateDir(settings.state_dir) if self.mode is not Durability.MEMORY else None
+        self.runtime = Runtime(
+            Engine(
+                settings.policies,
+                limits=settings.limits,
+                prices=settings.prices,
+                id_prefix=startup.new_id_prefix(),
+            ),
+            self._event_log(0),
+            max_streams=settings.max_streams,
+            mode=self.mode,
         )
-        self.events = EventLog(
-            settings.event_retention, settings.max_subscribers, settings.subscriber_queue
-        )
-        self.runtime = Runtime(engine, self.events, settings.state_dir, settings.max_streams)
+        self.runtime.refusing = STARTING
         self.server, self.health = build_server(self.runtime, settings.max_message_bytes)
         self.stopping = asyncio.Event()
         self.listeners: Listeners | None = None
+
+    def _event_log(self, last_seq: int) -> EventLog:
+        s = self.settings
+        return EventLog(s.event_retention, s.max_subscribers, s.subscriber_queue, last_seq)
 
     def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, status)
 
     async def run(self) -> None:
+        if self.state is not None:
+            self.state.open()  # before the listeners: a second daemon stops here
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.listeners = bind(self.server, self.settings)
         await self.server.start()
         if self.listeners.unix is not None:
             self.listeners.unix.bound()
         self._install_signals()
+        await self._recover()
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
+        snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
+        self.runtime.refusing = None
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "ready",
@@ -112,38 +127,110 @@ class Daemon:
                 loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
                 policies=len(self.runtime.engine.policies),
                 core="compiled" if COMPILED else "pure-python",
+                durability=self.mode.value,
+                state_dir=str(self.state.path) if self.state else "off",
                 pid=os.getpid(),
             ),
         )
         await self.stopping.wait()
-        await self._drain(timer)
+        await self._drain(timer, snapshots)
 
-    async def _drain(self, timer: asyncio.Task[None]) -> None:
+    async def _recover(self) -> None:
+        """Rebuild the state, then make the file's policies current through the one
+        mutation path (a start is a reload of the file)."""
+        settings, state = self.settings, self.state
+        if state is None:
+            return  # memory mode: the embedded engine is the state
+        fresh = await startup.restore(
+            self.runtime,
+            state,
+            settings.policies,
+            settings.limits,
+            settings.prices,
+            self._event_log,
+            self._on_journal_health,
+            settings.commit_delay_s,
+        )
+        if not fresh:
+            self.runtime.refusing = None
+            await self._apply_file_policies("start")
+            self.runtime.refusing = STARTING  # until the daemon says ready
+
+    async def _drain(self, timer: asyncio.Task[None], snapshots: asyncio.Task[None]) -> None:
         grace = self.settings.grace_s
         log.info("draining", extra=fields(grace_s=grace))
         self.health.enter_graceful_shutdown()
-        self.events.close()
+        self.runtime.events.close()
         await self.server.stop(grace)
-        timer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await timer
+        for task in (timer, snapshots):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._final_snapshot()
         if self.listeners is not None and self.listeners.unix is not None:
             self.listeners.unix.release()
-        log.info("stopped", extra=fields(events=self.events.last_seq))
+        if self.state is not None:
+            self.state.close()
+        log.info("stopped", extra=fields(events=self.runtime.events.last_seq))
+
+    async def _final_snapshot(self) -> None:
+        """A clean stop leaves one snapshot that covers everything and an empty journal."""
+        store = self.runtime.store
+        if store is None:
+            return
+        journal = store.journal
+        try:
+            if journal is not None:
+                pending = journal.pending()
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await pending
+            written = await self.runtime.snapshot(keep_journal_back_to_previous=False)
+            log.info("final snapshot", extra=fields(path=str(written.path), lsn=written.lsn))
+        except Exception as error:  # the journal still has it all: the next start replays
+            log.error("final snapshot failed; the journal is kept", extra=fields(error=error))
+        if journal is not None:
+            await journal.close()
+
+    def _on_journal_health(self, problem: str | None) -> None:
+        self.runtime.refusing = problem
+        status = health_pb2.HealthCheckResponse
+        self._set_health(status.NOT_SERVING if problem else status.SERVING)
+
+    async def _snapshots(self) -> None:
+        """A snapshot every interval (skipped when nothing changed since the last one)."""
+        runtime, last_reason = self.runtime, ""
+        while True:
+            await asyncio.sleep(self.settings.snapshot_interval_s)
+            store = runtime.store
+            if store is None or runtime.lsn == store.snapshot_lsn or runtime.refusing:
+                continue
+            try:
+                await runtime.snapshot()
+                last_reason = ""
+            except Exception as error:  # logged once per distinct reason, retried next time
+                if str(error) != last_reason:
+                    log.error("snapshot failed", extra=fields(error=error))
+                    last_reason = str(error)
 
     async def _tick(self) -> None:
         """Drive the core's clock: expire holds and runs, roll windows."""
         runtime = self.runtime
         while True:
             await asyncio.sleep(self.settings.tick_s)
+            if runtime.refusing:
+                continue  # the journal cannot take it; the next tick catches up
+            before = runtime.assigned_seq
             try:
-                events = runtime.engine.expire(runtime.clock())
-            except Exception:
-                log.exception("expiry failed")
+                _, durable = runtime.submit("expire", {})
+                after = runtime.assigned_seq
+                if durable is not None:
+                    await durable
+            except Exception as error:
+                log.error("expiry failed", extra=fields(error=error))
                 continue
-            runtime.publish(events)
-            if events:
-                _log_expiries(events)
+            if after != before:
+                _log_expiries(runtime.events, before, after)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,45 +251,43 @@ class Daemon:
         if path is None:
             log.warning("reload ignored: started without a config file")
             return
+        asyncio.get_running_loop().create_task(self._reload(path), name="budgetd-reload")
+
+    async def _reload(self, path: Path) -> None:
         try:
             policies = config.reload_policies(path, self.settings.limits)
         except config.ConfigError as error:
             log.error("reload rejected; keeping the current policies", extra=fields(error=error))
             return
+        await self._apply_file_policies("reload", policies)
+
+    async def _apply_file_policies(
+        self, why: str, policies: tuple[Policy, ...] | None = None
+    ) -> None:
+        """One atomic core operation: the file's policies replace the file's policies;
+        those put over the API stay. Logged by name."""
+        wanted = self.settings.policies if policies is None else policies
         try:
-            changed = apply_policies(self.runtime, policies)
-        except BudgetError as error:  # the file passed the checks, the engine said no
-            log.error("reload stopped part way", extra=fields(error=error))
+            result = await self.runtime.apply("replace_policies", {"policies": wanted})
+        except Exception as error:  # nothing changed: the engine checks all before any
+            log.error(
+                f"{why}: policies rejected; keeping the current ones", extra=fields(error=error)
+            )
             return
-        log.info("policies reloaded", extra=fields(path=str(path), changed=changed))
+        log.info(
+            "policies reloaded" if why == "reload" else "policies from the config file",
+            extra=fields(
+                added=list(result.added), changed=list(result.changed), removed=list(result.removed)
+            ),
+        )
 
 
-def apply_policies(runtime: Runtime, policies: tuple[Policy, ...]) -> int:
-    """Make the engine's policies equal `policies`; returns how many were deleted or
-    put. Unchanged policies are left alone (their ledgers keep counting); deletions go
-    first so the new set fits within max_policies."""
-    engine, now = runtime.engine, runtime.clock()
-    current = {p.name: p for p in engine.policies}
-    wanted = {p.name for p in policies}
-    changed = 0
-    for name in sorted(current.keys() - wanted):
-        _, events = engine.delete_policy(name, now)
-        runtime.publish(events)
-        changed += 1
-    for policy in policies:
-        if current.get(policy.name) != policy:
-            # An operator who edits the file means it for the ledgers that exist too
-            # (per-ledger SetLedgerLimits overrides are kept).
-            _, events = engine.put_policy(policy, now, apply_to_existing=True)
-            runtime.publish(events)
-            changed += 1
-    return changed
-
-
-def _log_expiries(events: list[ev.Event]) -> None:
+def _log_expiries(events: EventLog, after_seq: int, through_seq: int) -> None:
     """One summary line per tick (a tick can expire thousands), the ids at debug level."""
-    holds = [e.reservation_id for e in events if isinstance(e, ev.ReservationExpired)]
-    runs = [e.run_id for e in events if isinstance(e, ev.RunEnded)]
+    # The tick's events, from the log (journal mode publishes them once durable).
+    fresh = [e for seq, e in events.since(after_seq) if seq <= through_seq]
+    holds = [e.reservation_id for e in fresh if isinstance(e, ev.ReservationExpired)]
+    runs = [e.run_id for e in fresh if isinstance(e, ev.RunEnded)]
     if holds or runs:
         log.info("expired", extra=fields(reservations=len(holds), runs=len(runs)))
         if log.isEnabledFor(logging.DEBUG):

@@ -87,18 +87,23 @@ class Subscription:
 
 
 class EventLog:
-    def __init__(self, retention: int, max_subscribers: int, max_lag: int) -> None:
+    def __init__(
+        self, retention: int, max_subscribers: int, max_lag: int, last_seq: int = 0
+    ) -> None:
+        """`last_seq`: where numbering resumes after a restart; events up to it are
+        gone, and a subscriber asking for them gets a Gap."""
         self.retention = retention
         self.max_subscribers = max_subscribers
         self.max_lag = max_lag
-        self.last_seq = 0
+        self.last_seq = last_seq
+        self.first_seq = last_seq + 1
         self._ring: list[ev.Event | None] = [None] * retention
         self._subscribers: set[Subscription] = set()
         self.closed = False
 
     @property
     def oldest_seq(self) -> int:
-        return max(1, self.last_seq - self.retention + 1)
+        return max(self.first_seq, self.last_seq - self.retention + 1)
 
     @property
     def subscriber_count(self) -> int:
@@ -114,6 +119,12 @@ class EventLog:
         self.last_seq = seq
         for subscription in self._subscribers:
             subscription.wakeup.set()
+
+    def since(self, after_seq: int) -> list[tuple[int, ev.Event]]:
+        """The retained events after `after_seq`, oldest first."""
+        ring, size = self._ring, self.retention
+        start = max(after_seq + 1, self.oldest_seq)
+        return [(seq, ring[seq % size]) for seq in range(start, self.last_seq + 1)]  # type: ignore[misc]
 
     def subscribe(self, event_filter: EventFilter, after_seq: int | None) -> Subscription:
         """A new cursor: at `after_seq + 1` (replaying what is retained), or at the next

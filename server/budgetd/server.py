@@ -7,7 +7,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from budgetd.health import Health
-from budgetd.service import BudgetAdminService, BudgetService, Runtime
+from budgetd.runtime import Runtime
+from budgetd.service import BudgetAdminService, BudgetService
 from budgetd.v1 import budget_pb2, budget_pb2_grpc
 
 MAX_CONCURRENT_RPCS = 10_000

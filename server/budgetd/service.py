@@ -1,32 +1,26 @@
-"""The gRPC servicers: validate what the core cannot see, translate, call the core.
+"""The gRPC servicers: validate what the core cannot see, translate, call the runtime.
 
-Every method is a few lines: wire message -> core call (with the server clock) ->
-events to the log -> wire response. Core errors become statuses in one place
-(`budgetd.status`); nothing here decides budgets.
+Every method is a few lines: wire message -> `Runtime.apply` (a mutation: clock, core,
+journal, events) or `Runtime.reader` (a read) -> wire response. Errors become statuses
+in one place (`budgetd.status`); nothing here decides budgets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import os
-import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from budgetd import convert
-from budgetd.core import BudgetError, Engine, InvalidArgument, LedgerState, LimitReached, Policy
+from budgetd.core import BudgetError, Engine, InvalidArgument, LedgerState, Policy
 from budgetd.core import events as ev
-from budgetd.core.state import export_state, plain_done
-from budgetd.event_log import Draining, EventFilter, EventLog, Gap, SubscriberTooSlow
+from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow
 from budgetd.logs import fields
+from budgetd.runtime import Runtime
 from budgetd.status import status_of
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
@@ -34,6 +28,8 @@ from budgetd.v1 import budget_pb2_grpc as rpc
 DEFAULT_RESERVATION_TTL_S = 60.0
 DEFAULT_RUN_TTL_S = 60.0
 SUBSCRIBE_BATCH = 256
+# ConsumeStream messages applied ahead of their answers (their records share fsyncs).
+STREAM_WINDOW = 256
 RESUME_METADATA = "budgetd-resume-after"
 log = logging.getLogger("budgetd.service")
 KIND_FROM_WIRE = {wire: kind for kind, wire in convert.EVENT_KIND.items()}
@@ -43,23 +39,6 @@ Response = TypeVar("Response")
 # The contract's types are checked at the message level; the context is the same for all.
 Context = grpc.aio.ServicerContext[Any, Any]
 Method = Callable[[Any, Request, Context], Awaitable[Response]]
-
-
-@dataclass
-class Runtime:
-    """What both services share: the engine, the event log, the clock and the bounds
-    of the transport (streams)."""
-
-    engine: Engine
-    events: EventLog
-    state_dir: Path
-    max_streams: int = 64
-    clock: Callable[[], float] = time.time
-    streams: int = 0
-    snapshot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def publish(self, events: list[ev.Event]) -> None:
-        self.events.publish(events)
 
 
 def unary(method: Method[Request, Response]) -> Method[Request, Response]:
@@ -80,11 +59,10 @@ def unary(method: Method[Request, Response]) -> Method[Request, Response]:
 class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.engine = runtime.engine
 
     @unary
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
-        result = self.engine.check(
+        result = self.runtime.reader().check(
             dict(request.labels),
             convert.usage(request.estimate),
             self.runtime.clock(),
@@ -95,50 +73,55 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     @unary
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RESERVATION_TTL_S)
-        result, events = self.engine.reserve(
-            dict(request.labels),
-            convert.usage(request.estimate),
-            ttl,
-            request.request_id,
-            self.runtime.clock(),
-            request.run_id,
+        result = await self.runtime.apply(
+            "reserve",
+            {
+                "labels": dict(request.labels),
+                "estimate": convert.usage(request.estimate),
+                "ttl_s": ttl,
+                "request_id": request.request_id,
+                "run_id": request.run_id,
+            },
         )
-        self.runtime.publish(events)
         return convert.reserve_response(result)
 
     @unary
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
-        result, events = self.engine.commit(
-            request.reservation_id,
-            convert.usage(request.actual),
-            request.request_id,
-            self.runtime.clock(),
+        result = await self.runtime.apply(
+            "commit",
+            {
+                "reservation_id": request.reservation_id,
+                "actual": convert.usage(request.actual),
+                "request_id": request.request_id,
+            },
         )
-        self.runtime.publish(events)
         return convert.commit_response(result)
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        result, events = self.engine.release(
-            request.reservation_id, request.request_id, self.runtime.clock()
+        result = await self.runtime.apply(
+            "release",
+            {"reservation_id": request.reservation_id, "request_id": request.request_id},
         )
-        self.runtime.publish(events)
         return pb.ReleaseResponse(released=result.released, replayed=result.replayed)
 
     @unary
     async def Consume(self, request: pb.ConsumeRequest, context: Context) -> pb.ConsumeResponse:
-        return self._consume(request)
-
-    def _consume(self, request: pb.ConsumeRequest) -> pb.ConsumeResponse:
-        result, events = self.engine.consume(
-            dict(request.labels),
-            convert.usage(request.usage),
-            request.request_id,
-            self.runtime.clock(),
-            request.run_id,
-        )
-        self.runtime.publish(events)
+        result, durable = self._submit_consume(request)
+        if durable is not None:
+            await durable
         return convert.consume_response(result)
+
+    def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:
+        return self.runtime.submit(
+            "consume",
+            {
+                "labels": dict(request.labels),
+                "usage": convert.usage(request.usage),
+                "request_id": request.request_id,
+                "run_id": request.run_id,
+            },
+        )
 
     async def ConsumeStream(
         self,
@@ -152,41 +135,58 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 f"server limit max_streams={runtime.max_streams} reached",
             )
         runtime.streams += 1
+        # Messages are applied as they arrive and answered, in order, once durable: a
+        # bounded window of answers waits, so their records share fsyncs.
+        answers: asyncio.Queue[_Pending | None] = asyncio.Queue(STREAM_WINDOW)
+        reader = asyncio.create_task(self._stream_reader(request_iterator, answers))
         try:
-            async for item in request_iterator:
-                yield self._stream_answer(item)
+            while (pending := await answers.get()) is not None:
+                yield await _stream_answer(*pending)
+            await reader  # re-raises what ended the request stream, if anything
         finally:
+            reader.cancel()
             runtime.streams -= 1
 
-    def _stream_answer(self, item: pb.ConsumeStreamRequest) -> pb.ConsumeStreamResponse:
-        """One stream message answered exactly as Consume would, or its error."""
+    async def _stream_reader(
+        self,
+        request_iterator: AsyncIterator[pb.ConsumeStreamRequest],
+        answers: asyncio.Queue[_Pending | None],
+    ) -> None:
+        try:
+            async for item in request_iterator:
+                await answers.put(self._stream_submit(item))
+        finally:
+            await answers.put(None)
+
+    def _stream_submit(self, item: pb.ConsumeStreamRequest) -> _Pending:
+        """One stream message submitted exactly as Consume would be, or its error."""
         try:
             if not item.HasField("request"):
                 raise InvalidArgument("request", "required")
-            response = self._consume(item.request)
+            result, durable = self._submit_consume(item.request)
         except Exception as error:  # a bad message gets its error; the stream goes on
-            code, message = status_of(error)
-            return pb.ConsumeStreamResponse(
-                sequence=item.sequence,
-                error=pb.StreamError(code=code.value[0], message=message),
-            )
-        return pb.ConsumeStreamResponse(sequence=item.sequence, response=response)
+            return item.sequence, None, None, error
+        return item.sequence, result, durable, None
 
     @unary
     async def OpenRun(self, request: pb.OpenRunRequest, context: Context) -> pb.OpenRunResponse:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RUN_TTL_S)
-        result, events = self.engine.open_run(
-            dict(request.labels), request.run_id, ttl, request.request_id, self.runtime.clock()
+        result = await self.runtime.apply(
+            "open_run",
+            {
+                "labels": dict(request.labels),
+                "run_id": request.run_id,
+                "ttl_s": ttl,
+                "request_id": request.request_id,
+            },
         )
-        self.runtime.publish(events)
         return convert.open_run_response(result)
 
     @unary
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
-        result, events = self.engine.heartbeat(request.run_id, self.runtime.clock())
-        self.runtime.publish(events)
+        result = await self.runtime.apply("heartbeat", {"run_id": request.run_id})
         response = pb.HeartbeatResponse(expires_at=convert.timestamp(result.expires_at))
         if result.deadline is not None:
             response.deadline.CopyFrom(convert.timestamp(result.deadline))
@@ -194,10 +194,9 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def CloseRun(self, request: pb.CloseRunRequest, context: Context) -> pb.CloseRunResponse:
-        result, events = self.engine.close_run(
-            request.run_id, request.request_id, self.runtime.clock()
+        result = await self.runtime.apply(
+            "close_run", {"run_id": request.run_id, "request_id": request.request_id}
         )
-        self.runtime.publish(events)
         return pb.CloseRunResponse(
             totals=convert.totals(result.totals),
             duration=convert.duration(result.duration_s),
@@ -210,7 +209,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[pb.SubscribeResponse]:
         events = self.runtime.events
         try:
-            event_filter = _event_filter(request, self.engine)
+            event_filter = _event_filter(request, self.runtime.reader())
             after = request.after_seq if request.HasField("after_seq") else None
             subscription = events.subscribe(event_filter, after)
         except Draining:
@@ -245,7 +244,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def GetLedger(
         self, request: pb.GetLedgerRequest, context: Context
     ) -> pb.GetLedgerResponse:
-        status = self.engine.get_ledger(request.key, self.runtime.clock())
+        status = self.runtime.reader().get_ledger(request.key, self.runtime.clock())
         return pb.GetLedgerResponse(ledger=convert.ledger_status(status))
 
     @unary
@@ -257,12 +256,13 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         min_state = LedgerState.OK
         if request.min_state != pb.LEDGER_STATE_UNSPECIFIED:
             min_state = convert.enum_value(convert.STATE_FROM_WIRE, request.min_state, "min_state")
-        page = self.engine.list_ledgers(
+        engine = self.runtime.reader()
+        page = engine.list_ledgers(
             self.runtime.clock(),
             policy=request.policy,
             selector=dict(request.selector),
             min_state=min_state,
-            page_size=min(request.page_size or 100, self.engine.limits.max_page_size),
+            page_size=min(request.page_size or 100, engine.limits.max_page_size),
             page_token=request.page_token,
         )
         return pb.ListLedgersResponse(
@@ -302,10 +302,29 @@ def _deliverable(
         return None
 
 
+# A ConsumeStream message in flight: its sequence, result, what to await, or its error.
+_Pending = tuple[int, Any, Awaitable[None] | None, Exception | None]
+
+
+async def _stream_answer(
+    sequence: int, result: Any, durable: Awaitable[None] | None, error: Exception | None
+) -> pb.ConsumeStreamResponse:
+    if error is None and durable is not None:
+        try:
+            await durable
+        except Exception as failure:  # not durable: this message fails, the stream goes on
+            error = failure
+    if error is not None:
+        code, message = status_of(error)
+        return pb.ConsumeStreamResponse(
+            sequence=sequence, error=pb.StreamError(code=code.value[0], message=message)
+        )
+    return pb.ConsumeStreamResponse(sequence=sequence, response=convert.consume_response(result))
+
+
 class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.engine = runtime.engine
 
     @unary
     async def PutPolicy(
@@ -313,14 +332,14 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     ) -> pb.PutPolicyResponse:
         if not request.HasField("policy"):
             raise InvalidArgument("policy", "required")
-        data = convert.policy(request.policy)
-        policy = Policy.from_mapping(data, self.engine.limits, "policy")
-        result, events = self.engine.put_policy(
-            policy, self.runtime.clock(), request.apply_to_existing
+        engine = self.runtime.reader()
+        policy = Policy.from_mapping(convert.policy(request.policy), engine.limits, "policy")
+        result = await self.runtime.apply(
+            "put_policy",
+            {"policy": policy, "apply_to_existing": request.apply_to_existing, "origin": "api"},
         )
-        self.runtime.publish(events)
         return pb.PutPolicyResponse(
-            policy=convert.policy_message(self.engine.policy(policy.name)),
+            policy=convert.policy_message(self.runtime.engine.policy(policy.name)),
             created=result.created,
         )
 
@@ -328,25 +347,23 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     async def DeletePolicy(
         self, request: pb.DeletePolicyRequest, context: Context
     ) -> pb.DeletePolicyResponse:
-        result, events = self.engine.delete_policy(request.name, self.runtime.clock())
-        self.runtime.publish(events)
+        result = await self.runtime.apply("delete_policy", {"name": request.name})
         return pb.DeletePolicyResponse(closed_ledgers=len(result.closed_ledgers))
 
     @unary
     async def ListPolicies(
         self, request: pb.ListPoliciesRequest, context: Context
     ) -> pb.ListPoliciesResponse:
-        policies = sorted(self.engine.policies, key=lambda p: p.name)
+        policies = sorted(self.runtime.reader().policies, key=lambda p: p.name)
         return pb.ListPoliciesResponse(policies=[convert.policy_message(p) for p in policies])
 
     @unary
     async def ResetLedger(
         self, request: pb.ResetLedgerRequest, context: Context
     ) -> pb.ResetLedgerResponse:
-        result, events = self.engine.reset_ledger(
-            request.key, request.request_id, self.runtime.clock()
+        result = await self.runtime.apply(
+            "reset_ledger", {"key": request.key, "request_id": request.request_id}
         )
-        self.runtime.publish(events)
         return pb.ResetLedgerResponse(
             final=convert.ledger_status(result.final), replayed=result.replayed
         )
@@ -355,58 +372,17 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     async def SetLedgerLimits(
         self, request: pb.SetLedgerLimitsRequest, context: Context
     ) -> pb.SetLedgerLimitsResponse:
-        status, events = self.engine.set_ledger_limits(
-            request.key, convert.caps(request.caps), self.runtime.clock()
+        status = await self.runtime.apply(
+            "set_ledger_limits", {"key": request.key, "caps": convert.caps(request.caps)}
         )
-        self.runtime.publish(events)
         return pb.SetLedgerLimitsResponse(ledger=convert.ledger_status(status))
 
     @unary
     async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
-        runtime = self.runtime
-        if runtime.snapshot_lock.locked():
-            raise LimitReached("snapshots_in_progress", 1, "a snapshot is being written")
-        async with runtime.snapshot_lock:
-            taken_at = runtime.clock()
-            sequence = runtime.events.last_seq
-            # Taken in one synchronous step (consistent); the remembered answers are
-            # immutable, so turning them into plain data, encoding and writing happen off
-            # the loop. Ledgers are still copied on it: O(ledgers).
-            state = export_state(self.engine, plain_answers=False)
-            state["sequence"] = sequence
-            path = runtime.state_dir / "snapshot.json"
-            size = await asyncio.to_thread(_finish_and_write, path, state)
+        written = await self.runtime.snapshot()
         return pb.SnapshotResponse(
-            path=str(path.resolve()),
-            sequence=sequence,
-            size_bytes=size,
-            taken_at=convert.timestamp(taken_at),
+            path=str(written.path.resolve()),
+            sequence=written.seq,
+            size_bytes=written.size_bytes,
+            taken_at=convert.timestamp(written.taken_at),
         )
-
-
-def _finish_and_write(path: Path, state: dict[str, Any]) -> int:
-    plain_done(state)
-    return write_atomically(path, state)
-
-
-def write_atomically(path: Path, data: dict[str, Any]) -> int:
-    """Write `data` as JSON to `path` so a reader sees the old file or the whole new one:
-    temp file in the same directory, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = json.dumps(data, separators=(",", ":")).encode()
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return len(body)

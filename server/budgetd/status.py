@@ -2,7 +2,9 @@
 
 Every servicer method funnels its core call through `status_of`: a caller learns the
 field and the rule (INVALID_ARGUMENT), what was missing (NOT_FOUND), what clashed
-(ALREADY_EXISTS) or which server bound was hit (RESOURCE_EXHAUSTED). Anything else is a
+(ALREADY_EXISTS), which server bound was hit (RESOURCE_EXHAUSTED), that the daemon
+cannot take the call now (UNAVAILABLE: starting, disk trouble) or in its configuration
+(FAILED_PRECONDITION). Anything else is a
 bug: it is logged with its traceback here and the caller gets INTERNAL with no details.
 """
 
@@ -12,15 +14,18 @@ import logging
 
 import grpc
 
-from budgetd.core import BudgetError, Conflict, InvalidArgument, LimitReached, NotFound
+from budgetd.core import Conflict, InvalidArgument, LimitReached, NotFound
+from budgetd.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger("budgetd.service")
 
-STATUS: dict[type[BudgetError], grpc.StatusCode] = {
+STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
     LimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import grpc
 
 from budgetd.core import Usage as CoreUsage
+from budgetd.runtime import Durability
 from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import Backoff
 from tests.service.support import Served, serve
@@ -60,18 +61,20 @@ def drain_streams(served: Served) -> None:
 
 
 class Daemon:
-    """A server that stops and starts again on one socket path (`tmp_path/budgetd.sock`):
-    each start is a fresh engine, as after a daemon restart (state is not persisted)."""
+    """A server that stops and starts again on one socket path (`tmp_path/budgetd.sock`).
+    In memory mode (the default here) each start is a fresh engine, as after a restart
+    of a daemon that keeps no state; in journal mode it recovers what the last one had."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durability: Durability = Durability.MEMORY) -> None:
         self.path = path
+        self.durability = durability
         self.target = f"unix:{path}/budgetd.sock"
         self.served: Served | None = None
         self._running: Iterator[Served] | None = None
 
     def start(self) -> Served:
         assert self._running is None, "already running"
-        self._running = serve(self.path)
+        self._running = serve(self.path, durability=self.durability)
         self.served = next(self._running)
         return self.served
 

@@ -17,10 +17,12 @@ from typing import TypeVar
 
 import grpc
 
+from budgetd import startup
 from budgetd.core import Engine, Limits, Policy, default_policies
 from budgetd.event_log import EventLog
+from budgetd.persistence.statedir import StateDir
+from budgetd.runtime import Durability, Runtime
 from budgetd.server import build_server
-from budgetd.service import Runtime
 from budgetd.v1 import budget_pb2_grpc as rpc
 
 T = TypeVar("T")
@@ -66,7 +68,7 @@ class Served:
     def expire(self) -> None:
         """What the daemon's timer does on each tick, at the test clock's time."""
         runtime = self.runtime
-        self.in_loop(lambda: runtime.publish(runtime.engine.expire(self.clock())))
+        asyncio.run_coroutine_threadsafe(runtime.apply("expire", {}), self.loop).result(30)
 
 
 def serve(
@@ -79,22 +81,32 @@ def serve(
     max_lag: int = 1_000,
     max_streams: int = 4,
     engine_type: type[Engine] = Engine,
+    durability: Durability = Durability.JOURNAL,
 ) -> Iterator[Served]:
+    """A server as the daemon runs it: in journal mode (unless asked otherwise) on a
+    state directory in `tmp_path`, so every call takes the real mutation path."""
     limits = limits or Limits()
     clock = ManualClock()
-    engine = engine_type(default_policies(limits) if policies is None else policies, limits=limits)
-    runtime = Runtime(
-        engine,
-        EventLog(retention, max_subscribers, max_lag),
-        tmp_path / "state",
-        max_streams=max_streams,
-        clock=clock,
-    )
+    chosen = default_policies(limits) if policies is None else policies
+    engine = engine_type(chosen, limits=limits)
+    if engine_type is not Engine:  # a test's own engine is the state: nothing to recover
+        durability = Durability.MEMORY
+
+    def events(last_seq: int) -> EventLog:
+        return EventLog(retention, max_subscribers, max_lag, last_seq)
+
+    runtime = Runtime(engine, events(0), max_streams=max_streams, clock=clock, mode=durability)
     socket = tmp_path / "budgetd.sock"
     loop = asyncio.new_event_loop()
     ready: Future[grpc.aio.Server] = Future()
+    state = StateDir(tmp_path / "state")
 
     async def start() -> None:
+        if durability is not Durability.MEMORY:
+            state.open()
+            await startup.restore(
+                runtime, state, chosen, limits, engine.prices, events, _refuse(runtime)
+            )
         server, _ = build_server(runtime, max_message_bytes)
         server.add_insecure_port(f"unix:{socket}")
         await server.start()
@@ -110,6 +122,17 @@ def serve(
     finally:
         channel.close()
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(timeout=30)
+        store = runtime.store
+        if store is not None and store.journal is not None:
+            asyncio.run_coroutine_threadsafe(store.journal.close(), loop).result(timeout=30)
+        state.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+def _refuse(runtime: Runtime) -> Callable[[str | None], None]:
+    def on_health(problem: str | None) -> None:
+        runtime.refusing = problem
+
+    return on_health

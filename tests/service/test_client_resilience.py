@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from budgetd.runtime import Durability
 from budgetd_client import (
     AsyncBudgetClient,
     BudgetClient,
@@ -128,6 +129,30 @@ def test_a_subscription_survives_a_daemon_restart_with_a_gap(daemon: Daemon) -> 
     ]
     assert got[1].payload == Gap(1)
     assert reader.events.reconnects >= 1
+
+
+def test_with_a_journal_a_resumed_subscription_misses_nothing_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    daemon = Daemon(tmp_path, Durability.JOURNAL)
+    served = daemon.start()
+    try:
+        with resilient(daemon.target) as client:
+            reader = Reader(client.subscribe(kinds=[EventKind.usage_recorded]))
+            wait_until(lambda: subscribers(served) == 1, "the subscription")
+            client.consume(THREAD, Usage(1))
+            reader.wait_for(1)
+            served = daemon.restart()  # no final snapshot: recovery replays the journal
+            wait_until(lambda: subscribers(served) == 1, "the subscription on the new daemon")
+            client.consume(THREAD, Usage(2))
+            got = reader.wait_for(2)
+            reader.stop()
+    finally:
+        daemon.stop()
+    assert [(e.kind, e.seq) for e in got] == [
+        (EventKind.usage_recorded, 1),
+        (EventKind.usage_recorded, 2),  # numbering went on; nothing was skipped
+    ]
 
 
 def test_the_failure_count_restarts_at_each_accepted_resubscription(served: Served) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +12,8 @@ import pytest
 
 from budgetd.core import Policy
 from budgetd.event_log import EventFilter, SubscriberTooSlow
+from budgetd.persistence import snapshot
+from budgetd.runtime import Durability
 from budgetd.v1 import budget_pb2 as pb
 from tests.service.support import Served
 
@@ -293,10 +294,21 @@ def test_snapshot_writes_the_state_to_a_file(served: Served) -> None:
     path = Path(answer.path)
     assert path.is_file()
     assert path.stat().st_size == answer.size_bytes
-    state = json.loads(path.read_text())
-    assert state["sequence"] == answer.sequence == served.runtime.events.last_seq
-    assert any(item["ident"] == ["per-thread", "t1"] for item in state["ledgers"])
+    loaded = snapshot.load(path)  # verifies both frames' checksums
+    assert loaded.seq == answer.sequence == served.runtime.events.last_seq
+    assert loaded.lsn == served.runtime.lsn
+    assert any(item["ident"] == ["per-thread", "t1"] for item in loaded.state["ledgers"])
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_snapshot_in_memory_mode_is_a_failed_precondition(
+    make_served: Callable[..., Served],
+) -> None:
+    served = make_served(durability=Durability.MEMORY)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.admin.Snapshot(pb.SnapshotRequest())
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "memory" in (caught.value.details() or "")
 
 
 def test_a_denied_reserve_is_an_event_naming_the_request(

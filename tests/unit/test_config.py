@@ -28,6 +28,9 @@ SERVER_KEYS = [
     "log_level",
     "loop",
     "state_dir",
+    "durability",
+    "snapshot_seconds",
+    "commit_delay_seconds",
     "prices_file",
 ]
 EVENTS_KEYS = ["retention", "max_subscribers", "subscriber_queue", "max_streams"]
@@ -99,10 +102,38 @@ def test_no_file_runs_on_embedded_defaults() -> None:
 
 
 def test_state_dir_follows_xdg_state_home(tmp_path: Path) -> None:
-    assert _resolve(env={"XDG_STATE_HOME": str(tmp_path)}).state_dir == tmp_path / "budgetd"
+    settings = _resolve(env={"XDG_STATE_HOME": str(tmp_path)})
+    assert settings.state_dir == tmp_path / "budgetd" / "default"
     # The XDG spec says a relative value is invalid and must be ignored.
-    fallback = Path.home() / ".local" / "state" / "budgetd"
+    fallback = Path.home() / ".local" / "state" / "budgetd" / "default"
     assert _resolve(env={"XDG_STATE_HOME": "relative"}).state_dir == fallback
+
+
+def test_each_listener_gets_its_own_default_state_dir(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    first = _resolve(env={**env, "BUDGETD_SOCKET": str(tmp_path / "a.sock")}).state_dir
+    second = _resolve(env={**env, "BUDGETD_SOCKET": str(tmp_path / "b.sock")}).state_dir
+    tcp_only = _resolve(env={**env, "BUDGETD_SOCKET": "", "BUDGETD_TCP": "127.0.0.1:7"})
+    names = {first.name, second.name, tcp_only.state_dir.name}
+    assert len(names) == 3 and all(name.startswith("listener-") for name in names)
+    assert first.parent == tmp_path / "budgetd"
+    explicit = _resolve(env={**env, "BUDGETD_STATE_DIR": str(tmp_path / "mine")}).state_dir
+    assert explicit == tmp_path / "mine"
+
+
+def test_durability_settings_and_their_errors(tmp_path: Path) -> None:
+    defaults = _resolve()
+    assert (defaults.durability, defaults.snapshot_interval_s, defaults.commit_delay_s) == (
+        "journal",
+        5.0,
+        0.0,
+    )
+    assert _resolve(env={"BUDGETD_DURABILITY": "memory"}).durability == "memory"
+    error = _load_error(tmp_path, '[server]\ndurability = "sometimes"\n')
+    assert error.key == "server.durability"
+    assert _load_error(tmp_path, "[server]\ncommit_delay_seconds = 0.5\n").key == (
+        "server.commit_delay_seconds"
+    )
 
 
 def test_example_file_loads_and_spells_out_the_defaults() -> None:

@@ -42,7 +42,6 @@ from budgetd.core import (
     UsageRecorded,
     WindowRolledOver,
 )
-from budgetd.core.state import export_state, restore_state
 
 T0 = 1_700_000_000.0
 TOTAL = Dimension.TOTAL_TOKENS
@@ -1100,8 +1099,8 @@ def test_a_restored_hold_made_before_a_policy_change_commits_like_the_original()
     engine = Engine([policy({"name": "all"})])
     held, _ = engine.reserve({"user": "u"}, tokens(10), 60, "r1", T0)
     engine.put_policy(users(None), T0)
-    restored = restore_state(export_state(engine))
+    restored = Engine.from_state(engine.export_state())
     for each in (engine, restored):
         each.commit(held.reservation_id, tokens(10), "k1", T0 + 1)
-    assert export_state(restored) == export_state(engine)
+    assert restored.export_state() == engine.export_state()
     assert restored.get_ledger("users{user=u}", T0 + 1).totals.total_tokens == 10

@@ -62,7 +62,6 @@ from budgetd.core import (
     usage_delta,
 )
 from budgetd.core.results import Result
-from budgetd.core.state import export_state
 
 START = 1_735_775_400.0  # 2025-01-01T23:50:00Z: the first midnight is 10 minutes away
 HELD = 5  # total, input, output, cost, requests: what a hold holds
@@ -408,7 +407,7 @@ class BudgetMachine(RuleBasedStateMachine):
         assert tuple(key for key, _ in recorded[0].ledgers) == ledger_keys(subject)
 
     def assert_unchanged(self, before: dict[str, Any], what: str) -> None:
-        after = export_state(self.engine)
+        after = self.engine.export_state()
         assert after == before, f"{what} changed the engine's state"
 
     def cost_of(self, usage: Usage) -> int | None:
@@ -498,7 +497,7 @@ class BudgetMachine(RuleBasedStateMachine):
             return self.engine.reserve(labels, estimate, ttl_s, request_id, now, run_id)
 
         if gate is None:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(NotFound):
                 call(self.now)
             self.assert_unchanged(before, "a reserve in an unknown run")
@@ -539,7 +538,7 @@ class BudgetMachine(RuleBasedStateMachine):
         late = hold is None
         if hold is None:
             if reservation_id not in self.expired:
-                before = export_state(self.engine)
+                before = self.engine.export_state()
                 with pytest.raises(NotFound):
                     call(self.now)
                 self.assert_unchanged(before, "a commit of an unknown reservation")
@@ -581,7 +580,7 @@ class BudgetMachine(RuleBasedStateMachine):
             return self.engine.release(reservation_id, request_id, now)
 
         if reservation_id not in self.holds and reservation_id not in self.expired:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(NotFound):
                 call(self.now)
             self.assert_unchanged(before, "a release of an unknown reservation")
@@ -626,7 +625,7 @@ class BudgetMachine(RuleBasedStateMachine):
             return self.engine.open_run(labels, run_id, ttl_s, request_id, now)
 
         if run_id in self.runs:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(Conflict):
                 call(self.now)
             self.assert_unchanged(before, "opening a run that is already open")
@@ -655,7 +654,7 @@ class BudgetMachine(RuleBasedStateMachine):
     def heartbeat(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is None:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(NotFound):
                 self.engine.heartbeat(run_id, self.now)
             self.assert_unchanged(before, "a heartbeat of a run that is not open")
@@ -674,7 +673,7 @@ class BudgetMachine(RuleBasedStateMachine):
             return self.engine.close_run(run_id, request_id, now)
 
         if run_id not in self.runs:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(NotFound):
                 call(self.now)
             self.assert_unchanged(before, "closing a run that is not open")
@@ -701,7 +700,7 @@ class BudgetMachine(RuleBasedStateMachine):
             return self.engine.reset_ledger(key, request_id, now)
 
         if key not in keys:
-            before = export_state(self.engine)
+            before = self.engine.export_state()
             with pytest.raises(NotFound):
                 call(self.now)
             self.assert_unchanged(before, "resetting an unknown ledger")
@@ -718,7 +717,7 @@ class BudgetMachine(RuleBasedStateMachine):
     def repeat_request(self, data: st.DataObject) -> None:
         request_id = data.draw(st.sampled_from(sorted(self.done)), "request_id")
         done = self.done[request_id]
-        before = export_state(self.engine)
+        before = self.engine.export_state()
         result, events = done.call(self.now)
         self.assert_unchanged(before, f"a repeated {done.op} {request_id}")
         assert events == []
@@ -730,7 +729,7 @@ class BudgetMachine(RuleBasedStateMachine):
     def reuse_request_id_for_another_op(self, data: st.DataObject) -> None:
         request_id = data.draw(st.sampled_from(sorted(self.done)), "request_id")
         op = self.done[request_id].op
-        before = export_state(self.engine)
+        before = self.engine.export_state()
         with pytest.raises(Conflict):
             if op == "consume":
                 self.engine.release(UNKNOWN_RESERVATION, request_id, self.now)
@@ -791,7 +790,7 @@ class BudgetMachine(RuleBasedStateMachine):
             ),
         }
         field_prefix, bad_call = calls[kind]
-        before = export_state(self.engine)
+        before = self.engine.export_state()
         with pytest.raises(InvalidArgument) as raised:
             bad_call()
         assert raised.value.field.startswith(field_prefix), (kind, raised.value.field)
@@ -804,7 +803,7 @@ class BudgetMachine(RuleBasedStateMachine):
         for status in self.statuses():
             for dimension in status.dimensions:
                 assert dimension.reserved >= 0, (status.key, dimension)
-        for ledger in export_state(self.engine)["ledgers"]:
+        for ledger in self.engine.export_state()["ledgers"]:
             assert min(ledger["reserved"]) >= 0 and ledger["holds"] >= 0, ledger
 
     @invariant()

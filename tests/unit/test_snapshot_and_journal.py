@@ -28,8 +28,7 @@ from budgetd.core import (
     Usage,
     default_policies,
 )
-from budgetd.core.mutations import apply, decode, encode
-from budgetd.core.state import export_state, restore_state
+from budgetd.core.mutations import decode, encode
 
 EXTRA_POLICIES = (
     {
@@ -73,11 +72,11 @@ def _recording(engine: Engine) -> list[str]:
 
 def _replay(engine: Engine, journal: list[str]) -> None:
     for line in journal:
-        apply(engine, decode(json.loads(line)))
+        engine.apply(decode(json.loads(line)))
 
 
 def _roundtrip(engine: Engine) -> Engine:
-    return restore_state(json.loads(json.dumps(export_state(engine))))
+    return Engine.from_state(json.loads(json.dumps(engine.export_state())))
 
 
 def _workload(engine: Engine, steps: int, start: float = 1_800_000_000.0) -> float:
@@ -123,9 +122,9 @@ def test_export_survives_json_and_restores_identically() -> None:
     """export → JSON → restore → export gives the same data."""
     engine = _engine()
     _workload(engine, 200)
-    exported = export_state(engine)
+    exported = engine.export_state()
     assert exported["ledgers"] and exported["done"]
-    assert export_state(_roundtrip(engine)) == exported
+    assert _roundtrip(engine).export_state() == exported
 
 
 def test_restored_engine_answers_like_the_original() -> None:
@@ -146,7 +145,7 @@ def test_restored_engine_answers_like_the_original() -> None:
         assert first == second
     later = now + 10**6
     assert engine.expire(later) == twin.expire(later)
-    assert export_state(engine) == export_state(twin)
+    assert engine.export_state() == twin.export_state()
 
 
 def test_journal_replay_rebuilds_the_state() -> None:
@@ -169,7 +168,7 @@ def test_journal_replay_rebuilds_the_state() -> None:
     }
     replica = _engine()
     _replay(replica, journal)
-    assert export_state(replica) == export_state(engine)
+    assert replica.export_state() == engine.export_state()
 
 
 def test_snapshot_plus_journal_tail_rebuilds_the_state() -> None:
@@ -177,20 +176,20 @@ def test_snapshot_plus_journal_tail_rebuilds_the_state() -> None:
     engine = _engine()
     journal = _recording(engine)
     now = _workload(engine, 120)
-    snapshot = json.dumps(export_state(engine))
+    snapshot = json.dumps(engine.export_state())
     mark = len(journal)
     _workload(engine, 120, start=now + 1)
-    replica = restore_state(json.loads(snapshot))
+    replica = Engine.from_state(json.loads(snapshot))
     _replay(replica, journal[mark:])
-    assert export_state(replica) == export_state(engine)
+    assert replica.export_state() == engine.export_state()
 
 
 def test_restore_rejects_another_format() -> None:
     """A state of an unknown format fails with the field named."""
-    data = export_state(_engine())
+    data = _engine().export_state()
     data["format"] = "budgetd.state/999"
     with pytest.raises(InvalidArgument) as caught:
-        restore_state(data)
+        Engine.from_state(data)
     assert caught.value.field == "state.format"
 
 
@@ -226,8 +225,8 @@ def test_random_histories_export_restore_and_replay(steps: list[tuple[int, float
     for i, (op, advance) in enumerate(steps):
         now += advance
         OPS[op](engine, i, now)
-    exported = export_state(engine)
-    assert export_state(_roundtrip(engine)) == exported
+    exported = engine.export_state()
+    assert _roundtrip(engine).export_state() == exported
     replica = _engine()
     _replay(replica, journal)
-    assert export_state(replica) == exported
+    assert replica.export_state() == exported

@@ -18,6 +18,7 @@ from dataclasses import replace
 from operator import attrgetter
 from typing import Any, TypeVar
 
+from budgetd.core import state
 from budgetd.core.decisions import (
     collect_blockers,
     crossings,
@@ -58,7 +59,7 @@ from budgetd.core.ledger import (
     release,
 )
 from budgetd.core.limits import Limits
-from budgetd.core.mutations import Mutation
+from budgetd.core.mutations import MUTATING_OPS, Mutation
 from budgetd.core.policy import Enforcement, LedgerState, Policy, parse_caps
 from budgetd.core.prices import PriceTable
 from budgetd.core.records import (
@@ -82,6 +83,7 @@ from budgetd.core.results import (
     OpenRunResult,
     PutPolicyResult,
     ReleaseResult,
+    ReplacePoliciesResult,
     ReserveResult,
     ResetResult,
     Result,
@@ -102,6 +104,9 @@ NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
 BRIEF = attrgetter("brief")  # a ledger's (key, state)
+# Where a policy came from: the config file (replaced by a reload) or the admin API (kept).
+FROM_FILE = "file"
+FROM_API = "api"
 
 
 class Engine:
@@ -121,6 +126,7 @@ class Engine:
         self.recorder: Callable[[Mutation], None] | None = None
         self._id_prefix = id_prefix
         self._policies: dict[str, Policy] = {}
+        self._origins: dict[str, str] = {}  # policy name -> FROM_FILE or FROM_API
         self._policy_list: tuple[Policy, ...] = ()
         self._ledgers: dict[Ident, Ledger] = {}
         # Ledgers in creation order (serials ascending), for pagination and eviction; dead
@@ -147,7 +153,7 @@ class Engine:
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
         for policy in policies:
-            self._install(self._validated(policy))
+            self._install(self._validated(policy), FROM_FILE)
 
     # ==================================================================================
     # Queries
@@ -156,6 +162,11 @@ class Engine:
     @property
     def policies(self) -> tuple[Policy, ...]:
         return self._policy_list
+
+    def origin(self, name: str) -> str:
+        """Where policy `name` came from: FROM_FILE or FROM_API."""
+        self.policy(name)
+        return self._origins[name]
 
     def policy(self, name: str) -> Policy:
         policy = self._policies.get(name)
@@ -721,16 +732,32 @@ class Engine:
     # ==================================================================================
 
     def put_policy(
-        self, policy: Policy, now: float, apply_to_existing: bool = False
+        self, policy: Policy, now: float, apply_to_existing: bool = False, origin: str = FROM_API
     ) -> Outcome[PutPolicyResult]:
         """Add or replace a policy. A changed cap applies to new ledgers only unless
         `apply_to_existing`; a changed match, per or window closes existing ledgers."""
         policy = self._validated(policy)
-        old = self._policies.get(policy.name)
-        if old is None and len(self._policies) >= self.limits.max_policies:
+        if policy.name not in self._policies and len(self._policies) >= self.limits.max_policies:
             raise LimitReached("max_policies", self.limits.max_policies)
-        self._install(policy)
+        if origin not in (FROM_FILE, FROM_API):
+            raise InvalidArgument("origin", f"must be {FROM_FILE!r} or {FROM_API!r}")
         events: list[Event] = []
+        result = self._put(policy, now, apply_to_existing, origin, events)
+        self._record(
+            "put_policy", now, policy=policy, apply_to_existing=apply_to_existing, origin=origin
+        )
+        return result, events
+
+    def _put(
+        self,
+        policy: Policy,
+        now: float,
+        apply_to_existing: bool,
+        origin: str,
+        events: list[Event],
+    ) -> PutPolicyResult:
+        old = self._policies.get(policy.name)
+        self._install(policy, origin)
         closed = 0
         if old is not None:
             reshaped = (old.match, old.per, old.window) != (policy.match, policy.per, policy.window)
@@ -746,24 +773,63 @@ class Engine:
                     ledger.fired = 0
                     ledger.set_caps(ledger.caps, now, [])  # re-arm silently
         events.append(PolicyChanged(now, policy.name, deleted=False))
-        self._record("put_policy", now, policy=policy, apply_to_existing=apply_to_existing)
-        return PutPolicyResult(created=old is None, closed_ledgers=closed), events
+        return PutPolicyResult(created=old is None, closed_ledgers=closed)
 
     def delete_policy(self, name: str, now: float) -> Outcome[DeletePolicyResult]:
         """Remove a policy and close its ledgers, each with its final totals."""
         if name not in self._policies:
             raise NotFound("policy", name)
+        events: list[Event] = []
+        result = self._delete(name, now, events)
+        self._record("delete_policy", now, name=name)
+        return result, events
+
+    def _delete(self, name: str, now: float, events: list[Event]) -> DeletePolicyResult:
         del self._policies[name]
+        del self._origins[name]
         self._policy_list = tuple(self._policies.values())
         self._epoch += 1
-        events: list[Event] = []
         closed = []
         for ledger in self._ledgers_of(name):
             closed.append(ledger.status(now))
             self._remove(ledger, LedgerClosedReason.POLICY_DELETED, now, events)
         events.append(PolicyChanged(now, name, deleted=True))
-        self._record("delete_policy", now, name=name)
-        return DeletePolicyResult(tuple(closed)), events
+        return DeletePolicyResult(tuple(closed))
+
+    def replace_policies(
+        self, policies: Sequence[Policy], now: float
+    ) -> Outcome[ReplacePoliciesResult]:
+        """Make the config file's policies equal `policies`, all or nothing (a reload).
+
+        Policies put over the admin API stay unless `policies` names them (then the file
+        wins and they become the file's). Every policy is validated and the resulting
+        count checked before anything changes; unchanged policies keep their ledgers
+        counting, changed caps apply to existing ledgers (per-ledger overrides stay).
+        """
+        wanted = [self._validated(policy) for policy in policies]
+        names = [policy.name for policy in wanted]
+        if len(set(names)) != len(names):
+            raise InvalidArgument("policies", "a name appears twice")
+        file_names = {n for n, origin in self._origins.items() if origin == FROM_FILE}
+        removed = sorted(file_names - set(names))
+        kept_api = {n for n, origin in self._origins.items() if origin == FROM_API} - set(names)
+        if len(wanted) + len(kept_api) > self.limits.max_policies:
+            raise LimitReached("max_policies", self.limits.max_policies)
+        events: list[Event] = []
+        for name in removed:
+            self._delete(name, now, events)
+        added: list[str] = []
+        changed: list[str] = []
+        for policy in wanted:
+            old = self._policies.get(policy.name)
+            if old == policy and self._origins[policy.name] == FROM_FILE:
+                continue
+            (added if old is None else changed).append(policy.name)
+            self._put(policy, now, True, FROM_FILE, events)
+        if removed or added or changed:
+            self._record("replace_policies", now, policies=tuple(wanted))
+        result = ReplacePoliciesResult(tuple(sorted(added)), tuple(sorted(changed)), tuple(removed))
+        return result, events
 
     def reset_ledger(self, key: str, request_id: str, now: float) -> Outcome[ResetResult]:
         """Zero a ledger's window in place (holds and open runs stay) and return its totals."""
@@ -816,6 +882,99 @@ class Engine:
         return ledger.status(now), events
 
     # ==================================================================================
+    # State: what a snapshot stores, and back
+    # ==================================================================================
+
+    def export_state(self, *, plain_answers: bool = True) -> dict[str, Any]:
+        """The whole state as JSON-compatible data (`state.FORMAT`). With
+        `plain_answers=False` the remembered answers stay result objects (immutable),
+        for `state.plain_done` to convert later: they are most of the work."""
+        return {
+            "format": state.FORMAT,
+            "id_prefix": self._id_prefix,
+            "serial": self._serial,
+            "hand": self._hand,
+            "reservation_count": self._reservation_count,
+            "policies": [policy.to_mapping() for policy in self._policy_list],
+            "origins": dict(self._origins),
+            "ledgers": [state.ledger_plain(ledger) for ledger in self._chrono if ledger.alive],
+            "reservations": [state.reservation_plain(r) for r in self._reservations.values()],
+            "expired_holds": [
+                [rid, dict(h.labels), h.run_id, state.usage_plain(h.estimate), h.expired_at]
+                for rid, h in self._expired_holds.items()
+            ],
+            "runs": [state.run_plain(run) for run in self._runs.values()],
+            "ended_runs": [
+                [run_id, ended.reason.value, ended.at, state.deadline_plain(ended.deadline)]
+                for run_id, ended in self._ended_runs.items()
+            ],
+            "done": [
+                [request_id, op, at, state.to_plain(result) if plain_answers else result]
+                for request_id, (op, at, result) in self._done.items()
+            ],
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        limits: Limits | None = None,
+        prices: PriceTable | None = None,
+    ) -> Engine:
+        """An engine in exactly the exported state, policies and their origins included."""
+        if data.get("format") != state.FORMAT:
+            raise InvalidArgument(
+                "state.format", f"expected {state.FORMAT!r}, got {data.get('format')!r}"
+            )
+        policies = [Policy.from_mapping(p, limits, "state.policies") for p in data["policies"]]
+        e = cls(policies, limits=limits, prices=prices, id_prefix=data["id_prefix"])
+        for name, origin in data.get("origins", {}).items():
+            if name in e._origins:
+                e._origins[name] = origin
+        e._serial = data["serial"]
+        e._hand = data["hand"]
+        e._reservation_count = data["reservation_count"]
+        for item in data["ledgers"]:
+            ledger = state.ledger_from_plain(e.policy(item["ident"][0]), item)
+            e._ledgers[ledger.ident] = ledger
+            e._chrono.append(ledger)
+            e._schedule_roll(ledger)
+        for item in data["reservations"]:
+            estimate = state.usage_from_plain(item["estimate"])
+            r = Reservation(
+                item["id"],
+                item["labels"],
+                estimate,
+                tuple(item["amounts"]),
+                tuple(e._ledgers[tuple(ident)] for ident in item["idents"]),
+                item["expires_at"],
+                item["run_id"],
+                item["created_at"],
+                -1,  # granted under policies that may have changed since: commit re-resolves
+                cls.subject_of(item["labels"], estimate),
+            )
+            e._reservations[r.id] = r
+            e._reservation_heap.append((r.expires_at, r.id))
+        heapq.heapify(e._reservation_heap)
+        for rid, labels, run_id, estimate, expired_at in data["expired_holds"]:
+            e._expired_holds[rid] = ExpiredHold(
+                labels, run_id, state.usage_from_plain(estimate), expired_at
+            )
+        for item in data["runs"]:
+            run = state.run_from_plain(e._ledgers, item)
+            e._runs[run.id] = run
+            e._run_heap.append((run.next_due(), run.id))
+        heapq.heapify(e._run_heap)
+        for run_id, reason, at, deadline in data["ended_runs"]:
+            e._ended_runs[run_id] = EndedRun(
+                RunEndReason(reason), at, state.deadline_from_plain(deadline) if deadline else None
+            )
+        for request_id, op, at, result in data["done"]:
+            e._remember(request_id, op, at, state.from_plain(result))
+        return e
+
+    # ==================================================================================
     # Internals: matching and ledger lifecycle
     # ==================================================================================
 
@@ -837,9 +996,10 @@ class Engine:
             mapping[name] = limit
         return parse_caps(mapping, self.limits, "caps")
 
-    def _install(self, policy: Policy) -> None:
+    def _install(self, policy: Policy, origin: str) -> None:
         self._epoch += 1
         self._policies[policy.name] = policy
+        self._origins[policy.name] = origin
         self._policy_list = tuple(self._policies.values())
 
     @staticmethod
@@ -1148,6 +1308,17 @@ class Engine:
         if prior_op != op or not isinstance(result, kind):
             raise Conflict(f"request_id: already used by a {prior_op} request")
         return replace(result, replayed=True), []
+
+    def apply(self, mutation: Mutation) -> Outcome[Any]:
+        """Carry out one mutation: what every change of state goes through, live or
+        replayed from the journal. Returns the operation's result (None for `expire`)
+        and its events; reports the mutation to `recorder` when state changed."""
+        if mutation.op not in MUTATING_OPS:
+            raise InvalidArgument("op", f"unknown mutation {mutation.op!r}")
+        outcome = getattr(self, mutation.op)(**mutation.args, now=mutation.now)
+        if mutation.op == "expire":
+            return None, outcome
+        return outcome  # type: ignore[no-any-return]
 
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:

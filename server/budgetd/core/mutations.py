@@ -1,25 +1,22 @@
 """Mutations as small replayable records: the journal's unit.
 
-Every state change of the engine is one call of a public method with plain arguments and
-an instant. Recording `(op, now, args)` after each successful call and applying the
-records again, in order, to the state the first call started from yields the same state:
-the engine reads no clock and no randomness. `encode`/`decode` turn records into
-JSON-compatible data and back.
+Every state change of the engine is one `Engine.apply(Mutation)`: an operation's name,
+its plain arguments and an instant. Recording `(op, now, args)` after each successful
+call and applying the records again, in order, to the state the first call started from
+yields the same state: the engine reads no clock and no randomness. `encode`/`decode`
+turn records into JSON-compatible data and back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from budgetd.core.dimensions import Dimension
 from budgetd.core.errors import InvalidArgument
 from budgetd.core.policy import Policy
 from budgetd.core.usage import Usage
-
-if TYPE_CHECKING:
-    from budgetd.core.engine import Engine
 
 MUTATING_OPS = frozenset(
     {
@@ -35,6 +32,7 @@ MUTATING_OPS = frozenset(
         "set_ledger_limits",
         "put_policy",
         "delete_policy",
+        "replace_policies",
     }
 )
 _USAGE_ARGS = ("estimate", "actual", "usage")
@@ -45,14 +43,6 @@ class Mutation:
     op: str
     now: float
     args: Mapping[str, Any]
-
-
-def apply(engine: Engine, mutation: Mutation) -> None:
-    """Apply one recorded mutation (results and events are discarded: they were
-    delivered when the mutation first happened)."""
-    if mutation.op not in MUTATING_OPS:
-        raise InvalidArgument("op", f"unknown mutation {mutation.op!r}")
-    getattr(engine, mutation.op)(**mutation.args, now=mutation.now)
 
 
 def encode(mutation: Mutation) -> dict[str, Any]:
@@ -71,6 +61,8 @@ def encode(mutation: Mutation) -> dict[str, Any]:
             }
         elif isinstance(raw, Policy):
             value = raw.to_mapping()
+        elif name == "policies":
+            value = [policy.to_mapping() for policy in raw]
         elif name == "caps":
             value = [[int(d), limit] for d, limit in raw]
         elif isinstance(raw, Mapping):
@@ -93,6 +85,8 @@ def decode(data: Mapping[str, Any]) -> Mutation:
             args[name] = Usage(**value)
         elif name == "policy":
             args[name] = Policy.from_mapping(value)
+        elif name == "policies":
+            args[name] = tuple(Policy.from_mapping(item) for item in value)
         elif name == "caps":
             args[name] = tuple((Dimension(d), limit) for d, limit in value)
         else:

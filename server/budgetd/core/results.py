@@ -157,6 +157,15 @@ class PutPolicyResult:
     closed_ledgers: int  # ledgers closed because match, per or window changed
 
 
+@dataclass(frozen=True, slots=True)
+class ReplacePoliciesResult:
+    """What a reload changed, by policy name (each sorted)."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class DeletePolicyResult:
     closed_ledgers: tuple[LedgerStatus, ...]  # final state of every ledger it had

@@ -1,15 +1,16 @@
 """The engine's whole state as plain data, and back: what a snapshot stores.
 
-`export_state` produces JSON-compatible data (dicts, lists, str, int, float, bool,
-None); `restore_state` rebuilds an engine that behaves exactly like the original —
+`Engine.export_state` produces JSON-compatible data (dicts, lists, str, int, float, bool,
+None); `Engine.from_state` rebuilds an engine that behaves exactly like the original —
 same ledgers, holds, runs, remembered request ids, counters and eviction position.
 Derived structures (expiry heaps, thresholds' next triggers) are rebuilt, not stored.
-This module is the engine's serialiser and so reads its private fields.
+`Engine.export_state` / `Engine.from_state` walk the engine's own structures; the
+helpers here turn each record (ledger, hold, run, remembered answer) into plain data and
+back, reading only the records' public fields.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -20,13 +21,9 @@ from typing import Any
 from budgetd.core import events as events_module
 from budgetd.core import results as results_module
 from budgetd.core.dimensions import Dimension
-from budgetd.core.engine import Engine
-from budgetd.core.errors import InvalidArgument
 from budgetd.core.ledger import NEVER, Ledger, format_key
-from budgetd.core.limits import Limits
 from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
-from budgetd.core.prices import PriceTable
-from budgetd.core.records import Deadline, EndedRun, ExpiredHold, Reservation, Run
+from budgetd.core.records import Deadline, Reservation, Run
 from budgetd.core.usage import Usage
 
 FORMAT = "budgetd.state/1"
@@ -83,11 +80,11 @@ def from_plain(value: Any) -> Any:
     return kind(**{k: from_plain(v) for k, v in value.items() if k != "$type"})
 
 
-def _usage(data: Mapping[str, Any]) -> Usage:
+def usage_from_plain(data: Mapping[str, Any]) -> Usage:
     return Usage(**data)
 
 
-def _usage_plain(usage: Usage) -> dict[str, Any]:
+def usage_plain(usage: Usage) -> dict[str, Any]:
     return {f.name: getattr(usage, f.name) for f in fields(usage)}
 
 
@@ -102,42 +99,12 @@ def _untime(value: float | None) -> float:
 # --- export -----------------------------------------------------------------------------
 
 
-def export_state(engine: Engine, *, plain_answers: bool = True) -> dict[str, Any]:
-    """The whole state as plain data. `plain_answers=False` leaves the remembered
-    answers as the (immutable) result objects, for `plain_done` to convert later,
-    away from the thread that serves: they are most of the work."""
-    e = engine
-    return {
-        "format": FORMAT,
-        "id_prefix": e._id_prefix,
-        "serial": e._serial,
-        "hand": e._hand,
-        "reservation_count": e._reservation_count,
-        "policies": [policy.to_mapping() for policy in e._policy_list],
-        "ledgers": [_ledger_plain(ledger) for ledger in e._chrono if ledger.alive],
-        "reservations": [_reservation_plain(r) for r in e._reservations.values()],
-        "expired_holds": [
-            [rid, dict(h.labels), h.run_id, _usage_plain(h.estimate), h.expired_at]
-            for rid, h in e._expired_holds.items()
-        ],
-        "runs": [_run_plain(run) for run in e._runs.values()],
-        "ended_runs": [
-            [run_id, ended.reason.value, ended.at, _deadline_plain(ended.deadline)]
-            for run_id, ended in e._ended_runs.items()
-        ],
-        "done": [
-            [request_id, op, at, to_plain(result) if plain_answers else result]
-            for request_id, (op, at, result) in e._done.items()
-        ],
-    }
-
-
 def plain_done(state: dict[str, Any]) -> None:
     """Finish an `export_state(..., plain_answers=False)`: answers to plain data."""
     state["done"] = [[rid, op, at, to_plain(result)] for rid, op, at, result in state["done"]]
 
 
-def _ledger_plain(ledger: Ledger) -> dict[str, Any]:
+def ledger_plain(ledger: Ledger) -> dict[str, Any]:
     return {
         "ident": list(ledger.ident),
         "serial": ledger.serial,
@@ -158,11 +125,11 @@ def _ledger_plain(ledger: Ledger) -> dict[str, Any]:
     }
 
 
-def _reservation_plain(r: Reservation) -> dict[str, Any]:
+def reservation_plain(r: Reservation) -> dict[str, Any]:
     return {
         "id": r.id,
         "labels": dict(r.labels),
-        "estimate": _usage_plain(r.estimate),
+        "estimate": usage_plain(r.estimate),
         "amounts": list(r.amounts),
         "idents": [list(ledger.ident) for ledger in r.ledgers if ledger.alive],
         "expires_at": r.expires_at,
@@ -171,13 +138,13 @@ def _reservation_plain(r: Reservation) -> dict[str, Any]:
     }
 
 
-def _deadline_plain(d: Deadline | None) -> list[Any] | None:
+def deadline_plain(d: Deadline | None) -> list[Any] | None:
     if d is None:
         return None
     return [d.at, d.policy, d.ledger, d.limit_ms, d.enforcement.value, d.reported]
 
 
-def _run_plain(run: Run) -> dict[str, Any]:
+def run_plain(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "labels": dict(run.labels),
@@ -185,7 +152,7 @@ def _run_plain(run: Run) -> dict[str, Any]:
         "ttl_s": run.ttl_s,
         "last_seen": run.last_seen,
         "idents": [list(ledger.ident) for ledger in run.ledgers if ledger.alive],
-        "deadlines": [_deadline_plain(d) for d in run.deadlines],
+        "deadlines": [deadline_plain(d) for d in run.deadlines],
         "totals": list(run.totals),
         "first_use": run.first_use,
         "last_use": run.last_use,
@@ -195,57 +162,8 @@ def _run_plain(run: Run) -> dict[str, Any]:
 # --- restore ----------------------------------------------------------------------------
 
 
-def restore_state(
-    data: Mapping[str, Any], *, limits: Limits | None = None, prices: PriceTable | None = None
-) -> Engine:
-    """An engine in exactly the exported state (policies included)."""
-    if data.get("format") != FORMAT:
-        raise InvalidArgument("state.format", f"expected {FORMAT!r}, got {data.get('format')!r}")
-    policies = [Policy.from_mapping(p, limits, "state.policies") for p in data["policies"]]
-    e = Engine(policies, limits=limits, prices=prices, id_prefix=data["id_prefix"])
-    e._serial = data["serial"]
-    e._hand = data["hand"]
-    e._reservation_count = data["reservation_count"]
-    for item in data["ledgers"]:
-        ledger = _ledger(e, item)
-        e._ledgers[ledger.ident] = ledger
-        e._chrono.append(ledger)
-        e._schedule_roll(ledger)
-    for item in data["reservations"]:
-        r = Reservation(
-            item["id"],
-            item["labels"],
-            _usage(item["estimate"]),
-            tuple(item["amounts"]),
-            _ledgers(e, item["idents"]),
-            item["expires_at"],
-            item["run_id"],
-            item["created_at"],
-            -1,  # granted under policies that may have changed since: commit re-resolves
-            Engine.subject_of(item["labels"], _usage(item["estimate"])),
-        )
-        e._reservations[r.id] = r
-        e._reservation_heap.append((r.expires_at, r.id))
-    heapq.heapify(e._reservation_heap)
-    for rid, labels, run_id, estimate, expired_at in data["expired_holds"]:
-        e._expired_holds[rid] = ExpiredHold(labels, run_id, _usage(estimate), expired_at)
-    for item in data["runs"]:
-        run = _run(e, item)
-        e._runs[run.id] = run
-        e._run_heap.append((run.next_due(), run.id))
-    heapq.heapify(e._run_heap)
-    for run_id, reason, at, deadline in data["ended_runs"]:
-        e._ended_runs[run_id] = EndedRun(
-            events_module.RunEndReason(reason), at, _deadline(deadline) if deadline else None
-        )
-    for request_id, op, at, result in data["done"]:
-        e._remember(request_id, op, at, from_plain(result))
-    return e
-
-
-def _ledger(e: Engine, item: Mapping[str, Any]) -> Ledger:
+def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ident = tuple(item["ident"])
-    policy = e.policy(ident[0])
     # Built through __init__ and then overwritten: the compiled core's classes cannot be
     # created with __new__ alone.
     ledger = Ledger(ident, _key(ident, policy), policy, item["anchor"], item["serial"])
@@ -272,24 +190,26 @@ def _key(ident: tuple[str, ...], policy: Policy) -> str:
     return format_key(ident, policy.per)
 
 
-def _deadline(item: list[Any]) -> Deadline:
+def deadline_from_plain(item: list[Any]) -> Deadline:
     at, policy, ledger, limit_ms, enforcement, reported = item
     return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement), reported)
 
 
-def _ledgers(e: Engine, idents: list[list[str]]) -> tuple[Ledger, ...]:
-    return tuple(e._ledgers[tuple(ident)] for ident in idents)
+def _ledgers(
+    ledgers: Mapping[tuple[str, ...], Ledger], idents: list[list[str]]
+) -> tuple[Ledger, ...]:
+    return tuple(ledgers[tuple(ident)] for ident in idents)
 
 
-def _run(e: Engine, item: Mapping[str, Any]) -> Run:
+def run_from_plain(ledgers: Mapping[tuple[str, ...], Ledger], item: Mapping[str, Any]) -> Run:
     return Run(
         item["id"],
         item["labels"],
         item["opened_at"],
         item["ttl_s"],
         item["last_seen"],
-        _ledgers(e, item["idents"]),
-        [_deadline(d) for d in item["deadlines"]],
+        _ledgers(ledgers, item["idents"]),
+        [deadline_from_plain(d) for d in item["deadlines"]],
         list(item["totals"]),
         item["first_use"],
         item["last_use"],

@@ -1,0 +1,147 @@
+"""Start-up: the newest valid snapshot, then every journal record after it.
+
+What is found is said in the log: which snapshot, how many records replayed, a torn
+tail cut (a warning: the crash interrupted a write that was never acknowledged), a
+corrupt snapshot skipped for the one before (an error: it should not happen). Damage
+that would lose acknowledged records silently — a bad record followed by good ones, a
+hole in the lsn sequence, no usable snapshot although some exist — stops the start
+with the path and the reason; the operator decides (restore a backup, or move the
+files aside).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from budgetd.core import Engine, Limits, PriceTable
+from budgetd.core import events as ev
+from budgetd.core.mutations import decode
+from budgetd.logs import fields
+from budgetd.persistence import snapshot
+from budgetd.persistence.frames import read_frames
+from budgetd.persistence.statedir import StateDir, StateDirError
+
+log = logging.getLogger("budgetd.recovery")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    engine: Engine | None  # None: a fresh state directory
+    lsn: int  # the last record applied
+    snapshot_seq: int  # the last event seq the snapshot accounts for
+    events: list[ev.Event]  # what replaying the journal regenerated, in order
+    snapshot: Path | None
+    replayed: int
+    truncated: bool
+
+
+def recover(
+    state: StateDir,
+    limits: Limits,
+    prices: PriceTable,
+) -> Recovered:
+    """Rebuild the engine from the state directory (no engine: it holds no state yet)."""
+    loaded = _newest_snapshot(state)
+    journals = state.journals()
+    if loaded is None:
+        if journals:
+            raise StateDirError(state.path, f"journal {journals[0][1].name} but no snapshot")
+        return Recovered(None, 0, 0, [], None, 0, False)
+    engine = Engine.from_state(loaded.state, limits=limits, prices=prices)
+    lsn, replayed, truncated = loaded.lsn, 0, False
+    events: list[ev.Event] = []
+    for index, (first, path) in enumerate(journals):
+        last_segment = index + 1 == len(journals)
+        if first > lsn + 1:
+            raise StateDirError(
+                state.path, f"{path.name}: records {lsn + 1}..{first - 1} are missing"
+            )
+        records, cut = _read_segment(path, last_segment, journals[index + 1 :], lsn)
+        truncated |= cut
+        for record in records:
+            number = int(str(record["lsn"]))
+            if number <= lsn:
+                continue  # covered by the snapshot, or written twice after a disk error
+            if number != lsn + 1:
+                raise StateDirError(state.path, f"{path.name}: lsn {number} follows {lsn}")
+            _replay(engine, record, events)
+            lsn, replayed = number, replayed + 1
+    log.info(
+        "recovered",
+        extra=fields(
+            snapshot=loaded.path.name, lsn=lsn, replayed=replayed, seq=loaded.seq + len(events)
+        ),
+    )
+    return Recovered(engine, lsn, loaded.seq, events, loaded.path, replayed, truncated)
+
+
+def _newest_snapshot(state: StateDir) -> snapshot.Loaded | None:
+    found = state.snapshots()
+    problems = []
+    for _, path in reversed(found):
+        try:
+            loaded = snapshot.load(path)
+        except snapshot.SnapshotCorrupt as error:
+            log.error(
+                "SNAPSHOT CORRUPT; falling back to the previous one",
+                extra=fields(path=str(path), reason=error.reason),
+            )
+            problems.append(str(error))
+            continue
+        return loaded
+    if found:
+        raise StateDirError(state.path, "no usable snapshot: " + "; ".join(problems))
+    return None
+
+
+def _read_segment(
+    path: Path, last_segment: bool, later: list[tuple[int, Path]], applied: int
+) -> tuple[list[dict[str, object]], bool]:
+    data = path.read_bytes()
+    payloads, damage = read_frames(data)
+    records = [json.loads(payload) for payload in payloads]
+    if damage is None:
+        return records, False
+    # A damaged tail is a write that never completed, so never acknowledged — if nothing
+    # follows it: the end of the last segment, or a segment abandoned after a write
+    # error whose successor carries on from its last good record.
+    end = records[-1]["lsn"] if records else None
+    continued = bool(later) and (end is None or later[0][0] <= int(str(end)) + 1)
+    if not last_segment and not continued:
+        raise StateDirError(
+            path.parent,
+            f"{path.name}: {damage.reason} at byte {damage.offset}, and records follow it",
+        )
+    log.warning(
+        "journal tail torn; cut",
+        extra=fields(
+            path=str(path),
+            offset=damage.offset,
+            lost_bytes=len(data) - damage.offset,
+            reason=damage.reason,
+        ),
+    )
+    with open(path, "r+b") as handle:
+        handle.truncate(damage.offset)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return records, True
+
+
+def _replay(engine: Engine, record: dict[str, object], out: list[ev.Event]) -> None:
+    mutation = decode(record)
+    try:
+        _, events = engine.apply(mutation)
+    except Exception as error:  # a record the engine took once must apply again
+        log.error(
+            "journal record did not replay",
+            extra=fields(
+                lsn=record["lsn"], op=mutation.op, error=f"{type(error).__name__}: {error}"
+            ),
+        )
+        return
+    out.extend(events)

@@ -1,0 +1,175 @@
+"""The one mutation path: every change of state goes through `Runtime.apply`.
+
+An RPC, the expiry timer, a policy reload — each is one awaited `apply(op, args)`: stamp
+the time, let the engine carry it out (synchronously: atomic with respect to every
+other operation), hand the mutation record to the journal, publish its events, and in
+`journal` mode return only once the record is durable. Reads (`reader`) share the
+same gate: while the daemon is starting or its journal cannot write, callers get
+UNAVAILABLE instead of an answer from a state that is not the real one.
+
+Events and durability: in `journal` mode a record's events are published when the
+record is durable, in lsn order, so every event a subscriber ever sees is one that
+replaying the journal after a crash regenerates with the same seq. Event numbers are
+assigned in apply order (`assigned_seq`), which is what a snapshot records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from budgetd.core import Engine, LimitReached
+from budgetd.core import events as ev
+from budgetd.core.mutations import Mutation
+from budgetd.errors import FailedPrecondition, Unavailable
+from budgetd.event_log import EventLog
+from budgetd.logs import fields
+from budgetd.persistence import lease, snapshot
+from budgetd.persistence.journal import Entry, Journal
+from budgetd.persistence.statedir import StateDir
+
+log = logging.getLogger("budgetd.runtime")
+STARTING = "starting: state is being recovered"
+
+
+class Durability(StrEnum):
+    JOURNAL = "journal"  # answer after the record is fsynced: a crash loses nothing acked
+    SNAPSHOT = "snapshot"  # answer at once: a crash loses up to one snapshot interval
+    MEMORY = "memory"  # nothing on disk: a restart starts empty
+
+
+@dataclass
+class Store:
+    """The state directory as the runtime writes it (absent in memory mode)."""
+
+    state: StateDir
+    journal: Journal | None  # journal mode only
+    snapshot_lsn: int  # the lsn the newest snapshot covers
+    lease_seq: int = 0  # snapshot mode: events may be numbered up to here
+
+
+class Runtime:
+    """The engine, its event log and clock, and the path every mutation takes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        events: EventLog,
+        *,
+        max_streams: int = 64,
+        clock: Callable[[], float] = time.time,
+        mode: Durability = Durability.MEMORY,
+    ) -> None:
+        self.engine = engine
+        self.events = events
+        self.max_streams = max_streams
+        self.clock = clock
+        self.mode = mode
+        self.streams = 0
+        self.store: Store | None = None
+        self.refusing: str | None = None  # why calls get UNAVAILABLE (None: they don't)
+        self.lsn = 0  # the last mutation recorded (the journal's lsn in journal mode)
+        self.assigned_seq = events.last_seq  # the last event seq handed out
+        self._recorded: Mutation | None = None
+        self._snapshot_lock = asyncio.Lock()
+        engine.recorder = self._record
+
+    def install(self, engine: Engine, events: EventLog, store: Store | None, lsn: int) -> None:
+        """Start serving a recovered state (the daemon, once recovery is done)."""
+        self.engine, self.events, self.store, self.lsn = engine, events, store, lsn
+        self.assigned_seq = events.last_seq
+        engine.recorder = self._record
+
+    def _record(self, mutation: Mutation) -> None:
+        self._recorded = mutation
+
+    # --- the path ---------------------------------------------------------------------
+
+    def reader(self) -> Engine:
+        """The engine, for a read; UNAVAILABLE while it is not the real state."""
+        if self.refusing is not None and self.refusing == STARTING:
+            raise Unavailable(self.refusing)
+        return self.engine
+
+    async def apply(self, op: str, args: Mapping[str, Any]) -> Any:
+        """Carry out one mutation and return its result once it counts (see the module)."""
+        result, durable = self.submit(op, args)
+        if durable is not None:
+            await durable
+        return result
+
+    def submit(self, op: str, args: Mapping[str, Any]) -> tuple[Any, asyncio.Future[None] | None]:
+        """`apply` without the wait: the result, and what to await before answering
+        (None: nothing). A stream submits many before it awaits the first."""
+        if self.refusing is not None:
+            raise Unavailable(self.refusing)
+        self._recorded = None
+        result, events = self.engine.apply(Mutation(op, self.clock(), args))
+        recorded, self._recorded = self._recorded, None
+        store = self.store
+        journal = store.journal if store is not None else None
+        if journal is None:
+            if recorded is not None:
+                self.lsn += 1
+            self.publish(events)
+            return result, None
+        if recorded is not None:
+            self.lsn += 1
+            self.assigned_seq += len(events)
+            return result, journal.append(recorded, events)
+        # A retry answered from memory: its original may not be durable yet.
+        return result, journal.pending()
+
+    def publish(self, events: list[ev.Event]) -> None:
+        """Events of a mutation that counts (memory and snapshot modes: at once)."""
+        if not events:
+            return
+        store = self.store
+        if store is not None and store.journal is None:
+            wanted = self.events.last_seq + len(events)
+            if wanted > store.lease_seq:  # rare: once per LEASE_BLOCK events
+                store.lease_seq = lease.extend(store.state, wanted)
+        self.events.publish(events)
+        self.assigned_seq = self.events.last_seq
+
+    def published(self, batch: list[Entry]) -> None:
+        """The journal made `batch` durable: its events go out, in lsn order."""
+        publish = self.events.publish
+        for entry in batch:
+            if entry.events:
+                publish(entry.events)
+
+    # --- snapshots ------------------------------------------------------------------
+
+    async def snapshot(self, *, keep_journal_back_to_previous: bool = True) -> snapshot.Written:
+        """Write a snapshot now (the timer, the Snapshot RPC, shutdown)."""
+        store = self.store
+        if store is None:
+            raise FailedPrecondition("durability is 'memory': nothing is written to disk")
+        if self._snapshot_lock.locked():
+            raise LimitReached("snapshots_in_progress", 1, "a snapshot is being written")
+        async with self._snapshot_lock:
+            journal = store.journal
+            lsn = journal.rotate() if journal is not None else self.lsn
+            try:
+                # The fork happens before the first await: the state is exactly `lsn`'s.
+                written = await snapshot.write_in_child(
+                    store.state, self.engine, lsn, self.assigned_seq, self.clock()
+                )
+            except snapshot.SnapshotFailed as error:
+                raise Unavailable(f"snapshot failed: {error}") from None
+            previous, store.snapshot_lsn = store.snapshot_lsn, lsn
+            await asyncio.to_thread(snapshot.prune, store.state)
+            if journal is not None:
+                # Back to the previous snapshot: a damaged newest one falls back without loss.
+                await journal.drop_through(previous if keep_journal_back_to_previous else lsn)
+        log.debug(
+            "snapshot written",
+            extra=fields(path=str(written.path), lsn=lsn, bytes=written.size_bytes),
+        )
+        return written

@@ -1,0 +1,66 @@
+"""From a state directory to a serving runtime: recover, open the journal, install.
+
+Shared by the daemon and the service tests, so both run exactly the start-up path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
+
+from budgetd.core import Engine, Limits, Policy, PriceTable
+from budgetd.event_log import EventLog
+from budgetd.persistence import lease, recovery
+from budgetd.persistence.journal import Journal
+from budgetd.persistence.statedir import StateDir
+from budgetd.runtime import Durability, Runtime, Store
+
+
+async def restore(
+    runtime: Runtime,
+    state: StateDir,
+    policies: Sequence[Policy],
+    limits: Limits,
+    prices: PriceTable,
+    make_events: Callable[[int], EventLog],
+    on_journal_health: Callable[[str | None], None],
+    commit_delay_s: float = 0.0,
+) -> bool:
+    """Recover `state` into `runtime` (in a thread: the loop keeps answering health
+    meanwhile); True when the directory held no state yet (then a first snapshot of
+    the empty state is written, so replay always starts from a snapshot)."""
+    recovered = await asyncio.to_thread(recovery.recover, state, limits, prices)
+    engine = recovered.engine
+    fresh = engine is None
+    if engine is None:
+        # Reservation ids must not repeat across state directories: a fresh prefix.
+        engine = Engine(policies, limits=limits, prices=prices, id_prefix=new_id_prefix())
+    store = Store(state, None, recovered.lsn)
+    last_seq = recovered.snapshot_seq
+    if runtime.mode is Durability.SNAPSHOT:
+        last_seq = max(last_seq, lease.read(state))  # past anything published before
+        store.lease_seq = lease.extend(state, last_seq)
+    events = make_events(last_seq)
+    events.publish(recovered.events)
+    if runtime.mode is Durability.JOURNAL:
+        store.journal = Journal(
+            state,
+            recovered.lsn + 1,
+            runtime.published,
+            on_journal_health,
+            commit_delay_s=commit_delay_s,
+        )
+        store.journal.start()
+    runtime.install(engine, events, store, recovered.lsn)
+    if fresh:
+        refusing, runtime.refusing = runtime.refusing, None
+        try:
+            await runtime.snapshot()
+        finally:
+            runtime.refusing = refusing
+    return fresh
+
+
+def new_id_prefix() -> str:
+    return f"res-{secrets.token_hex(4)}-"
