@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">QI")
+JSON_START = b'{"'
 MAX_FRAME_BYTES = 1 << 34  # 16 GiB: a bigger length field is garbage, not a frame
 
 
@@ -27,6 +28,22 @@ class Damage:
 
     offset: int
     reason: str
+
+
+def frame_follows(data: bytes, offset: int) -> bool:
+    """Is there a valid frame anywhere after the damage at `offset`? Then the damage is
+    not a torn tail (a write the crash cut short) but corruption of what was written.
+    Every payload budgetd writes is a JSON object, so candidates are the `{"` that a
+    header could precede (found by bytes.find, not by trying every offset)."""
+    size = len(data)
+    at = data.find(JSON_START, offset + HEADER.size + 1)
+    while at != -1:
+        start = at - HEADER.size
+        length, checksum = HEADER.unpack_from(data, start)
+        if at + length <= size and zlib.crc32(data[at : at + length]) == checksum:
+            return True
+        at = data.find(JSON_START, at + 1)
+    return False
 
 
 def read_frames(data: bytes) -> tuple[list[bytes], Damage | None]:

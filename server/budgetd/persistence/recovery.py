@@ -22,7 +22,7 @@ from budgetd.core import events as ev
 from budgetd.core.mutations import decode
 from budgetd.logs import fields
 from budgetd.persistence import snapshot
-from budgetd.persistence.frames import read_frames
+from budgetd.persistence.frames import frame_follows, read_frames
 from budgetd.persistence.statedir import StateDir, StateDirError
 
 log = logging.getLogger("budgetd.recovery")
@@ -106,6 +106,11 @@ def _read_segment(
     records = [json.loads(payload) for payload in payloads]
     if damage is None:
         return records, False
+    if frame_follows(data, damage.offset):
+        raise StateDirError(
+            path.parent,
+            f"{path.name}: {damage.reason} at byte {damage.offset}, and records follow it",
+        )
     # A damaged tail is a write that never completed, so never acknowledged — if nothing
     # follows it: the end of the last segment, or a segment abandoned after a write
     # error whose successor carries on from its last good record.
