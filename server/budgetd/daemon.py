@@ -171,7 +171,17 @@ class Daemon:
             self.listeners.unix.release()
         if self.state is not None:
             self.state.close()
-        log.info("stopped", extra=fields(events=self.runtime.events.last_seq))
+        store = self.runtime.store
+        journal = store.journal if store is not None else None
+        totals: dict[str, object] = {}
+        if journal is not None:
+            stats = journal.stats
+            totals = {
+                "journal_records": stats.records,
+                "journal_fsyncs": stats.fsyncs,
+                "fsync_ms": round(stats.fsync_seconds * 1000, 1),
+            }
+        log.info("stopped", extra=fields(events=self.runtime.events.last_seq, **totals))
 
     async def _final_snapshot(self) -> None:
         """A clean stop leaves one snapshot that covers everything and an empty journal."""

@@ -35,6 +35,11 @@ _DATACLASSES: dict[str, type] = {
     if isinstance(cls, type) and is_dataclass(cls)
 }
 _DATACLASSES["Usage"] = Usage
+# Field names per dataclass, looked up once: `fields()` per value is most of the cost.
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _DATACLASSES.values()
+}
+_SCALARS = frozenset({str, int, bool})
 _ENUMS: dict[str, type[Enum]] = {
     cls.__name__: cls
     for cls in (
@@ -51,20 +56,26 @@ _ENUMS: dict[str, type[Enum]] = {
 
 def to_plain(value: Any) -> Any:
     """Results and events as JSON-compatible data, tagged so `from_plain` can rebuild them."""
+    if value is None or type(value) in _SCALARS:
+        return value
+    kind = type(value)
+    names = _FIELDS.get(kind)
+    if names is not None:  # a result or event dataclass: most of a snapshot's answers
+        data = {"$type": kind.__name__}
+        for name in names:
+            data[name] = to_plain(getattr(value, name))
+        return data
     if isinstance(value, Enum):
-        return {"$enum": type(value).__name__, "value": value.value}
-    if value is None or isinstance(value, bool | int | str):
+        return {"$enum": kind.__name__, "value": value.value}
+    if isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return None if math.isinf(value) else value
-    if is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
-        return {"$type": type(value).__name__, **data}
     if isinstance(value, tuple | list):
         return [to_plain(item) for item in value]
     if isinstance(value, Mapping):
         return {"$map": {str(k): to_plain(v) for k, v in value.items()}}
-    raise TypeError(f"cannot export {type(value).__name__}")
+    raise TypeError(f"cannot export {kind.__name__}")
 
 
 def from_plain(value: Any) -> Any:

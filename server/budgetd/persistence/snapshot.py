@@ -33,6 +33,7 @@ from budgetd.persistence.statedir import StateDir, fsync_directory
 FORMAT = "budgetd.snapshot/1"
 KEEP = 2
 PR_SET_PDEATHSIG = 1
+CHILD_NICENESS = 10
 
 
 class SnapshotCorrupt(Exception):
@@ -156,6 +157,7 @@ def _child(
     try:
         gc.disable()  # a collection would touch (and so copy) every object
         _die_with_parent(parent)
+        os.nice(CHILD_NICENESS)  # on a busy host the serving parent comes first
         os.close(read_end)
         # The listeners and the lock are the parent's: a child outliving a killed parent
         # must not keep its port or socket bound.

@@ -37,6 +37,8 @@ class StateDir:
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             info = path.stat()
+        except FileExistsError:
+            raise StateDirError(path, "not a directory") from None
         except OSError as error:
             raise StateDirError(path, error.strerror or str(error)) from None
         if not stat.S_ISDIR(info.st_mode):
