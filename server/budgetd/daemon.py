@@ -27,6 +27,7 @@ from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
+from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, build_server
@@ -92,7 +93,9 @@ class Daemon:
             mode=self.mode,
         )
         self.runtime.refusing = STARTING
-        self.server, self.health = build_server(self.runtime, settings.max_message_bytes)
+        self.server, self.health = build_server(
+            self.runtime, settings.max_message_bytes, log_calls=settings.log_level == "debug"
+        )
         self.stopping = asyncio.Event()
         self.listeners: Listeners | None = None
 
@@ -197,6 +200,8 @@ class Daemon:
                         await pending
             written = await self.runtime.snapshot(keep_journal_back_to_previous=False)
             log.info("final snapshot", extra=fields(path=str(written.path), lsn=written.lsn))
+            if journal is None:  # snapshot mode: nothing past this seq was handed out
+                lease.write(store.state, written.seq)
         except Exception as error:  # the journal still has it all: the next start replays
             log.error("final snapshot failed; the journal is kept", extra=fields(error=error))
         if journal is not None:

@@ -9,13 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
+from datetime import UTC, datetime
 from typing import Any
+
+# Libraries whose debug output is their own loop chatter, not budgetd's story: at
+# `--log-level debug` budgetd logs one line per call instead (budgetd.calls).
+QUIET = ("asyncio", "grpc", "grpc._cython.cygrpc", "grpc._server")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = getattr(record, "fields", {})
     return fields
+
+
+def timestamp(record: logging.LogRecord) -> str:
+    """ISO 8601 with milliseconds and the UTC offset: `2026-12-02T06:29:23.123+00:00`,
+    the same in both formats."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
 def _quote(value: object) -> str:
@@ -27,9 +37,8 @@ def _quote(value: object) -> str:
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [
-            f"ts={stamp}.{int(record.msecs):03d}Z",
+            f"ts={timestamp(record)}",
             f"level={record.levelname.lower()}",
             f"event={_quote(record.getMessage())}",
         ]
@@ -42,7 +51,7 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": record.created,
+            "ts": timestamp(record),
             "level": record.levelname.lower(),
             "event": record.getMessage(),
             **_fields(record),
@@ -58,6 +67,8 @@ def setup(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fields(**values: object) -> dict[str, Any]:

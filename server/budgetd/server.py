@@ -6,6 +6,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from budgetd.call_log import CallLog
 from budgetd.health import Health
 from budgetd.runtime import Runtime
 from budgetd.service import BudgetAdminService, BudgetService
@@ -18,11 +19,14 @@ SERVICE_NAMES = (
 )
 
 
-def build_server(runtime: Runtime, max_message_bytes: int) -> tuple[grpc.aio.Server, Health]:
+def build_server(
+    runtime: Runtime, max_message_bytes: int, log_calls: bool = False
+) -> tuple[grpc.aio.Server, Health]:
     """The server with both services, health and reflection (no listeners yet)."""
     server = grpc.aio.server(
         # Calls in flight at once, streams included; beyond it RESOURCE_EXHAUSTED.
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        interceptors=[CallLog()] if log_calls else [],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second daemon must fail to bind, not share

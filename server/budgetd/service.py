@@ -225,6 +225,10 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 try:
                     items = events.read(subscription, SUBSCRIBE_BATCH)
                 except SubscriberTooSlow as error:
+                    log.warning(
+                        "subscriber cut off: too slow",
+                        extra=fields(peer=context.peer(), resume_after=subscription.cursor - 1),
+                    )
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
                 for item in items:
                     event = _deliverable(item, event_filter, self.runtime.clock())

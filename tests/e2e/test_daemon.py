@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import stat
 import subprocess
@@ -409,3 +410,31 @@ def test_an_unusable_socket_directory_is_a_clear_start_error(tmp_path: Path) -> 
     assert done.returncode == 1
     assert "cannot start" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_debug_logs_one_line_per_call_and_no_library_chatter(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    daemon = start(daemons, tmp_path, "--log-level", "debug")
+    budget = daemon.budget()
+    budget.Consume(consume("c1"))
+    with pytest.raises(grpc.RpcError):
+        budget.Consume(pb.ConsumeRequest(request_id="bad", labels={"BAD KEY": "x"}))
+    watch = health_pb2_grpc.HealthStub(daemon.channel()).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S
+    )
+    assert next(watch).status == SERVING
+    daemon.signal(signal.SIGTERM)
+    assert rest_of(watch) == [NOT_SERVING]
+    assert daemon.wait() == 0
+    calls = [r for r in daemon.lines if r.get("event") == "call"]
+    by_id = {r["request_id"]: r for r in calls}
+    assert by_id["c1"]["method"] == "/budgetd.v1.BudgetService/Consume"
+    assert by_id["c1"]["status"] == "OK" and by_id["c1"]["ms"] >= 0
+    assert by_id["bad"]["status"] == "INVALID_ARGUMENT"
+    assert any(r["method"] == "/grpc.health.v1.Health/Watch" for r in calls)
+    # Every line is budgetd's own (asyncio's and gRPC's debug chatter stays off).
+    assert all(r.get("event") != "unparsed" for r in daemon.lines), daemon.log_text()
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", r["ts"]) for r in daemon.lines
+    )

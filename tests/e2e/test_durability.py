@@ -459,3 +459,30 @@ def test_a_full_disk_refuses_mutations_until_it_has_room_again(
         again.stop()
     finally:
         disk.close()
+
+
+def test_snapshot_mode_never_numbers_an_event_twice(daemons: list[Daemon], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "budgetd.toml").write_text(CONFIG)
+    daemon = launch(daemons, home, "--durability", "snapshot")
+    for number in range(3):
+        daemon.budget().Consume(consume_request(f"c{number}", 10))
+    published = daemon.budget().Subscribe(pb.SubscribeRequest(after_seq=0), timeout=WAIT_S)
+    seen = [next(published).event.seq for _ in range(3)]
+    published.cancel()
+    daemon.kill()  # before any snapshot: the events' seqs are gone with the state
+    again = launch(daemons, home, "--durability", "snapshot")
+    again.budget().Consume(consume_request("after", 10))
+    stream = again.budget().Subscribe(pb.SubscribeRequest(after_seq=seen[-1]), timeout=WAIT_S)
+    gap, fresh = next(stream).event, next(stream).event
+    stream.cancel()
+    assert gap.HasField("gap")
+    assert fresh.seq > seen[-1]  # numbered past everything the first run published
+    again.signal(signal.SIGTERM)
+    assert again.wait() == 0
+    third = launch(daemons, home, "--durability", "snapshot")  # after a clean stop: no jump
+    third.budget().Consume(consume_request("third", 10))
+    stream = third.budget().Subscribe(pb.SubscribeRequest(after_seq=fresh.seq), timeout=WAIT_S)
+    assert next(stream).event.seq == fresh.seq + 1
+    stream.cancel()
