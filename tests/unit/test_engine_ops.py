@@ -295,6 +295,27 @@ def test_run_operations_on_unknown_or_ended_runs() -> None:
     assert engine.get_ledger("runs", T0 + 3).open_runs == 0
 
 
+def test_list_runs_shows_open_runs_with_their_usage_in_pages() -> None:
+    engine = Engine([policy({"name": "runs", "caps": {"concurrency": 5, "run_duration": "10m"}})])
+    for name, user in (("r3", "bo"), ("r1", "ann"), ("r2", "ann")):
+        engine.open_run({"user": user}, name, 60, f"o-{name}", T0)
+    engine.consume({"user": "ann"}, Usage(input_tokens=40), "c1", T0 + 1, run_id="r1")
+    engine.heartbeat("r1", T0 + 2)
+    first = engine.list_runs(page_size=2)
+    assert [run.run_id for run in first.runs] == ["r1", "r2"] and first.next_page_token
+    run = first.runs[0]
+    assert (run.opened_at, run.last_heartbeat, run.expires_at) == (T0, T0 + 2, T0 + 62)
+    assert run.deadline == T0 + 600 and run.totals.input_tokens == 40
+    rest = engine.list_runs(page_size=2, page_token=first.next_page_token)
+    assert [r.run_id for r in rest.runs] == ["r3"] and rest.next_page_token == ""
+    anns = engine.list_runs(selector={"user": "ann"})
+    assert [r.run_id for r in anns.runs] == ["r1", "r2"]
+    engine.close_run("r1", "k1", T0 + 3)
+    assert [r.run_id for r in engine.list_runs().runs] == ["r2", "r3"]
+    with pytest.raises(InvalidArgument, match="page_size"):
+        engine.list_runs(page_size=0)
+
+
 def test_soft_run_duration_cap_reports_once_and_keeps_warning() -> None:
     """Past a soft run_duration cap the run goes on: expire() reports it once, and usage
     estimated within the run is still answered with a warning, before and after the sweep."""

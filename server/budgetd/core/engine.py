@@ -87,6 +87,8 @@ from budgetd.core.results import (
     ReserveResult,
     ResetResult,
     Result,
+    RunInfo,
+    RunPage,
 )
 from budgetd.core.usage import EdgeRules, Labels, Usage
 
@@ -271,6 +273,43 @@ class Engine:
                 break
         more = last < chrono[-1].serial if chrono else False
         return LedgerPage(tuple(found), str(last) if more else "")
+
+    def list_runs(
+        self,
+        *,
+        selector: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> RunPage:
+        """Open runs by run id, filtered by labels; `next_page_token` continues."""
+        if not 0 < page_size <= self.limits.max_page_size:
+            raise InvalidArgument("page_size", f"must be in 1..{self.limits.max_page_size}")
+        if selector:
+            self.rules.labels(selector, "selector")
+        if len(page_token) > self.limits.max_request_id_chars:
+            raise InvalidArgument("page_token", "not a token this server returned")
+        ids = sorted(self._runs)  # at most max_runs: a read, not the hot path
+        found: list[RunInfo] = []
+        index = bisect_right(ids, page_token) if page_token else 0
+        while index < len(ids) and len(found) < page_size:
+            run = self._runs[ids[index]]
+            index += 1
+            if selector and any(run.labels.get(k) != v for k, v in selector.items()):
+                continue
+            hard = run.hard_deadline
+            found.append(
+                RunInfo(
+                    run.id,
+                    dict(run.labels),
+                    run.opened_at,
+                    run.last_seen,
+                    run.expires_at,
+                    hard.at if hard is not None else None,
+                    Totals.of(run.totals, run.first_use, run.last_use),
+                )
+            )
+        more = index < len(ids)
+        return RunPage(tuple(found), ids[index - 1] if more else "")
 
     # ==================================================================================
     # Hot path: reserve, commit, release, consume

@@ -145,6 +145,25 @@ class ResetResult:
     replayed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """An open run, as ListRuns shows it."""
+
+    run_id: str
+    labels: Mapping[str, str]
+    opened_at: float
+    last_heartbeat: float
+    expires_at: float  # when it ends without a heartbeat (or at its hard deadline)
+    deadline: float | None  # its hard run_duration deadline, if a policy sets one
+    totals: Totals  # usage recorded in the run so far
+
+
+@dataclass(slots=True)
+class RunPage:
+    runs: tuple[RunInfo, ...]
+    next_page_token: str  # empty at the end
+
+
 @dataclass(slots=True)
 class LedgerPage:
     ledgers: tuple[LedgerStatus, ...]
