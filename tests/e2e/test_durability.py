@@ -486,3 +486,24 @@ def test_snapshot_mode_never_numbers_an_event_twice(daemons: list[Daemon], tmp_p
     stream = third.budget().Subscribe(pb.SubscribeRequest(after_seq=fresh.seq), timeout=WAIT_S)
     assert next(stream).event.seq == fresh.seq + 1
     stream.cancel()
+
+
+def test_a_stop_while_the_disk_is_full_exits_and_keeps_what_was_acknowledged(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    disk = FullDisk(tmp_path, "rlimit")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "budgetd.toml").write_text(CONFIG)
+    daemon = launch(daemons, home)
+    disk.pid = daemon.process.pid
+    daemon.budget().Consume(consume_request("kept", 5))
+    disk.fill()
+    with pytest.raises(grpc.RpcError) as failed:
+        daemon.budget().Consume(consume_request("lost", 1000))
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0  # the drain does not wait forever for the disk
+    assert daemon.wait_for("final snapshot failed; the journal is kept")["level"] == "error"
+    again = launch(daemons, home)
+    assert tokens_of(again, "per-user{user=ann}") == 5  # never acknowledged: not there

@@ -20,6 +20,7 @@ already applied, so a record that reached the disk twice is applied once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -130,11 +131,15 @@ class Journal:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._drop, lsn)
 
     async def close(self) -> None:
-        """Write everything appended, then stop the writer."""
+        """Write everything appended, then stop the writer. A journal that cannot
+        write stops retrying: what it holds was never acknowledged."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            if self.error is not None:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_segment)
         self._executor.shutdown()
 
@@ -190,6 +195,12 @@ class Journal:
                 None,
                 None,
             )
+            if self._closing:  # stopping: what is unwritten was never acknowledged
+                log.error(
+                    "journal closed with unwritten records", extra=fields(records=len(unwritten))
+                )
+                self._pending = []
+                return
             await asyncio.sleep(delay)
             try:
                 await loop.run_in_executor(self._executor, self._write, unwritten)
