@@ -1,10 +1,15 @@
-# budgetd — every target sets up what it needs; `make test` is all a newcomer runs.
+# budgetd — every target sets up what it needs; `make run` and `make test` are all a
+# newcomer runs. `make run` needs only Python >= 3.11 (with a C compiler and the Python
+# headers it runs the core compiled by mypyc, else the pure-Python core, and says so);
+# `make test` and `make lint` also need Node.js/npm (buf, and the Node client's test).
+# Set-up is quiet: what pip, npm and mypyc print goes to $(LOG).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-PROTO  := protos/budgetd/v1/budget.proto
+NODE_CLIENT_STAMP := client/node/node_modules/.installed
+LOG    := build/setup.log
 # The compiled tree: a copy of server/budgetd with the core compiled by mypyc. Kept apart
 # from the sources so an edit is never shadowed by an older compiled module; make rebuilds
 # it whenever a source changes, and puts it first on PYTHONPATH only where asked.
@@ -13,87 +18,132 @@ NATIVE_STAMP := $(NATIVE)/.built
 SOURCES := $(shell find server/budgetd -name '*.py*' -not -path '*/__pycache__/*')
 CORE_SOURCES := $(shell find server/budgetd/core -name '*.py' -not -path '*/__pycache__/*')
 WITH_NATIVE := BUDGETD_CORE=compiled PYTHONPATH=$(NATIVE)
+# Exit 0 when mypyc can build here: a C compiler ($$CC, else Python's) and Python.h.
+CAN_COMPILE = $(PY) -c 'import os, shlex, shutil, sysconfig as s; \
+    cc = shlex.split(os.environ.get("CC") or s.get_config_var("CC") or "cc")[0]; \
+    h = os.path.join(s.get_paths()["include"], "Python.h"); \
+    raise SystemExit(not (shutil.which(cc) and os.path.exists(h)))'
+PURE := running the pure-Python core (slower)
 
-NODE_CLIENT_STAMP := client/node/node_modules/.installed
+.PHONY: setup node native run test test-node lint proto bench bench-quick bench-instructions clean
 
-.PHONY: setup native run test test-node lint proto proto-check bench bench-quick bench-instructions clean
-
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+# The venv: the SDK's distribution (client/, with budgetctl) and the daemon's, editable.
+# Both are uninstalled first: an older venv's budgetd owned budgetctl, and removing that
+# budgetd after installing the client would take the client's budgetctl with it.
+$(STAMP): pyproject.toml client/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	    echo "budgetd needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1)" \
+	        "(choose another with make PYTHON=python3.12 ...)" >&2; exit 1; }
+	@mkdir -p $(dir $(LOG))
+	@echo "setting up $(VENV) with pip (log: $(LOG))"
+	@{ echo "== $$(date -u +%FT%TZ) pip"; \
+	   $(PYTHON) -m venv $(VENV) && \
+	   $(PY) -m pip install --upgrade pip && \
+	   $(PY) -m pip uninstall -y budgetd budgetd-client && \
+	   $(PY) -m pip install -e ./client -e '.[dev]'; } >>$(LOG) 2>&1 || { \
+	    echo "set-up failed (python -m venv or pip install): see $(LOG)" >&2; exit 1; }
+	@touch $@
 
 # `npm install` with the committed lock, not `npm ci`: buf ships one optional binary
 # package per platform, the lock can list only those the registry serves here, and
-# `npm ci` rejects a lock without all of them. The lock is left unchanged.
+# `npm ci` rejects a lock without all of them. `--no-save` leaves the lock unchanged.
 $(NODE_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
-	touch $@
+	@command -v npm >/dev/null || { \
+	    echo "make test and make lint need Node.js and npm (buf, the Node client's test);" \
+	        "make run does not" >&2; exit 1; }
+	@mkdir -p $(dir $(LOG))
+	@echo "installing buf with npm (log: $(LOG))"
+	@{ echo "== $$(date -u +%FT%TZ) npm install"; \
+	   npm install --no-save --no-audit --no-fund --loglevel=error; } >>$(LOG) 2>&1 || { \
+	    echo "npm install failed: see $(LOG)" >&2; exit 1; }
+	@touch $@
 
 # The Node example client pins its own lock; `npm ci` installs exactly that.
 $(NODE_CLIENT_STAMP): client/node/package.json client/node/package-lock.json
-	cd client/node && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@command -v npm >/dev/null || { \
+	    echo "make test needs Node.js and npm (the Node client's test); make run does not" >&2; \
+	    exit 1; }
+	@mkdir -p $(dir $(LOG))
+	@echo "installing the Node client's packages with npm (log: $(LOG))"
+	@{ echo "== $$(date -u +%FT%TZ) npm ci (client/node)"; \
+	   cd client/node && npm ci --no-audit --no-fund --loglevel=error; } >>$(LOG) 2>&1 || { \
+	    echo "npm ci in client/node failed: see $(LOG)" >&2; exit 1; }
+	@touch $@
 
-setup: $(STAMP) $(NODE_STAMP) $(NODE_CLIENT_STAMP)
+node: $(NODE_STAMP) $(NODE_CLIENT_STAMP)
 
-# The daemon on its embedded defaults (or pass flags: make run ARGS="--config my.toml"),
-# on the compiled core. Listens on $$XDG_RUNTIME_DIR/budgetd.sock (else a per-user
-# directory under the temp dir) and 127.0.0.1:50051.
-run: setup native
-	$(WITH_NATIVE) exec $(PY) -m budgetd $(ARGS)
+setup: $(STAMP) node
+
+# The daemon on its embedded defaults (or pass flags: make run ARGS="--config my.toml").
+# Listens on $$XDG_RUNTIME_DIR/budgetd.sock (else a per-user directory under the temp
+# dir) and 127.0.0.1:50051. The compiled core when it can be built, else the pure one.
+run: $(STAMP)
+	@core=pure; \
+	if ! $(CAN_COMPILE); then \
+	    echo "no C compiler or Python headers (gcc, python3-dev): $(PURE)"; \
+	else \
+	    $(MAKE) --no-print-directory -q $(NATIVE)/.core 2>/dev/null || \
+	        echo "compiling the core with mypyc (about a minute; log: $(LOG))"; \
+	    if $(MAKE) --no-print-directory native >>$(LOG) 2>&1; then core=compiled; \
+	    else echo "the mypyc build failed (see $(LOG)): $(PURE)"; fi; \
+	fi; \
+	if [ $$core = compiled ]; then $(WITH_NATIVE) exec $(PY) -m budgetd $(ARGS); fi; \
+	exec $(PY) -m budgetd $(ARGS)
 
 # The core is compiled only when a core source changed (it takes a minute); the rest of
 # the package is copied beside it whenever any source changed.
 $(NATIVE)/.core: $(STAMP) $(CORE_SOURCES)
-	rm -rf $(NATIVE)/budgetd $(NATIVE)/*.so
-	mkdir -p $(NATIVE)/budgetd
-	cp server/budgetd/__init__.py $(NATIVE)/budgetd/
-	cp -r server/budgetd/core $(NATIVE)/budgetd/core
-	find $(NATIVE)/budgetd -name __pycache__ -prune -exec rm -rf {} +
-	cd $(NATIVE) && $(CURDIR)/$(VENV)/bin/mypyc --ignore-missing-imports budgetd/core
-	touch $@
+	@echo "compiling the core with mypyc (about a minute; log: $(LOG))"
+	@rm -rf $(NATIVE)/budgetd $(NATIVE)/*.so
+	@mkdir -p $(NATIVE)/budgetd $(dir $(LOG))
+	@cp server/budgetd/__init__.py $(NATIVE)/budgetd/
+	@cp -r server/budgetd/core $(NATIVE)/budgetd/core
+	@find $(NATIVE)/budgetd -name __pycache__ -prune -exec rm -rf {} +
+	@{ echo "== $$(date -u +%FT%TZ) mypyc"; \
+	   cd $(NATIVE) && $(abspath $(VENV))/bin/mypyc --ignore-missing-imports budgetd/core; \
+	 } >>$(LOG) 2>&1 || { echo "the mypyc build of the core failed: see $(LOG)" >&2; exit 1; }
+	@touch $@
 
 $(NATIVE_STAMP): $(NATIVE)/.core $(SOURCES)
-	find $(NATIVE)/budgetd -mindepth 1 -maxdepth 1 ! -name core -exec rm -rf {} +
-	tar -C server --exclude=budgetd/core --exclude=__pycache__ -cf - budgetd | tar -C $(NATIVE) -xf -
-	touch $@
+	@find $(NATIVE)/budgetd -mindepth 1 -maxdepth 1 ! -name core -exec rm -rf {} +
+	@tar -C server --exclude=budgetd/core --exclude=__pycache__ -cf - budgetd | tar -C $(NATIVE) -xf -
+	@touch $@
 
 native: $(NATIVE_STAMP)
 
 # The whole suite on the sources, then the core's suite again on the compiled core
 # (tests/conftest.py fails the run if BUDGETD_CORE=compiled finds the pure one).
-test: setup native
+test: $(STAMP) node native
 	$(PY) -m pytest
 	$(WITH_NATIVE) $(PY) -m pytest tests/unit
 	$(MAKE) --no-print-directory test-node
 
 # The Node client's test starts the real daemon (compiled core) with this venv's Python.
-test-node: setup native
+test-node: $(STAMP) node native
 	cd client/node && $(WITH_NATIVE) BUDGETD_PYTHON=$(CURDIR)/$(PY) npm test
 
-lint: setup
+lint: $(STAMP) $(NODE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	npx --no-install buf lint
 
-# Regenerate the committed stubs; tests/unit/test_proto_fresh.py fails when they are stale.
+# Regenerate the committed stubs, the daemon's (server/budgetd/v1) and the SDK's
+# (client/budgetd_client/v1); tests/unit/test_proto_fresh.py fails when either is stale.
 proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos \
-	    --python_out=server --pyi_out=server --grpc_python_out=server $(PROTO)
+	$(PY) protos/generate.py
 
-bench: setup native
+bench: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --out bench/results/core.txt
 	$(WITH_NATIVE) $(PY) -m bench.service_bench --out bench/results/service.txt
 
-bench-quick: setup native
+bench-quick: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --quick --out bench/results/core-quick.txt
 
 # Instructions per call under valgrind: steady on a loaded machine, for before/after.
-bench-instructions: setup native
+bench-instructions: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.instructions --out bench/results/instructions.txt
 
 clean:
-	rm -rf $(VENV) build node_modules client/node/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build node_modules client/node/node_modules .mypy_cache .ruff_cache .pytest_cache \
+	    .hypothesis *.egg-info client/*.egg-info

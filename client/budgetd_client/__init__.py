@@ -53,6 +53,9 @@ from budgetd_client.retry import Backoff
 from budgetd_client.session import AsyncRunSession, RunSession
 from budgetd_client.subscription import AsyncSubscription, Subscription
 
+# The distribution's version (client/pyproject.toml reads it from here).
+__version__ = "0.1.0"
+
 __all__ = [
     "AlreadyExists",
     "AsyncBudgetClient",

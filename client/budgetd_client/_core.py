@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import _validate as v
 from budgetd_client import _wire as w
 from budgetd_client._call import (
@@ -42,6 +41,7 @@ from budgetd_client.models import (
     RunTotals,
     Usage,
 )
+from budgetd_client.v1 import budget_pb2 as pb
 
 __all__ = ["Call", "Core", "OnUnavailable", "Settings", "new_id", "not_sent", "subscribe_request"]
 

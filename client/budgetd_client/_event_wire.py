@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import _wire as w
 from budgetd_client import events as ev
 from budgetd_client.enums import (
@@ -17,6 +16,7 @@ from budgetd_client.enums import (
     from_wire,
 )
 from budgetd_client.errors import BudgetdError
+from budgetd_client.v1 import budget_pb2 as pb
 
 log = logging.getLogger("budgetd_client")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from budgetd.paths import as_target, default_target
+from budgetd_client.paths import as_target, default_target
 from budgetd_client.retry import Backoff
 
 OnUnavailable = Literal["allow", "deny"]

@@ -23,8 +23,6 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from budgetd.v1 import budget_pb2 as pb
-from budgetd.v1 import budget_pb2_grpc as rpc
 from budgetd_client._breaker import Breaker, Gate
 from budgetd_client._settings import Settings
 from budgetd_client.errors import (
@@ -35,6 +33,8 @@ from budgetd_client.errors import (
     from_rpc_error,
 )
 from budgetd_client.retry import RETRYABLE
+from budgetd_client.v1 import budget_pb2 as pb
+from budgetd_client.v1 import budget_pb2_grpc as rpc
 
 
 class _Attempts:

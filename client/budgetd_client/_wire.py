@@ -13,7 +13,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.enums import (
     Decision,
     Dimension,
@@ -40,6 +39,7 @@ from budgetd_client.models import (
     Totals,
     Usage,
 )
+from budgetd_client.v1 import budget_pb2 as pb
 
 # --- time ----------------------------------------------------------------------------
 

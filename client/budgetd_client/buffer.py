@@ -28,8 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.errors import AlreadyExists, BudgetdError
+from budgetd_client.v1 import budget_pb2 as pb
 
 log = logging.getLogger("budgetd_client")
 

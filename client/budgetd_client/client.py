@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 
 class BudgetClient(ClientState):
-    """A connection to budgetd (default target: `budgetd.paths.default_target()`; a bare
+    """A connection to budgetd (default target: `budgetd_client.paths.default_target()`; a bare
     path is a Unix socket)."""
 
     def __init__(

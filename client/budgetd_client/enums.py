@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.errors import BudgetdError
+from budgetd_client.v1 import budget_pb2 as pb
 
 E = TypeVar("E", bound=enum.Enum)
 

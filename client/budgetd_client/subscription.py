@@ -27,13 +27,13 @@ from typing import Any
 
 import grpc
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import _event_wire
 from budgetd_client._settings import Settings
 from budgetd_client._transport import AsyncTransport, Transport
 from budgetd_client.errors import BudgetdUnavailable, ClientClosed, from_rpc_error
 from budgetd_client.events import Event
 from budgetd_client.retry import RESUMABLE
+from budgetd_client.v1 import budget_pb2 as pb
 
 RESUME_HEADER = "budgetd-resume-after"
 _ENDED = "the server ended the event stream"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvloop
 
-from budgetd import config, logs
+from budgetd import __version__, config, logs
 from budgetd.core import COMPILED
 from budgetd.daemon import Daemon
 from budgetd.persistence.statedir import StateDirError
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Budget sidecar for LLM agents. `budgetd check-config FILE` validates "
         "a config file and prints the effective policies.",
     )
+    parser.add_argument("--version", action="version", version=f"budgetd {__version__}")
     config.add_arguments(parser)
     return parser
 

@@ -24,6 +24,7 @@ from budgetd_client import (
 )
 from budgetd_client import _event_wire as event_wire
 from budgetd_client.events import Unknown, UsageRecorded
+from budgetd_client.v1 import budget_pb2 as client_pb  # the SDK's own stubs
 from tests.service.client_support import (
     FAST,
     THREAD,
@@ -231,6 +232,7 @@ def test_an_unknown_payload_is_delivered_as_kind_unknown_and_the_stream_goes_on(
 
 
 def test_a_known_payload_with_an_unknown_enum_value_is_kind_unknown() -> None:
-    ended = pb.Event(seq=4, run_ended=pb.Event.RunEnded(run_id="r", reason=99))  # type: ignore[arg-type]
+    run_ended = client_pb.Event.RunEnded(run_id="r", reason=99)  # type: ignore[arg-type]
+    ended = client_pb.Event(seq=4, run_ended=run_ended)
     event = event_wire.event(ended)
     assert (event.seq, event.kind, event.payload) == (4, EventKind.unknown, Unknown("run_ended"))

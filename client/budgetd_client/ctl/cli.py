@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from budgetd.paths import as_target, default_target
-from budgetd.v1 import budget_pb2 as pb
-from budgetd.v1 import budget_pb2_grpc as rpc
+from budgetd_client import __version__
 from budgetd_client.ctl import commands
 from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
 from budgetd_client.ctl.events import KIND_NAMES
 from budgetd_client.ctl.output import Output
+from budgetd_client.paths import as_target, default_target
+from budgetd_client.v1 import budget_pb2 as pb
+from budgetd_client.v1 import budget_pb2_grpc as rpc
 
 EXIT_CODES = """\
 exit codes:
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"budgetctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(

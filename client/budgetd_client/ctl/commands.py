@@ -20,12 +20,11 @@ from typing import Any
 import grpc
 from rich.text import Text
 
-from budgetd import convert
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.ctl import events, policyfile
 from budgetd_client.ctl import formats as fmt
 from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
 from budgetd_client.ctl.output import Cell, Column, Output, message_dict
+from budgetd_client.v1 import budget_pb2 as pb
 
 # ListLedgers is paginated; `status` and `runs` fetch every page but stop at a bound so
 # a daemon with millions of ledgers cannot make an operator's terminal hang.
@@ -351,9 +350,7 @@ def policies_put(ctl: Ctl) -> int:
     policies = policyfile.load(path)  # validated locally first: all or nothing is sent
     answers: list[pb.PutPolicyResponse] = []
     for policy in policies:
-        request = pb.PutPolicyRequest(
-            policy=convert.policy_message(policy), apply_to_existing=ctl.args.apply_to_existing
-        )
+        request = pb.PutPolicyRequest(policy=policy, apply_to_existing=ctl.args.apply_to_existing)
         try:
             answers.append(ctl.admin.PutPolicy(request, timeout=ctl.timeout))
         except grpc.RpcError as error:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.ctl import formats as fmt
+from budgetd_client.v1 import budget_pb2 as pb
 
 KIND_NAMES = [
     fmt.enum_name(pb.EventKind, value, "EVENT_KIND_")

@@ -15,7 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from budgetd.v1 import budget_pb2 as pb
+from budgetd_client.v1 import budget_pb2 as pb
 
 # The names a policy file uses for caps (`cost_usd = "12.50"`, `run_duration = "2h"`).
 DIMENSION_NAMES: dict[int, str] = {

@@ -1,10 +1,11 @@
 """Policy files: read them for `policies put`, write them for `policies get`.
 
 A file holds one policy (its keys at the top level) or several (`[[policies]]`, as in
-the daemon's config file). It is parsed here with the daemon's own parser
-(`Policy.from_mapping`), so a typo is reported as `file:key: reason` before anything
-is sent, with the same rules and words as the config file. What `policies get` writes
-reads back to the same policy, so get -> edit -> put is safe.
+the daemon's config file). It is parsed here with the config file's grammar
+(`policy_grammar`, held to the daemon's parser by a test), so a typo is reported as
+`file:key: reason` before anything is sent, with the same rules and words as the config
+file. What `policies get` writes reads back to the same policy, so get -> edit -> put is
+safe.
 """
 
 from __future__ import annotations
@@ -15,24 +16,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from budgetd.core import InvalidArgument, Policy
-from budgetd.v1 import budget_pb2 as pb
 from budgetd_client.ctl import formats as fmt
+from budgetd_client.ctl import policy_grammar
 from budgetd_client.ctl.errors import CtlError, Exit
+from budgetd_client.ctl.policy_grammar import PolicyError
+from budgetd_client.v1 import budget_pb2 as pb
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
 _ESCAPES["\r"] = "\\r"
 
 
-def load(path: Path) -> list[Policy]:
+def load(path: Path) -> list[pb.Policy]:
     """Every policy of the file, validated; `CtlError` names the file, key and reason."""
     document = _read(path)
     try:
         items = _policy_tables(document)
         policies = [_parse(data, where) for where, data in items]
         _check_distinct(policies, [where for where, _ in items])
-    except InvalidArgument as error:
+    except PolicyError as error:
         raise CtlError(Exit.INVALID, f"{path}:{error.field}: {error.rule}") from None
     return policies
 
@@ -56,28 +58,28 @@ def _policy_tables(document: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("", document)]
     others = sorted(set(document) - {"policies"})
     if others:
-        raise InvalidArgument(
+        raise PolicyError(
             others[0], "unknown key next to [[policies]] (a file holds one policy or an array)"
         )
     items = document["policies"]
     if not isinstance(items, list) or not items:
-        raise InvalidArgument("policies", "must be a non-empty array of tables ([[policies]])")
+        raise PolicyError("policies", "must be a non-empty array of tables ([[policies]])")
     return [(f"policies[{i}]", item) for i, item in enumerate(items)]
 
 
-def _parse(data: Any, where: str) -> Policy:
+def _parse(data: Any, where: str) -> pb.Policy:
     try:
-        return Policy.from_mapping(data, None, where)
-    except InvalidArgument as error:
+        return policy_grammar.parse(data, where)
+    except PolicyError as error:
         # A top-level policy has no prefix: `.caps.x` reads better as `caps.x`.
-        raise InvalidArgument(error.field.removeprefix("."), error.rule) from None
+        raise PolicyError(error.field.removeprefix("."), error.rule) from None
 
 
-def _check_distinct(policies: Sequence[Policy], wheres: Sequence[str]) -> None:
+def _check_distinct(policies: Sequence[pb.Policy], wheres: Sequence[str]) -> None:
     seen: dict[str, str] = {}
     for policy, where in zip(policies, wheres, strict=True):
         if policy.name in seen:
-            raise InvalidArgument(
+            raise PolicyError(
                 f"{where}.name", f"{policy.name!r} is already the name of {seen[policy.name]}"
             )
         seen[policy.name] = where
