@@ -112,6 +112,10 @@ class Daemon:
             self.state.open()  # before the listeners: a second daemon stops here
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.listeners = bind(self.server, self.settings)
+        self.runtime.listeners = [
+            *([f"unix:{self.listeners.unix.path}"] if self.listeners.unix else []),
+            *([self.listeners.tcp] if self.listeners.tcp else []),
+        ]
         await self.server.start()
         if self.listeners.unix is not None:
             self.listeners.unix.bound()

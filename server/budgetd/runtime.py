@@ -71,6 +71,8 @@ class Runtime:
         self.clock = clock
         self.mode = mode
         self.streams = 0
+        self.started_at = clock()
+        self.listeners: list[str] = []  # set by the daemon once bound, for GetServerInfo
         self.store: Store | None = None
         self.refusing: str | None = None  # why calls get UNAVAILABLE (None: they don't)
         self.lsn = 0  # the last mutation recorded (the journal's lsn in journal mode)

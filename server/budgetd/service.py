@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from budgetd import convert
-from budgetd.core import BudgetError, Engine, InvalidArgument, LedgerState, Policy
+from budgetd import __version__, convert
+from budgetd.core import COMPILED, BudgetError, Engine, InvalidArgument, LedgerState, Policy
 from budgetd.core import events as ev
+from budgetd.core.results import RunInfo
 from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow
 from budgetd.logs import fields
 from budgetd.runtime import Runtime
@@ -274,6 +276,34 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             next_page_token=page.next_page_token,
         )
 
+    @unary
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must be >= 0 (0 = 100)")
+        engine = self.runtime.reader()
+        page = engine.list_runs(
+            selector=dict(request.selector),
+            page_size=min(request.page_size or 100, engine.limits.max_page_size),
+            page_token=request.page_token,
+        )
+        return pb.ListRunsResponse(
+            runs=[_run_status(run) for run in page.runs], next_page_token=page.next_page_token
+        )
+
+
+def _run_status(run: RunInfo) -> pb.RunStatus:
+    status = pb.RunStatus(
+        run_id=run.run_id,
+        labels=run.labels,
+        opened_at=convert.timestamp(run.opened_at),
+        last_heartbeat=convert.timestamp(run.last_heartbeat),
+        expires_at=convert.timestamp(run.expires_at),
+        totals=convert.totals(run.totals),
+    )
+    if run.deadline is not None:
+        status.deadline.CopyFrom(convert.timestamp(run.deadline))
+    return status
+
 
 def _event_filter(request: pb.SubscribeRequest, engine: Engine) -> EventFilter:
     selector = dict(request.selector)
@@ -360,6 +390,30 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     ) -> pb.ListPoliciesResponse:
         policies = sorted(self.runtime.reader().policies, key=lambda p: p.name)
         return pb.ListPoliciesResponse(policies=[convert.policy_message(p) for p in policies])
+
+    @unary
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: Context
+    ) -> pb.GetServerInfoResponse:
+        runtime = self.runtime
+        engine, store = runtime.engine, runtime.store
+        return pb.GetServerInfoResponse(
+            version=__version__,
+            started_at=convert.timestamp(runtime.started_at),
+            listeners=runtime.listeners,
+            durability=runtime.mode.value,
+            state_dir=str(store.state.path) if store is not None else "",
+            core_compiled=COMPILED,
+            ledgers=engine.ledger_count,
+            reservations=engine.reservation_count,
+            runs=engine.run_count,
+            subscribers=runtime.events.subscriber_count,
+            policies=len(engine.policies),
+            last_event_seq=runtime.events.last_seq,
+            journal_lsn=runtime.lsn,
+            snapshot_lsn=store.snapshot_lsn if store is not None else 0,
+            pid=os.getpid(),
+        )
 
     @unary
     async def ResetLedger(

@@ -326,3 +326,38 @@ def test_a_denied_reserve_is_an_event_naming_the_request(
     assert denied.denied.blocker.ledger == "per-thread{thread=t1}"
     assert denied.denied.blocker.requested == 5000
     watcher.cancel()
+
+
+def test_list_runs_pages_open_runs_with_their_usage(served: Served) -> None:
+    for run_id in ("b", "a", "c"):
+        served.budget.OpenRun(
+            pb.OpenRunRequest(request_id=f"o-{run_id}", run_id=run_id, labels={"agent": "w"})
+        )
+    served.budget.Consume(
+        pb.ConsumeRequest(
+            request_id="c1", labels={"agent": "w"}, run_id="a", usage=pb.Usage(input_tokens=9)
+        )
+    )
+    first = served.budget.ListRuns(pb.ListRunsRequest(page_size=2))
+    assert [run.run_id for run in first.runs] == ["a", "b"] and first.next_page_token
+    assert first.runs[0].totals.input_tokens == 9
+    assert first.runs[0].labels == {"agent": "w"}
+    assert first.runs[0].expires_at.seconds > first.runs[0].opened_at.seconds
+    assert first.runs[0].HasField("deadline")  # the embedded runs policy caps run_duration
+    rest = served.budget.ListRuns(pb.ListRunsRequest(page_token=first.next_page_token))
+    assert [run.run_id for run in rest.runs] == ["c"] and not rest.next_page_token
+    with pytest.raises(grpc.RpcError) as bad:
+        served.budget.ListRuns(pb.ListRunsRequest(page_size=-1))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_server_info_describes_the_daemon_and_counts_what_it_holds(served: Served) -> None:
+    served.budget.Consume(consume(1))
+    info = served.admin.GetServerInfo(pb.GetServerInfoRequest())
+    assert info.version and info.durability == "journal" and info.state_dir
+    assert info.ledgers == served.runtime.engine.ledger_count > 0
+    assert info.policies == len(served.runtime.engine.policies)
+    assert (info.reservations, info.runs, info.subscribers) == (0, 0, 0)
+    assert info.journal_lsn == served.runtime.lsn >= 1
+    assert info.last_event_seq == served.runtime.events.last_seq
+    assert info.pid > 0

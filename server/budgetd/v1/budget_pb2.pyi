@@ -692,6 +692,56 @@ class ListLedgersResponse(_message.Message):
     next_page_token: str
     def __init__(self, ledgers: _Optional[_Iterable[_Union[LedgerStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ListRunsRequest(_message.Message):
+    __slots__ = ("selector", "page_size", "page_token")
+    class SelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    selector: _containers.ScalarMap[str, str]
+    page_size: int
+    page_token: str
+    def __init__(self, selector: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class RunStatus(_message.Message):
+    __slots__ = ("run_id", "labels", "opened_at", "last_heartbeat", "expires_at", "deadline", "totals")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    labels: _containers.ScalarMap[str, str]
+    opened_at: _timestamp_pb2.Timestamp
+    last_heartbeat: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    deadline: _timestamp_pb2.Timestamp
+    totals: Totals
+    def __init__(self, run_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., totals: _Optional[_Union[Totals, _Mapping]] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunStatus]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class PutPolicyRequest(_message.Message):
     __slots__ = ("policy", "apply_to_existing")
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -759,6 +809,44 @@ class SetLedgerLimitsResponse(_message.Message):
     LEDGER_FIELD_NUMBER: _ClassVar[int]
     ledger: LedgerStatus
     def __init__(self, ledger: _Optional[_Union[LedgerStatus, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetServerInfoResponse(_message.Message):
+    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    LISTENERS_FIELD_NUMBER: _ClassVar[int]
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIR_FIELD_NUMBER: _ClassVar[int]
+    CORE_COMPILED_FIELD_NUMBER: _ClassVar[int]
+    LEDGERS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_LSN_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_LSN_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    started_at: _timestamp_pb2.Timestamp
+    listeners: _containers.RepeatedScalarFieldContainer[str]
+    durability: str
+    state_dir: str
+    core_compiled: bool
+    ledgers: int
+    reservations: int
+    runs: int
+    subscribers: int
+    policies: int
+    last_event_seq: int
+    journal_lsn: int
+    snapshot_lsn: int
+    pid: int
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

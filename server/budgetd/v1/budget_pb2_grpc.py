@@ -95,6 +95,11 @@ class BudgetServiceStub:
                 request_serializer=budgetd_dot_v1_dot_budget__pb2.ListLedgersRequest.SerializeToString,
                 response_deserializer=budgetd_dot_v1_dot_budget__pb2.ListLedgersResponse.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/budgetd.v1.BudgetService/ListRuns',
+                request_serializer=budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -193,6 +198,13 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """Open runs, filtered by labels, paginated, ordered by run id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +267,11 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.ListLedgers,
                     request_deserializer=budgetd_dot_v1_dot_budget__pb2.ListLedgersRequest.FromString,
                     response_serializer=budgetd_dot_v1_dot_budget__pb2.ListLedgersResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.FromString,
+                    response_serializer=budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +609,33 @@ class BudgetService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.BudgetService/ListRuns',
+            budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.SerializeToString,
+            budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BudgetAdminServiceStub:
     """The service operators (budgetctl) use to manage policies and ledgers.
@@ -617,6 +661,11 @@ class BudgetAdminServiceStub:
                 '/budgetd.v1.BudgetAdminService/ListPolicies',
                 request_serializer=budgetd_dot_v1_dot_budget__pb2.ListPoliciesRequest.SerializeToString,
                 response_deserializer=budgetd_dot_v1_dot_budget__pb2.ListPoliciesResponse.FromString,
+                _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/budgetd.v1.BudgetAdminService/GetServerInfo',
+                request_serializer=budgetd_dot_v1_dot_budget__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=budgetd_dot_v1_dot_budget__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
         self.ResetLedger = channel.unary_unary(
                 '/budgetd.v1.BudgetAdminService/ResetLedger',
@@ -660,6 +709,13 @@ class BudgetAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """What this daemon is and holds: version, listeners, durability, counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResetLedger(self, request, context):
         """Zero a ledger's counters; returns its final state.
         """
@@ -675,7 +731,9 @@ class BudgetAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Snapshot(self, request, context):
-        """Write a state snapshot now.
+        """Write a state snapshot now. FAILED_PRECONDITION when the daemon keeps nothing on
+        disk (durability `memory`); RESOURCE_EXHAUSTED while another one is being
+        written; UNAVAILABLE when writing it failed (the reason says why).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -698,6 +756,11 @@ def add_BudgetAdminServiceServicer_to_server(servicer, server):
                     servicer.ListPolicies,
                     request_deserializer=budgetd_dot_v1_dot_budget__pb2.ListPoliciesRequest.FromString,
                     response_serializer=budgetd_dot_v1_dot_budget__pb2.ListPoliciesResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=budgetd_dot_v1_dot_budget__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=budgetd_dot_v1_dot_budget__pb2.GetServerInfoResponse.SerializeToString,
             ),
             'ResetLedger': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetLedger,
@@ -797,6 +860,33 @@ class BudgetAdminService:
             '/budgetd.v1.BudgetAdminService/ListPolicies',
             budgetd_dot_v1_dot_budget__pb2.ListPoliciesRequest.SerializeToString,
             budgetd_dot_v1_dot_budget__pb2.ListPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.BudgetAdminService/GetServerInfo',
+            budgetd_dot_v1_dot_budget__pb2.GetServerInfoRequest.SerializeToString,
+            budgetd_dot_v1_dot_budget__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
