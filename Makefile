@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	@echo "setting up $(VENV) with pip (log: $(LOG))"
 	@{ echo "== $$(date -u +%FT%TZ) pip"; \
 	   $(PYTHON) -m venv $(VENV) && \
-	   $(PY) -m pip install --upgrade pip && \
+	   { $(PY) -m pip install --upgrade pip || echo "pip not upgraded: going on with the venv's"; } && \
 	   $(PY) -m pip uninstall -y budgetd budgetd-client && \
 	   $(PY) -m pip install -e ./client -e '.[dev]'; } >>$(LOG) 2>&1 || { \
 	    echo "set-up failed (python -m venv or pip install): see $(LOG)" >&2; exit 1; }
