@@ -996,9 +996,10 @@ class Engine:
             e._reservations[r.id] = r
             e._reservation_heap.append((r.expires_at, r.id))
         heapq.heapify(e._reservation_heap)
-        for rid, labels, run_id, estimate, expired_at in data["expired_holds"]:
+        # (Names unlike the loop above's: mypyc types a variable once per function.)
+        for rid, held_labels, held_run, held_estimate, expired_at in data["expired_holds"]:
             e._expired_holds[rid] = ExpiredHold(
-                labels, run_id, state.usage_from_plain(estimate), expired_at
+                held_labels, held_run, state.usage_from_plain(held_estimate), expired_at
             )
         for item in data["runs"]:
             run = state.run_from_plain(e._ledgers, item)
