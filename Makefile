@@ -25,7 +25,7 @@ CAN_COMPILE = $(PY) -c 'import os, shlex, shutil, sysconfig as s; \
     raise SystemExit(not (shutil.which(cc) and os.path.exists(h)))'
 PURE := running the pure-Python core (slower)
 
-.PHONY: setup node native run test test-node lint proto bench bench-quick bench-instructions clean
+.PHONY: setup node native run test test-node lint proto bench bench-durability bench-quick bench-instructions clean
 
 # The venv: the SDK's distribution (client/, with budgetctl) and the daemon's, editable.
 # Both are uninstalled first: an older venv's budgetd owned budgetctl, and removing that
@@ -136,6 +136,14 @@ proto: $(STAMP)
 bench: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --out bench/results/core.txt
 	$(WITH_NATIVE) $(PY) -m bench.service_bench --out bench/results/service.txt
+	$(MAKE) --no-print-directory bench-durability
+
+# Durability modes side by side, snapshots and recovery at 1M ledgers (several minutes;
+# BENCH_LEDGERS=100000 for a quicker run).
+BENCH_LEDGERS ?= 1000000
+bench-durability: $(STAMP) native
+	$(WITH_NATIVE) $(PY) -m bench.durability_bench --ledgers $(BENCH_LEDGERS) \
+	    --out bench/results/durability.txt
 
 bench-quick: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --quick --out bench/results/core-quick.txt
