@@ -19,6 +19,7 @@ import grpc
 from budgetd import __version__, convert
 from budgetd.core import COMPILED, BudgetError, Engine, InvalidArgument, LedgerState, Policy
 from budgetd.core import events as ev
+from budgetd.core.engine import FROM_FILE
 from budgetd.core.results import RunInfo
 from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow
 from budgetd.logs import fields
@@ -368,13 +369,21 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             raise InvalidArgument("policy", "required")
         engine = self.runtime.reader()
         policy = Policy.from_mapping(convert.policy(request.policy), engine.limits, "policy")
+        before = engine.policies_by_name().get(policy.name)
+        if request.validate_only:
+            wanted = engine.validated_policy(policy)
+            return pb.PutPolicyResponse(
+                policy=convert.policy_message(wanted),
+                created=before is None,
+                changed=before != wanted,
+            )
         result = await self.runtime.apply(
             "put_policy",
             {"policy": policy, "apply_to_existing": request.apply_to_existing, "origin": "api"},
         )
+        stored = self.runtime.engine.policy(policy.name)
         return pb.PutPolicyResponse(
-            policy=convert.policy_message(self.runtime.engine.policy(policy.name)),
-            created=result.created,
+            policy=convert.policy_message(stored), created=result.created, changed=before != stored
         )
 
     @unary
@@ -388,8 +397,12 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     async def ListPolicies(
         self, request: pb.ListPoliciesRequest, context: Context
     ) -> pb.ListPoliciesResponse:
-        policies = sorted(self.runtime.reader().policies, key=lambda p: p.name)
-        return pb.ListPoliciesResponse(policies=[convert.policy_message(p) for p in policies])
+        engine = self.runtime.reader()
+        policies = sorted(engine.policies, key=lambda p: p.name)
+        return pb.ListPoliciesResponse(
+            policies=[convert.policy_message(p) for p in policies],
+            config_file_policies=[p.name for p in policies if engine.origin(p.name) == FROM_FILE],
+        )
 
     @unary
     async def GetServerInfo(

@@ -361,3 +361,34 @@ def test_server_info_describes_the_daemon_and_counts_what_it_holds(served: Serve
     assert info.journal_lsn == served.runtime.lsn >= 1
     assert info.last_event_seq == served.runtime.events.last_seq
     assert info.pid > 0
+
+
+def test_validate_only_put_answers_what_a_put_would_do_and_changes_nothing(
+    served: Served,
+) -> None:
+    before = served.admin.ListPolicies(pb.ListPoliciesRequest())
+    assert set(before.config_file_policies) == {p.name for p in before.policies}
+    last_seq = served.runtime.events.last_seq
+    lsn = served.runtime.lsn
+    new = pb.Policy(
+        name="fresh", per=["user"], caps=[pb.Cap(dimension=pb.DIMENSION_REQUESTS, limit=5)]
+    )
+    dry = served.admin.PutPolicy(pb.PutPolicyRequest(policy=new, validate_only=True))
+    assert (dry.created, dry.changed) == (True, True)
+    assert len(dry.policy.thresholds) == 3  # defaults filled in, as a put would store them
+    existing = next(p for p in before.policies if p.name == "per-thread")
+    same = served.admin.PutPolicy(pb.PutPolicyRequest(policy=existing, validate_only=True))
+    assert (same.created, same.changed) == (False, False)
+    with pytest.raises(grpc.RpcError) as bad:
+        served.admin.PutPolicy(
+            pb.PutPolicyRequest(policy=pb.Policy(name="Bad Name"), validate_only=True)
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (served.runtime.events.last_seq, served.runtime.lsn) == (last_seq, lsn)
+    assert "fresh" not in {
+        p.name for p in served.admin.ListPolicies(pb.ListPoliciesRequest()).policies
+    }
+    put = served.admin.PutPolicy(pb.PutPolicyRequest(policy=new))
+    assert (put.created, put.changed) == (True, True)
+    after = served.admin.ListPolicies(pb.ListPoliciesRequest())
+    assert "fresh" not in after.config_file_policies  # put over the API

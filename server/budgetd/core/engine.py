@@ -165,6 +165,16 @@ class Engine:
     def policies(self) -> tuple[Policy, ...]:
         return self._policy_list
 
+    def policies_by_name(self) -> Mapping[str, Policy]:
+        return self._policies
+
+    def validated_policy(self, policy: Policy) -> Policy:
+        """`policy` as a put would store it, checked by the same rules (changes nothing)."""
+        policy = self._validated(policy)
+        if policy.name not in self._policies and len(self._policies) >= self.limits.max_policies:
+            raise LimitReached("max_policies", self.limits.max_policies)
+        return policy
+
     def origin(self, name: str) -> str:
         """Where policy `name` came from: FROM_FILE or FROM_API."""
         self.policy(name)

@@ -743,20 +743,24 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PutPolicyRequest(_message.Message):
-    __slots__ = ("policy", "apply_to_existing")
+    __slots__ = ("policy", "apply_to_existing", "validate_only")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     APPLY_TO_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     policy: Policy
     apply_to_existing: bool
-    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., apply_to_existing: _Optional[bool] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., apply_to_existing: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class PutPolicyResponse(_message.Message):
-    __slots__ = ("policy", "created")
+    __slots__ = ("policy", "created", "changed")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
     policy: Policy
     created: bool
-    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    changed: bool
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., created: _Optional[bool] = ..., changed: _Optional[bool] = ...) -> None: ...
 
 class DeletePolicyRequest(_message.Message):
     __slots__ = ("name",)
@@ -775,10 +779,12 @@ class ListPoliciesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListPoliciesResponse(_message.Message):
-    __slots__ = ("policies",)
+    __slots__ = ("policies", "config_file_policies")
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FILE_POLICIES_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+    config_file_policies: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., config_file_policies: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResetLedgerRequest(_message.Message):
     __slots__ = ("request_id", "key")
