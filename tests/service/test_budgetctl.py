@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from budgetd import paths
 from budgetd.core import Limits, Policy
 from budgetd.v1 import budget_pb2 as pb
-from budgetd_client.ctl import Exit, cli, commands, main
+from budgetd_client.ctl import Exit, cli, commands, main, operator
 from budgetd_client.ctl.errors import from_rpc
 from tests.service.support import START, Served, serve
 
@@ -83,6 +83,7 @@ def consume(
     request_id: str,
     tokens: int = 1000,
     labels: dict[str, str] | None = None,
+    run_id: str = "",
     **usage: Any,
 ) -> None:
     served.budget.Consume(
@@ -90,6 +91,7 @@ def consume(
             request_id=request_id,
             labels=labels or THREAD,
             usage=pb.Usage(input_tokens=tokens, output_tokens=tokens // 2, **usage),
+            run_id=run_id,
         )
     )
 
@@ -135,7 +137,17 @@ def test_help_documents_every_command_and_the_exit_codes(
 ) -> None:
     assert main(["--help"]) == Exit.OK
     out = capsys.readouterr().out
-    for command in ("status", "ledger", "policies", "reset", "runs", "snapshot", "watch"):
+    for command in (
+        "status",
+        "ledger",
+        "policies",
+        "reset",
+        "runs",
+        "limits",
+        "info",
+        "snapshot",
+        "watch",
+    ):
         assert command in out
     assert documented_codes(out) == {int(code) for code in Exit}
     assert "daemon unavailable" in out and "not found" in out and "not allowed" in out
@@ -145,7 +157,7 @@ def test_help_documents_every_command_and_the_exit_codes(
     assert "Fields without presence are always there" in words
     assert "window_end is absent for a lifetime window" in words
     assert main(["runs", "--help"]) == Exit.OK
-    assert "no call that lists runs" in capsys.readouterr().out
+    assert "open runs" in capsys.readouterr().out
 
 
 def documented_codes(text: str) -> set[int]:
@@ -297,39 +309,31 @@ LONG_KEY = "per-thread{thread=7f3a9c0e-5b1d-4e2f-9a8b-01234}"  # 48 of the termi
 LONG_AGENT = "per-agent{agent=writer-agent-with-a-long-name}"
 
 
-@pytest.mark.parametrize(
-    ("argv", "rows"),
-    [
-        (
-            ["status"],
-            {
-                LONG_KEY: [LONG_KEY, "ok", "total_tokens", "1,500", "100,000", "1%", "0"],
-                LONG_AGENT: [LONG_AGENT, "ok", "total_tokens", "1,500", "2,000,000", "0%", "0"],
-            },
-        ),
-        (["runs"], {LONG_KEY: [LONG_KEY, "ok", "1", "-", "-", "0s"]}),
-        (["ledger", LONG_KEY], {"ledger": ["ledger", LONG_KEY]}),
-    ],
-)
-def test_ledger_keys_are_never_wrapped_on_a_narrow_terminal(
-    served: Served,
-    ctl: Run,
-    monkeypatch: pytest.MonkeyPatch,
-    argv: list[str],
-    rows: dict[str, list[str]],
+@pytest.mark.parametrize("argv", [["status"], ["runs"], ["ledger", LONG_KEY]])
+def test_a_narrow_terminal_gets_records_instead_of_a_wrapped_table(
+    served: Served, ctl: Run, monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
-    """Operators copy keys from the table into `ledger KEY` and `reset KEY`: a key stays
-    on one line, and no other column is dropped or cut (the table grows instead)."""
-    monkeypatch.setenv("COLUMNS", "60")
+    """At 60 columns a table that does not fit becomes one `HEADER  value` block per row:
+    no line wraps, and identifiers (keys, run ids) stay whole on their line for copying."""
     consume(served, "c1", labels=LONG_LABELS)
     served.budget.OpenRun(pb.OpenRunRequest(request_id="o1", labels=LONG_LABELS, run_id="r1"))
+    monkeypatch.setenv("COLUMNS", "200")
+    code, wide, _ = ctl("--color", "always", *argv)
+    monkeypatch.setenv("COLUMNS", "60")
     code, out, _ = ctl("--color", "always", *argv)
     assert code == Exit.OK
     lines = uncoloured(out).splitlines()
-    for first, cells in rows.items():
-        row = next((line for line in lines if line.split()[:1] == [first]), None)
-        assert row is not None, f"no row starting with {first!r} in:\n{out}"
-        assert row.split() == cells
+    identifier = "r1" if argv == ["runs"] else LONG_KEY
+    # Only a line holding a whole identifier may be longer: it is never broken.
+    assert all(len(line.rstrip()) <= 60 or identifier in line for line in lines), out
+    assert any(line.split()[-1:] == [identifier] for line in lines), out
+    if argv != ["ledger", LONG_KEY]:  # a table on a wide terminal, records on a narrow one
+        header = "RUN" if argv == ["runs"] else "LEDGER"
+        assert any(
+            line.split()[:2] == [header, "STATE" if header == "LEDGER" else "LABELS"]
+            for line in uncoloured(wide).splitlines()
+        ), wide
+        assert any(line.split()[:1] == [header] and len(line.split()) == 2 for line in lines)
 
 
 def test_policy_names_are_never_wrapped_on_a_narrow_terminal(
@@ -342,7 +346,7 @@ def test_policy_names_are_never_wrapped_on_a_narrow_terminal(
     monkeypatch.setenv("COLUMNS", "60")
     code, out, _ = ctl("--color", "always", "policies", "list")
     assert code == Exit.OK
-    assert any(line.split()[:1] == [name] for line in uncoloured(out).splitlines()), out
+    assert any(line.split() == ["NAME", name] for line in uncoloured(out).splitlines()), out
 
 
 # --- ledger --------------------------------------------------------------------------
@@ -800,43 +804,37 @@ def test_reset_prints_the_final_totals_and_the_ledger_is_zero_after(
 def test_runs_json_keeps_the_page_token_when_the_list_was_cut(
     served: Served, ctl: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    consume(served, "c1")  # per-thread, per-agent, daily, runs, ...: more than two ledgers
+    for run_id in ("r1", "r2", "r3"):
+        served.budget.OpenRun(pb.OpenRunRequest(request_id=run_id, labels=THREAD, run_id=run_id))
     code, out, err = ctl("runs", "--json")
     assert (code, err) == (Exit.OK, "")
     assert json.loads(out)["next_page_token"] == ""  # present, and empty: the whole list
-    monkeypatch.setattr(commands, "PAGE_SIZE", 1)
-    monkeypatch.setattr(commands, "MAX_PAGES", 2)
+    monkeypatch.setattr(operator, "PAGE_SIZE", 1)
+    monkeypatch.setattr(operator, "MAX_PAGES", 2)
     code, out, err = ctl("runs", "--json")
     assert code == Exit.OK
     data = json.loads(out)
+    assert [run["run_id"] for run in data["runs"]] == ["r1", "r2"]
     assert data["next_page_token"], "a script must be able to tell the list was cut"
     assert "stopped after 2 pages" in one_error_line(err)
 
 
-def test_runs_shows_ledgers_with_open_runs_or_a_concurrency_cap(served: Served, ctl: Run) -> None:
+def test_runs_lists_open_runs_with_their_usage(served: Served, ctl: Run) -> None:
     code, out, _ = ctl("runs")
-    assert (code, plain(out)) == (Exit.OK, "no open runs, and no ledger with a concurrency cap\n")
-    consume(served, "c1", labels={"agent": "critic", "thread": "t9"})  # creates six ledgers
+    assert (code, plain(out)) == (Exit.OK, "no open runs\n")
+    served.budget.OpenRun(pb.OpenRunRequest(request_id="o1", labels=THREAD, run_id="r1"))
+    served.budget.OpenRun(
+        pb.OpenRunRequest(request_id="o2", labels={"agent": "critic"}, run_id="r2")
+    )
+    consume(served, "c1", run_id="r1")
     code, out, _ = ctl("runs")
-    (row,) = plain(out).splitlines()[1:]  # only `runs` has a concurrency cap; no open runs
-    assert row.split()[:6] == ["runs", "ok", "0", "0", "/", "10"]
-    opened = served.budget.OpenRun(pb.OpenRunRequest(request_id="o1", labels=THREAD, run_id="r1"))
-    assert opened.decision == pb.DECISION_ALLOW
-    code, out, _ = ctl("runs")
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert set(rows) == {
-        "runs",
-        THREAD_KEY,
-        "per-agent{agent=writer}",
-        "agent-usage{agent=writer}",
-        "daily",
-    }
-    assert rows["runs"][2:6] == ["1", "1", "/", "10"]
-    assert rows[THREAD_KEY][2:4] == ["1", "-"]
-    code, out, _ = ctl("runs", "--json", "--policy", "runs")
-    (ledger,) = json.loads(out)["ledgers"]
-    assert ledger["open_runs"] == 1
-    assert ledger["dimensions"][0]["dimension"] == "DIMENSION_CONCURRENCY"
+    rows = {line.split()[0]: line.split() for line in plain(out).splitlines()[1:]}
+    assert set(rows) == {"r1", "r2"}
+    assert "agent=writer," in rows["r1"] and "1,500" in rows["r1"]
+    code, out, _ = ctl("runs", "--json", "--selector", "agent=critic")
+    (run,) = json.loads(out)["runs"]
+    assert run["run_id"] == "r2" and run["labels"] == {"agent": "critic"}
+    assert {"opened_at", "last_heartbeat", "expires_at", "deadline"} <= set(run)
 
 
 def test_snapshot(served: Served, ctl: Run) -> None:
@@ -985,3 +983,97 @@ def test_watch_exits_0_on_ctrl_c(served: Served, inherited: str) -> None:
     finally:
         process.kill()
     assert (process.returncode, err) == (0, "")
+
+
+# --- info, limits, policies diff, --target ---------------------------------------------
+
+
+def test_info_describes_the_daemon(served: Served, ctl: Run) -> None:
+    consume(served, "c1")
+    code, out, _ = ctl("info")
+    assert code == Exit.OK
+    rows = {line.split()[0]: line.split()[1:] for line in plain(out).splitlines()}
+    assert rows["version"][0] == "budgetd" and rows["durability"] == ["journal"]
+    assert rows["ledgers"] == [f"{served.runtime.engine.ledger_count:,}"]
+    assert rows["listeners"] == [] or rows["core"]
+    code, out, _ = ctl("info", "--json")
+    info = json.loads(out)
+    assert info["durability"] == "journal" and info["ledgers"] == served.runtime.engine.ledger_count
+    assert info["journal_lsn"] >= 1
+
+
+def test_limits_override_and_clear_a_ledgers_caps(served: Served, ctl: Run) -> None:
+    consume(served, "c1")
+    code, out, _ = ctl(
+        "limits",
+        THREAD_KEY,
+        "--total-tokens",
+        "5_000",
+        "--cost-usd",
+        "1.50",
+        "--run-duration",
+        "90m",
+    )
+    assert code == Exit.OK, out
+    assert f"{THREAD_KEY}: caps overridden" in out
+    status = served.budget.GetLedger(pb.GetLedgerRequest(key=THREAD_KEY)).ledger
+    limits = {d.dimension: d.limit for d in status.dimensions}
+    assert limits == {
+        pb.DIMENSION_TOTAL_TOKENS: 5000,
+        pb.DIMENSION_COST_MICRO_USD: 1_500_000,
+        pb.DIMENSION_RUN_DURATION_MS: 5_400_000,
+    }
+    code, out, _ = ctl("limits", THREAD_KEY, "--clear", "--json")
+    assert code == Exit.OK
+    caps = {d["dimension"]: d["limit"] for d in json.loads(out)["ledger"]["dimensions"]}
+    assert caps == {"DIMENSION_TOTAL_TOKENS": 100_000}  # the policy's cap again
+    assert ctl("limits", THREAD_KEY)[0] == Exit.USAGE  # neither caps nor --clear
+    code, _, err = ctl("limits", THREAD_KEY, "--cost-usd", "1.2345678")
+    assert code == Exit.USAGE and "--cost-usd" in err
+    assert ctl("limits", "nope{x=1}", "--requests", "3")[0] == Exit.NOT_FOUND
+
+
+def test_policies_diff_shows_what_a_put_and_a_reload_would_change(
+    served: Served, ctl: Run, tmp_path: Path
+) -> None:
+    path = tmp_path / "team.toml"
+    _, unchanged, _ = ctl("policies", "get", "agent-usage")  # as the daemon has it
+    path.write_text(
+        '[[policies]]\nname = "per-thread"\nper = ["thread"]\n'
+        "caps = { total_tokens = 250_000 }\n\n"
+        '[[policies]]\nname = "team"\nper = ["user"]\ncaps = { requests = 10 }\n\n' + unchanged
+    )
+    before = served.admin.ListPolicies(pb.ListPoliciesRequest())
+    code, out, _ = ctl("policies", "diff", str(path), "--json")
+    assert code == Exit.OK, out
+    diff = json.loads(out)
+    assert diff["added"] == ["team"] and diff["changed"] == ["per-thread"]
+    assert diff["unchanged"] == ["agent-usage"]
+    assert "daily" in diff["removed_by_reload"] and "per-thread" not in diff["removed_by_reload"]
+    code, out, _ = ctl("policies", "diff", str(path))
+    lines = plain(out).splitlines()
+    assert "+ team (new)" in lines and "~ per-thread (changed)" in lines
+    assert any("total_tokens = 250000" in line or "250_000" in line for line in lines), out
+    assert served.admin.ListPolicies(pb.ListPoliciesRequest()) == before  # nothing applied
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("myhost", "myhost:50051"),
+        ("10.0.0.7", "10.0.0.7:50051"),
+        ("[::1]", "[::1]:50051"),
+        ("myhost:7000", "myhost:7000"),
+        ("[::1]:7000", "[::1]:7000"),
+        ("/run/budgetd.sock", "unix:/run/budgetd.sock"),
+        ("unix:/run/budgetd.sock", "unix:/run/budgetd.sock"),
+    ],
+)
+def test_a_target_without_a_port_means_budgetds_port(given: str, meant: str) -> None:
+    assert cli._target(given) == meant
+
+
+def test_a_url_as_target_is_a_usage_error_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--target", "http://localhost:50051", "info"]) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert "not a URL" in err and "--target localhost:50051" in err

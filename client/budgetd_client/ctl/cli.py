@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from budgetd_client import __version__
-from budgetd_client.ctl import commands
+from budgetd_client.ctl import commands, operator
 from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
 from budgetd_client.ctl.events import KIND_NAMES
 from budgetd_client.ctl.output import Output
@@ -114,12 +114,34 @@ def _detach_stdout() -> None:
 
 def _normalise(args: argparse.Namespace) -> None:
     """Turn the strings argparse collected into what the commands send."""
-    args.target = as_target(args.target) if args.target else default_target()
+    args.target = _target(args.target) if args.target else default_target()
     args.selector = _selector(getattr(args, "selector", None) or [])
     state = getattr(args, "min_state", None)
     args.min_state = pb.LedgerState.Value(f"LEDGER_STATE_{state.upper()}") if state else 0
     severity = getattr(args, "min_severity", None)
     args.min_severity = pb.Severity.Value(f"SEVERITY_{severity.upper()}") if severity else 0
+
+
+DEFAULT_PORT = 50051
+
+
+def _target(text: str) -> str:
+    """`--target`: a gRPC address. A host without a port means budgetd's port (gRPC
+    itself would pick 443); a URL is a usage error (gRPC targets have no scheme://)."""
+    if text.startswith(("http://", "https://")):
+        rest = text.split("://", 1)[1].rstrip("/")
+        raise CtlError(
+            Exit.USAGE,
+            f"--target takes a gRPC address, not a URL: try --target {rest or 'HOST:PORT'} "
+            "(HOST:PORT, unix:/path/budgetd.sock or /path/budgetd.sock)",
+        )
+    if text.startswith(("unix:", "/", "dns:", "ipv4:", "ipv6:")):
+        return as_target(text)
+    host, _, port = text.rpartition(":")
+    bracketed = text.startswith("[") and text.endswith("]")
+    if bracketed or not host or host.endswith(":") or "]" in port:
+        return f"{text}:{DEFAULT_PORT}"  # no port (a name, an IPv4 or a [v6] address)
+    return text
 
 
 def _selector(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -262,13 +284,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = command(
         "runs",
-        commands.runs,
-        "ledgers that count runs: open runs, concurrency used / limit",
-        "The daemon has no call that lists runs themselves. This shows the ledgers that "
-        "count them: every ledger with open runs or a concurrency cap, with its number of "
-        "open runs, concurrency slots used / limit, and the time of its finished runs.",
+        operator.runs,
+        "open runs: labels, opened, last heartbeat, expiry, deadline, usage so far",
     )
-    _ledger_filters(runs, with_state=False)
+    runs.add_argument(
+        "--selector",
+        type=_label_pair,
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="only runs with these labels",
+    )
+
+    limits = command(
+        "limits",
+        operator.limits,
+        "override one ledger's caps (creating it if needed), or --clear the override",
+        "Override one ledger's caps: each flag sets one cap (the others are dropped: the "
+        "override replaces the policy's caps for this ledger). --clear goes back to the "
+        "policy's caps. Prints the ledger afterwards.",
+    )
+    limits.add_argument("key", metavar="KEY", help="ledger key, e.g. 'per-user{user=ann}'")
+    for name in operator.LIMIT_FLAGS:
+        example = {"cost_usd": "USD", "run_duration": "SPAN"}.get(name, "N")
+        limits.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            metavar=example,
+            help={"cost_usd": "e.g. 12.50", "run_duration": "e.g. 90m, 2h"}.get(name),
+        )
+    limits.add_argument("--clear", action="store_true", help="back to the policy's caps")
+
+    command(
+        "info",
+        operator.info,
+        "the daemon: version, listeners, durability, state dir, core, counts",
+    )
 
     command("snapshot", commands.snapshot, "write a state snapshot now; print its path, size, seq")
 
@@ -352,5 +403,12 @@ def _policies_command(
         action="store_true",
         help="also apply changed caps, enforcement and thresholds to existing ledgers",
     )
+    diff = action(
+        "diff",
+        operator.policies_diff,
+        "what `policies put FILE` would change, and what a reload with FILE as the config "
+        "file would remove; changes nothing",
+    )
+    diff.add_argument("file", metavar="FILE", help="TOML policy file")
     delete = action("delete", commands.policies_delete, "delete a policy and close its ledgers")
     delete.add_argument("name", metavar="NAME")

@@ -53,7 +53,7 @@ def warn(message: str) -> None:
     print(f"budgetctl: warning: {message}", file=sys.stderr)
 
 
-# --- status and runs -----------------------------------------------------------------
+# --- status -----------------------------------------------------------------
 
 
 def fetch_ledgers(ctl: Ctl) -> pb.ListLedgersResponse:
@@ -158,55 +158,6 @@ def _state_cell(state: int) -> Cell:
 def _percent_cell(percent: int) -> Cell:
     style = "bold red" if percent >= 100 else "yellow" if percent >= 75 else ""
     return Cell(f"{percent}%", style)
-
-
-def runs(ctl: Ctl) -> int:
-    """There is no ListRuns call: the ledgers that count runs are the next best view."""
-    page = fetch_ledgers(ctl)
-    counted = [
-        ledger
-        for ledger in page.ledgers
-        if ledger.open_runs > 0 or _concurrency(ledger) is not None
-    ]
-    if ctl.json:
-        # The token stays, as in `status --json`: non-empty when MAX_PAGES cut the list.
-        cut = pb.ListLedgersResponse(ledgers=counted, next_page_token=page.next_page_token)
-        ctl.out.json(message_dict(cut))
-        return Exit.OK
-    if not counted:
-        ctl.out.line("no open runs, and no ledger with a concurrency cap")
-        return Exit.OK
-    ctl.out.table(RUN_COLUMNS, [_run_row(ledger) for ledger in counted])
-    return Exit.OK
-
-
-RUN_COLUMNS = (
-    Column("LEDGER", whole=True),
-    Column("STATE"),
-    Column("OPEN RUNS", numeric=True),
-    Column("CONCURRENCY", numeric=True),
-    Column("%", numeric=True),
-    Column("FINISHED RUN TIME", numeric=True),
-)
-
-
-def _concurrency(ledger: pb.LedgerStatus) -> pb.DimensionStatus | None:
-    for d in ledger.dimensions:
-        if d.dimension == pb.DIMENSION_CONCURRENCY:
-            return d
-    return None
-
-
-def _run_row(ledger: pb.LedgerStatus) -> list[Cell | str]:
-    slots = _concurrency(ledger)
-    return [
-        ledger.key,
-        _state_cell(ledger.state),
-        fmt.count(ledger.open_runs),
-        f"{slots.used:,} / {slots.limit:,}" if slots else "-",
-        _percent_cell(slots.percent) if slots else "-",
-        fmt.millis(ledger.totals.run_duration_ms),
-    ]
 
 
 # --- one ledger ------------------------------------------------------------------------

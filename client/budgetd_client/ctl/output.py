@@ -171,7 +171,21 @@ class Output:
             )
         for row in rows:
             table.add_row(*(_text(cell) for cell in row))
-        self._print_wide(table)
+        unbounded = self.console.options.update_width(_UNBOUNDED)
+        if Measurement.get(self.console, unbounded, table).minimum > self.console.width:
+            self._records(columns, rows, title)  # a table this wide would wrap into noise
+            return
+        self.console.print(table, crop=False)
+
+    def _records(self, columns: Sequence[Column], rows: list[list[Cell]], title: str) -> None:
+        """A table too wide for the terminal, one record per row: `HEADER  value` lines,
+        a blank line between rows. Identifiers still stay whole on their line."""
+        if title:
+            self.line(title, "bold")
+        for index, row in enumerate(rows):
+            if index:
+                self.line()
+            self.pairs([(column.header, cell) for column, cell in zip(columns, row, strict=True)])
 
     def _print_wide(self, table: Table) -> None:
         """Print a table that may be wider than the terminal, keeping every column's

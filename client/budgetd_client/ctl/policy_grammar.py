@@ -208,6 +208,11 @@ def _caps(value: object, where: str) -> list[tuple[pb.Dimension, int]]:
     return sorted(caps.items())
 
 
+def parse_cap(name: object, raw: object, where: str) -> tuple[pb.Dimension, int]:
+    """One `dimension = limit` of a caps table (also `budgetctl limits KEY --NAME VALUE`)."""
+    return _cap(name, raw, where)
+
+
 def _cap(name: object, raw: object, where: str) -> tuple[pb.Dimension, int]:
     # Friendly spellings: cost_usd = "12.50" and run_duration = "2h" convert exactly.
     if name == "cost_usd":
