@@ -44,13 +44,15 @@ from budgetd.v1 import budget_pb2_grpc as rpc
 USAGE = Usage(input_tokens=120, output_tokens=80, model="gpt-4o")
 WIRE_USAGE = pb.Usage(input_tokens=120, output_tokens=80, model="gpt-4o")
 T0 = 1_800_000_000.0
-THREADS = 1_000  # ledgers the load spreads over in the throughput cells
+THREADS = 1_000  # ledgers the load spreads over in the throughput cells (--threads)
 
 
 # --- the load generator (its own process) ------------------------------------------------
 
 
-async def _drive(target: str, concurrency: int, seconds: float, stop_file: str) -> dict[str, Any]:
+async def _drive(
+    target: str, concurrency: int, seconds: float, stop_file: str, threads: int
+) -> dict[str, Any]:
     """Closed loop: `concurrency` callers, each calling Consume as soon as answered."""
     latencies: list[int] = []
     counter = [0]
@@ -66,7 +68,7 @@ async def _drive(target: str, concurrency: int, seconds: float, stop_file: str) 
                 i = counter[0]
                 request = pb.ConsumeRequest(
                     request_id=f"d{os.getpid()}-{i}",
-                    labels={"agent": f"a{i % 8}", "thread": f"t{i % THREADS}"},
+                    labels={"agent": f"a{i % 8}", "thread": f"t{i % threads}"},
                     usage=WIRE_USAGE,
                 )
                 began = clock()
@@ -99,8 +101,8 @@ async def _drive(target: str, concurrency: int, seconds: float, stop_file: str) 
 
 
 def drive_main(argv: list[str]) -> int:
-    target, concurrency, seconds, stop_file = argv
-    result = uvloop.run(_drive(target, int(concurrency), float(seconds), stop_file))
+    target, concurrency, seconds, stop_file, threads = argv
+    result = uvloop.run(_drive(target, int(concurrency), float(seconds), stop_file, int(threads)))
     print(json.dumps(result), flush=True)
     return 0
 
@@ -108,7 +110,9 @@ def drive_main(argv: list[str]) -> int:
 class Driver:
     """The load generator as a separate process (it must not share our GIL)."""
 
-    def __init__(self, target: str, concurrency: int, seconds: float, stop_file: str = "") -> None:
+    def __init__(
+        self, target: str, concurrency: int, seconds: float, threads: int, stop_file: str = ""
+    ) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -119,6 +123,7 @@ class Driver:
                 str(concurrency),
                 str(seconds),
                 stop_file,
+                str(threads),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -195,13 +200,15 @@ class Daemon:
         self.process.terminate()
         self.process.wait(timeout=900)
         self._reader.join(timeout=30)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         return self.event("stopped")
 
 
-def _warm(target: str) -> None:
+def _warm(target: str, threads: int) -> None:
     channel = grpc.insecure_channel(target)
     budget = rpc.BudgetServiceStub(channel)
-    for i in range(THREADS):  # every ledger exists before timing
+    for i in range(threads):  # every ledger exists before timing
         budget.Consume(
             pb.ConsumeRequest(
                 request_id=f"w{i}",
@@ -212,14 +219,14 @@ def _warm(target: str) -> None:
     channel.close()
 
 
-def throughput_rows(home: Path, seconds: float) -> list[str]:
+def throughput_rows(home: Path, seconds: float, threads: int) -> list[str]:
     rows = []
     by_mode: dict[tuple[str, int], float] = {}
     for mode in ("memory", "snapshot", "journal"):
         for concurrency in (1, 64):
             daemon = Daemon(home, mode)
-            _warm(daemon.target)
-            driver = Driver(daemon.target, concurrency, seconds)
+            _warm(daemon.target, threads)
+            driver = Driver(daemon.target, concurrency, seconds, threads)
             driver.measuring()
             began = time.monotonic()
             result = driver.result()
@@ -293,21 +300,22 @@ def add_journal(state_path: Path, engine: Engine, records: int) -> None:
         os.fsync(out.fileno())
 
 
-def big_state_rows(home: Path, state_path: Path, engine: Engine) -> list[str]:
-    add_journal(state_path, engine, 100_000)
+def big_state_rows(home: Path, state_path: Path, engine: Engine, records: int) -> list[str]:
+    add_journal(state_path, engine, records)
     daemon = Daemon(home, "journal", state_path)
     recovered = daemon.event("recovered")
     rows = [
         f"recovery of {engine.ledger_count:,} ledgers + {recovered['replayed']:,} journal "
         f"records: ready after {daemon.ready_after:.1f} s"
     ]
-    admin = rpc.BudgetAdminServiceStub(grpc.insecure_channel(daemon.target))
+    channel = grpc.insecure_channel(daemon.target)
+    admin = rpc.BudgetAdminServiceStub(channel)
     stop = home / "stop"
     results: dict[str, dict[str, Any]] = {}
     took = 15.0
     for phase in ("during a snapshot", "without a snapshot"):
         stop.unlink(missing_ok=True)
-        driver = Driver(daemon.target, 64, 0, str(stop))
+        driver = Driver(daemon.target, 64, 0, min(THREADS, engine.ledger_count), str(stop))
         driver.measuring()
         began = time.monotonic()
         if phase == "during a snapshot":
@@ -325,6 +333,7 @@ def big_state_rows(home: Path, state_path: Path, engine: Engine) -> list[str]:
         )
     ratio = results["during a snapshot"]["p99"] / results["without a snapshot"]["p99"]
     rows.append(f"p99 during a snapshot / without: {ratio:.2f}x")
+    channel.close()
     daemon.stop()
     return rows
 
@@ -337,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=3.0, help="measured window per cell")
     parser.add_argument("--ledgers", type=int, default=1_000_000, help="the big state's size")
+    parser.add_argument("--journal-records", type=int, default=100_000, help="replayed at start")
+    parser.add_argument("--threads", type=int, default=THREADS, help="ledgers the load uses")
     args = parser.parse_args(arguments)
     sizes = sorted({min(100_000, args.ledgers), args.ledgers})
     lines = [
@@ -349,12 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="budgetd-bench-") as directory:
         home = Path(directory)
-        lines += throughput_rows(home, args.seconds)
+        lines += throughput_rows(home, args.seconds, args.threads)
         lines += ["", "snapshots (in-process, the forked child's work):"]
         rows, state_path, engine = snapshot_rows(home, sizes)
         lines += rows
         lines += ["", f"a daemon on the {engine.ledger_count:,}-ledger state:"]
-        lines += big_state_rows(home, state_path, engine)
+        lines += big_state_rows(home, state_path, engine, args.journal_records)
     print("\n".join(lines))
     write_table(lines, args.out)
     return 0
