@@ -15,7 +15,7 @@ LOG    := build/setup.log
 # it whenever a source changes, and puts it first on PYTHONPATH only where asked.
 NATIVE := $(CURDIR)/build/native
 NATIVE_STAMP := $(NATIVE)/.built
-SOURCES := $(shell find server/budgetd -name '*.py*' -not -path '*/__pycache__/*')
+SOURCES := $(shell find server/budgetd \( -name '*.py*' -o -name '*.binpb' \) -not -path '*/__pycache__/*')
 CORE_SOURCES := $(shell find server/budgetd/core -name '*.py' -not -path '*/__pycache__/*')
 WITH_NATIVE := BUDGETD_CORE=compiled PYTHONPATH=$(NATIVE)
 # Exit 0 when mypyc can build here: a C compiler ($$CC, else Python's) and Python.h.
@@ -129,7 +129,8 @@ lint: $(STAMP) $(NODE_STAMP)
 	npx --no-install buf lint
 
 # Regenerate the committed stubs, the daemon's (server/budgetd/v1) and the SDK's
-# (client/budgetd_client/v1); tests/unit/test_proto_fresh.py fails when either is stale.
+# (client/budgetd_client/v1), and the descriptor set reflection serves
+# (server/budgetd/v1/budget.binpb); tests/unit/test_proto_fresh.py fails when any is stale.
 proto: $(STAMP)
 	$(PY) protos/generate.py
 

@@ -11,6 +11,12 @@ Both copies register the same `budgetd/v1/budget.proto` file in protobuf's defau
 descriptor pool; an identical file added twice is accepted, so a process may import both
 (the daemon does, and the suite does) and gets the same message classes from either.
 
+Beside the daemon's stubs, `server/budgetd/v1/budget.binpb`: the FileDescriptorSet that
+`protoc --include_source_info --include_imports` writes (the contract with its comments,
+and the well-known files it imports). The daemon serves it through server reflection
+(`budgetd.reflection`), so `grpcurl describe` shows the contract's comments; the
+descriptors of protobuf's runtime pool carry none.
+
 `python protos/generate.py [--out DIR]` writes under DIR (default: the repository);
 tests/unit/test_proto_fresh.py generates into a temporary directory and compares.
 """
@@ -33,10 +39,13 @@ COPIES = {
     Path("client/budgetd_client/v1"): "budgetd_client.v1",
 }
 PROTOC_PACKAGE = "budgetd.v1"  # what protoc names the module after (the proto's path)
+# The descriptor set with source info, beside the daemon's stubs only (it serves it).
+DESCRIPTOR_SET = Path("server/budgetd/v1/budget.binpb")
 
 
-def protoc(out: Path) -> Path:
-    """Run protoc into `out`; return the directory holding the generated stubs."""
+def protoc(out: Path, descriptor_set: Path) -> Path:
+    """Run protoc into `out`, writing the descriptor set (source info, imports) to
+    `descriptor_set`; return the directory holding the generated stubs."""
     well_known = importlib.resources.files("grpc_tools") / "_proto"
     command = [
         sys.executable,
@@ -48,6 +57,9 @@ def protoc(out: Path) -> Path:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        "--include_source_info",
+        "--include_imports",
+        f"--descriptor_set_out={descriptor_set}",
         PROTO,
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -76,10 +88,13 @@ def for_package(name: str, text: str, package: str) -> str:
 
 
 def generate(root: Path) -> list[Path]:
-    """Write both copies under `root`; return the files written."""
+    """Write both copies and the descriptor set under `root`; return the files written."""
     written = []
     with tempfile.TemporaryDirectory() as scratch:
-        produced = protoc(Path(scratch))
+        stubs = Path(scratch) / "stubs"
+        stubs.mkdir()
+        descriptor_set = Path(scratch) / DESCRIPTOR_SET.name
+        produced = protoc(stubs, descriptor_set)
         names = sorted(path.name for path in produced.iterdir())
         if names != sorted(STUBS):
             raise SystemExit(f"protoc now produces {names}, expected {sorted(STUBS)}")
@@ -91,6 +106,9 @@ def generate(root: Path) -> list[Path]:
                 path = target / name
                 path.write_bytes(for_package(name, text, package).encode())
                 written.append(path)
+        path = root / DESCRIPTOR_SET
+        path.write_bytes(descriptor_set.read_bytes())
+        written.append(path)
     return written
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from budgetd import reflection
 from budgetd.call_log import CallLog
 from budgetd.health import Health
 from budgetd.runtime import Runtime
@@ -36,7 +36,6 @@ def build_server(
     budget_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetService(runtime), server)
     budget_pb2_grpc.add_BudgetAdminServiceServicer_to_server(BudgetAdminService(runtime), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    # Reflection (v1alpha and v1) from the committed descriptor set: with the comments.
+    reflection.add_to_server(server, (*SERVICE_NAMES, health.SERVICE_NAME))
     return server, health_servicer
