@@ -7,14 +7,15 @@
 // Commit the actual usage -> Consume a second call reported after the fact ->
 // read the thread's ledgers -> CloseRun, one printed line per step.
 //
-// Every mutating call carries a request_id made once with crypto.randomUUID() and
-// sent again, unchanged, on retry: the daemon answers a repeat with the stored answer
-// (`replayed: true`) and counts nothing twice.
+// Every mutating call carries a request_id made once with crypto.randomUUID(). The
+// channel retries a call that failed with UNAVAILABLE (the contract's service config,
+// see budgetd.js) with that same request: the daemon answers a repeat with the stored
+// answer (`replayed: true`) and counts nothing twice.
 
 import { randomUUID } from "node:crypto";
 import { pathToFileURL } from "node:url";
 
-import { connect, defaultTarget, duration, statusName, toMillis, withRetry } from "./budgetd.js";
+import { connect, defaultTarget, duration, statusName, toMillis } from "./budgetd.js";
 
 const MODEL = "gpt-4o-mini";
 const PROVIDER = "openai";
@@ -96,7 +97,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
   try {
     // 1. OpenRun: one concurrency slot; the per-thread ledger lives until CloseRun.
     const openRequest = { request_id: randomUUID(), run_id: runId, labels, ttl: duration(60_000) };
-    const opened = await withRetry(() => client.budget.OpenRun(openRequest));
+    const opened = await client.budget.OpenRun(openRequest);
     summary.responses.openRun = opened;
     if (opened.decision === "DECISION_DENY") {
       summary.blockers = opened.blockers;
@@ -115,7 +116,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
         ttl: duration(30_000),
         run_id: runId,
       };
-      const reserved = await withRetry(() => client.budget.Reserve(reserveRequest));
+      const reserved = await client.budget.Reserve(reserveRequest);
       summary.responses.reserve = reserved;
       if (reserved.decision === "DECISION_DENY") {
         // A denial is a normal answer: do not call the model.
@@ -143,7 +144,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
           reservation_id: reserved.reservation_id,
           actual,
         };
-        const committed = await withRetry(() => client.budget.Commit(commitRequest));
+        const committed = await client.budget.Commit(commitRequest);
         summary.committed = actual;
         summary.responses.commit = committed;
         log(
@@ -153,7 +154,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
 
         // 5. Consume: a call that already happened, reported after the fact.
         const consumeRequest = { request_id: randomUUID(), labels, usage: followUp, run_id: runId };
-        const consumed = await withRetry(() => client.budget.Consume(consumeRequest));
+        const consumed = await client.budget.Consume(consumeRequest);
         summary.consumed = consumeRequest;
         summary.responses.consume = consumed;
         log(
@@ -163,9 +164,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
       }
 
       // 6. The thread's ledgers, found by label (keys are opaque: never build one).
-      const listed = await withRetry(() =>
-        client.budget.ListLedgers({ selector: { thread } }),
-      );
+      const listed = await client.budget.ListLedgers({ selector: { thread } });
       summary.threadLedgers = listed.ledgers;
       for (const ledger of listed.ledgers) {
         const caps = ledger.dimensions
@@ -177,7 +176,7 @@ export async function runAgent(target = defaultTarget(), options = {}) {
     } finally {
       // 7. CloseRun, even if a step above failed: frees the slot at once.
       const closeRequest = { request_id: randomUUID(), run_id: runId };
-      const closed = await withRetry(() => client.budget.CloseRun(closeRequest));
+      const closed = await client.budget.CloseRun(closeRequest);
       summary.closed = true;
       summary.totals = closed.totals;
       summary.responses.closeRun = closed;

@@ -13,12 +13,20 @@
 // Each unary RPC of BudgetService and BudgetAdminService is a method returning a
 // promise; it rejects with the grpc-js error (`code`, `details`, `metadata`). The
 // streaming RPCs (ConsumeStream, Subscribe) are on `raw.budget`, the grpc-js client.
+//
+// Retries are the channel's, not a loop of ours: `connect()` passes the contract's
+// service config (protos/budgetd/v1/service_config.json) as the channel option
+// `grpc.service_config`, and grpc-js (retries on by default) sends a call that failed
+// with UNAVAILABLE again, the same request each time, with backoff, up to 5 attempts
+// within the call's deadline: for the calls idempotent by request_id (Reserve, Commit,
+// Release, Consume, OpenRun, CloseRun, ResetLedger), the reads and Heartbeat. A lost
+// answer that was in fact applied comes back on the retry as the stored answer with
+// `replayed: true`, counted once.
 
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { setTimeout as sleep } from "node:timers/promises";
 
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
@@ -26,6 +34,8 @@ import protoLoader from "@grpc/proto-loader";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const PROTO_ROOT = path.resolve(HERE, "../../protos");
 export const PROTO_FILE = "budgetd/v1/budget.proto";
+/** gRPC's JSON service config of the contract: which calls retry UNAVAILABLE, and how. */
+export const SERVICE_CONFIG_FILE = path.join(PROTO_ROOT, "budgetd/v1/service_config.json");
 
 /** proto-loader options; `longs: Number` and `enums: String` everywhere. */
 export const LOADER_OPTIONS = Object.freeze({
@@ -44,6 +54,7 @@ export const DEFAULT_DEADLINE_MS = 10_000;
 export const Status = grpc.status;
 
 let cachedPackage = null;
+let cachedServiceConfig = null;
 
 /** The loaded `budgetd.v1` package (service constructors and message types). */
 export function loadBudgetPackage() {
@@ -52,6 +63,16 @@ export function loadBudgetPackage() {
     cachedPackage = grpc.loadPackageDefinition(definition).budgetd.v1;
   }
   return cachedPackage;
+}
+
+/** The contract's service config, as the JSON text the `grpc.service_config` option takes. */
+export function loadServiceConfig() {
+  if (cachedServiceConfig === null) {
+    const text = fs.readFileSync(SERVICE_CONFIG_FILE, "utf8");
+    JSON.parse(text); // a broken file fails here, not as a channel that ignores it
+    cachedServiceConfig = text;
+  }
+  return cachedServiceConfig;
 }
 
 /**
@@ -84,14 +105,17 @@ function isDirectory(dir) {
  * Clients of both services for `target` (e.g. `unix:/run/user/1000/budgetd.sock` or
  * `127.0.0.1:50051`). Returns `{ budget, admin, raw, target, close }`: `budget` and
  * `admin` have one promise-returning method per unary RPC, named as in the .proto.
+ * The channels carry the contract's service config (retries, see above); entries of
+ * `channelOptions` are added to it and win (e.g. `{"grpc.enable_retries": 0}`).
  */
 export function connect(target = defaultTarget(), options = {}) {
   const { deadlineMs = DEFAULT_DEADLINE_MS, channelOptions = {} } = options;
   const pkg = loadBudgetPackage();
   const credentials = grpc.credentials.createInsecure();
+  const channel = { "grpc.service_config": loadServiceConfig(), ...channelOptions };
   const raw = {
-    budget: new pkg.BudgetService(target, credentials, channelOptions),
-    admin: new pkg.BudgetAdminService(target, credentials, channelOptions),
+    budget: new pkg.BudgetService(target, credentials, channel),
+    admin: new pkg.BudgetAdminService(target, credentials, channel),
   };
   return {
     target,
@@ -119,26 +143,6 @@ export function promisify(client, serviceDefinition, deadlineMs = DEFAULT_DEADLI
       });
   }
   return methods;
-}
-
-/** Codes worth retrying: the daemon is starting or draining, or the answer was lost. */
-export const RETRYABLE = new Set([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]);
-
-/**
- * Run `call()` until it succeeds, retrying UNAVAILABLE and DEADLINE_EXCEEDED with
- * backoff. `call` must send the SAME request (same request_id) every time: if a lost
- * answer was in fact applied, the retry gets the stored answer with `replayed: true`
- * instead of counting the usage twice.
- */
-export async function withRetry(call, { attempts = 5, backoffMs = 100 } = {}) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (attempt >= attempts || !RETRYABLE.has(error.code)) throw error;
-      await sleep(backoffMs * 2 ** (attempt - 1));
-    }
-  }
 }
 
 /** The name of a gRPC status code, e.g. 3 -> "INVALID_ARGUMENT". */

@@ -19,7 +19,7 @@ import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 
 import { DEFAULT_ESTIMATE, FOLLOW_UP_USAGE, pretendModelCall, runAgent } from "../agent.js";
-import { LOADER_OPTIONS, Status, connect } from "../budgetd.js";
+import { LOADER_OPTIONS, Status, connect, loadBudgetPackage } from "../budgetd.js";
 
 const NODE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const REPO_ROOT = path.resolve(NODE_DIR, "../..");
@@ -67,6 +67,49 @@ function healthCheck(client, deadlineMs) {
       error ? reject(error) : resolve(response),
     );
   });
+}
+
+/**
+ * A proxy in front of the daemon for BudgetService/Consume, passing bytes through
+ * unchanged. `decide(attempt)` says what each attempt gets: "refuse" (UNAVAILABLE, not
+ * forwarded), "lose" (forwarded, applied by the daemon, then UNAVAILABLE instead of
+ * its answer) or "forward". Records each attempt's request_id.
+ */
+async function startConsumeProxy(socketPath, upstreamTarget, decide) {
+  const consume = loadBudgetPackage().BudgetService.service.Consume;
+  const bytes = (buffer) => buffer;
+  const upstream = new grpc.Client(upstreamTarget, grpc.credentials.createInsecure());
+  const attempts = [];
+  const server = new grpc.Server();
+  const definition = {
+    Consume: { ...consume, requestDeserialize: bytes, responseSerialize: bytes },
+  };
+  server.addService(definition, {
+    Consume(call, callback) {
+      attempts.push(consume.requestDeserialize(call.request).request_id);
+      const action = decide(attempts.length);
+      const details = `proxy: attempt ${attempts.length}`;
+      const unavailable = { code: Status.UNAVAILABLE, details };
+      if (action === "refuse") return callback(unavailable);
+      upstream.makeUnaryRequest(consume.path, bytes, bytes, call.request, (error, answer) => {
+        if (error) return callback(error);
+        return action === "lose" ? callback(unavailable) : callback(null, answer);
+      });
+    },
+  });
+  await new Promise((resolve, reject) =>
+    server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (error) =>
+      error ? reject(error) : resolve(),
+    ),
+  );
+  return {
+    attempts,
+    target: `unix:${socketPath}`,
+    async close() {
+      upstream.close();
+      await new Promise((resolve) => server.tryShutdown(resolve));
+    },
+  };
 }
 
 async function rejection(promise) {
@@ -303,6 +346,74 @@ describe("the Node example agent against the real budgetd", () => {
     const { run_duration_ms: ranAfter, ...usageAfter } = afterDeny.totals;
     assert.deepEqual(usageAfter, usageBefore);
     assert.equal(ranAfter - ranBefore, denied.totals.run_duration_ms);
+  });
+
+  describe("retries: the channel's, from protos/budgetd/v1/service_config.json", () => {
+    const usage = FOLLOW_UP_USAGE;
+    let proxy = null;
+    let proxied = null;
+
+    let proxies = 0;
+
+    async function through(decide, channelOptions = {}) {
+      proxies += 1;
+      proxy = await startConsumeProxy(path.join(dir, `proxy-${proxies}.sock`), target, decide);
+      proxied = connect(proxy.target, { channelOptions });
+    }
+
+    async function agentTokens() {
+      return (await client.budget.GetLedger({ key: agentKey })).ledger.totals.total_tokens;
+    }
+
+    const consumeRequest = () => ({
+      request_id: randomUUID(),
+      labels: { agent: "node-example", thread: randomUUID().slice(0, 8) },
+      usage,
+    });
+
+    async function closeProxy() {
+      proxied?.close();
+      await proxy?.close();
+      proxied = proxy = null;
+    }
+
+    it("UNAVAILABLE twice: sent a third time, the same request, applied once", async (t) => {
+      t.after(closeProxy);
+      await through((attempt) => (attempt <= 2 ? "refuse" : "forward"));
+      const before = await agentTokens();
+      const request = consumeRequest();
+      const answer = await proxied.budget.Consume(request);
+      assert.deepEqual(proxy.attempts, Array(3).fill(request.request_id));
+      assert.equal(answer.replayed, false);
+      assert.equal((await agentTokens()) - before, tokens(usage));
+    });
+
+    it("an applied answer lost: the retry gets the stored answer, counted once", async (t) => {
+      t.after(closeProxy);
+      await through((attempt) => (attempt === 1 ? "lose" : "forward"));
+      const before = await agentTokens();
+      const request = consumeRequest();
+      const answer = await proxied.budget.Consume(request);
+      assert.deepEqual(proxy.attempts, Array(2).fill(request.request_id));
+      assert.equal(answer.replayed, true, "the daemon had applied the first attempt");
+      assert.equal((await agentTokens()) - before, tokens(usage));
+    });
+
+    it("with retries off, the first UNAVAILABLE is final (the config did the retrying)", async (t) => {
+      t.after(closeProxy);
+      await through(() => "refuse", { "grpc.enable_retries": 0 });
+      const error = await rejection(proxied.budget.Consume(consumeRequest()));
+      assert.equal(error.code, Status.UNAVAILABLE);
+      assert.equal(proxy.attempts.length, 1);
+    });
+
+    it("a daemon that keeps answering UNAVAILABLE: 5 attempts, then the error", async (t) => {
+      t.after(closeProxy);
+      await through(() => "refuse");
+      const error = await rejection(proxied.budget.Consume(consumeRequest()));
+      assert.equal(error.code, Status.UNAVAILABLE);
+      assert.equal(proxy.attempts.length, 5, "maxAttempts of service_config.json");
+    });
   });
 
   it("SIGTERM: the daemon drains and exits 0", async (t) => {
