@@ -225,13 +225,15 @@ def throughput_rows(home: Path, seconds: float, threads: int) -> list[str]:
     for mode in ("memory", "snapshot", "journal"):
         for concurrency in (1, 64):
             daemon = Daemon(home, mode)
-            _warm(daemon.target, threads)
-            driver = Driver(daemon.target, concurrency, seconds, threads)
-            driver.measuring()
-            began = time.monotonic()
-            result = driver.result()
-            elapsed = time.monotonic() - began
-            stopped = daemon.stop()
+            try:
+                _warm(daemon.target, threads)
+                driver = Driver(daemon.target, concurrency, seconds, threads)
+                driver.measuring()
+                began = time.monotonic()
+                result = driver.result()
+                elapsed = time.monotonic() - began
+            finally:
+                stopped = daemon.stop()
             by_mode[(mode, concurrency)] = result["ops"]
             fsyncs = stopped.get("journal_fsyncs", 0)
             records = stopped.get("journal_records", 0)
@@ -303,39 +305,44 @@ def add_journal(state_path: Path, engine: Engine, records: int) -> None:
 def big_state_rows(home: Path, state_path: Path, engine: Engine, records: int) -> list[str]:
     add_journal(state_path, engine, records)
     daemon = Daemon(home, "journal", state_path)
-    recovered = daemon.event("recovered")
-    rows = [
-        f"recovery of {engine.ledger_count:,} ledgers + {recovered['replayed']:,} journal "
-        f"records: ready after {daemon.ready_after:.1f} s"
-    ]
     channel = grpc.insecure_channel(daemon.target)
-    admin = rpc.BudgetAdminServiceStub(channel)
-    stop = home / "stop"
-    results: dict[str, dict[str, Any]] = {}
-    took = 15.0
-    for phase in ("during a snapshot", "without a snapshot"):
-        stop.unlink(missing_ok=True)
-        driver = Driver(daemon.target, 64, 0, min(THREADS, engine.ledger_count), str(stop))
-        driver.measuring()
-        began = time.monotonic()
-        if phase == "during a snapshot":
-            admin.Snapshot(pb.SnapshotRequest(), timeout=900)
-            took = time.monotonic() - began
-        else:
-            time.sleep(took)  # the same window as the snapshot's (measured first)
-            took = time.monotonic() - began
-        stop.touch()
-        result = driver.result()
-        results[phase] = result
+    try:
+        recovered = daemon.event("recovered")
+        rows = [
+            f"recovery of {engine.ledger_count:,} ledgers + {recovered['replayed']:,} journal "
+            f"records: ready after {daemon.ready_after:.1f} s"
+        ]
+        threads = min(THREADS, engine.ledger_count)
+        during, took = _load_while(daemon, home, threads, rpc.BudgetAdminServiceStub(channel))
+        without, _ = _load_while(daemon, home, threads, None, took)
+    finally:
+        channel.close()
+        daemon.stop()
+    for phase, result in (("during a snapshot", during), ("without a snapshot", without)):
         rows.append(
             f"Consume c=64 {phase:<19}: p50 {result['p50']:6.0f} µs, p99 {result['p99']:7.0f} µs, "
             f"p99.9 {result['p999']:7.0f} µs, {result['ops']:,.0f} ops/s over {took:.1f} s"
         )
-    ratio = results["during a snapshot"]["p99"] / results["without a snapshot"]["p99"]
-    rows.append(f"p99 during a snapshot / without: {ratio:.2f}x")
-    channel.close()
-    daemon.stop()
+    rows.append(f"p99 during a snapshot / without: {during['p99'] / without['p99']:.2f}x")
     return rows
+
+
+def _load_while(
+    daemon: Daemon, home: Path, threads: int, admin: Any, window: float = 0.0
+) -> tuple[dict[str, Any], float]:
+    """Consume at c=64 while a snapshot is written (`admin` given), or for `window` s."""
+    stop = home / "stop"
+    stop.unlink(missing_ok=True)
+    driver = Driver(daemon.target, 64, 0, threads, str(stop))
+    driver.measuring()
+    began = time.monotonic()
+    if admin is not None:
+        admin.Snapshot(pb.SnapshotRequest(), timeout=900)
+    else:
+        time.sleep(window)  # the same window as the snapshot's (measured first)
+    took = time.monotonic() - began
+    stop.touch()
+    return driver.result(), took
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,37 +95,35 @@ def _unary(method: str, inner: Any) -> Any:
 
 def _unary_stream(method: str, inner: Any) -> Any:
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
-        began, error = time.perf_counter(), None
-        try:
-            result = inner(request, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:  # a servicer that writes with context.write and returns
-                await result
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            _line(method, context, began, request, error)
+        async for item in _streamed(method, inner, request, request, context):
+            yield item
 
     return call
 
 
 def _stream_stream(method: str, inner: Any) -> Any:
     async def call(requests: Any, context: Context) -> AsyncIterator[Any]:
-        began, error = time.perf_counter(), None
-        try:
-            result = inner(requests, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:
-                await result
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            _line(method, context, began, None, error)
+        async for item in _streamed(method, inner, requests, None, context):
+            yield item
 
     return call
+
+
+async def _streamed(
+    method: str, inner: Any, argument: Any, request: Any, context: Context
+) -> AsyncIterator[Any]:
+    """A streaming handler's answers, logged when it ends (it may also write with
+    context.write and return, as the health Watch does)."""
+    began, error = time.perf_counter(), None
+    try:
+        result = inner(argument, context)
+        if hasattr(result, "__aiter__"):
+            async for item in result:
+                yield item
+        else:
+            await result
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        _line(method, context, began, request, error)

@@ -61,6 +61,14 @@ def daemons() -> Iterator[list[Daemon]]:
         daemon.kill()
 
 
+def configured_home(tmp_path: Path) -> Path:
+    """A daemon's home: its config file (CONFIG), its socket and its state directory."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "budgetd.toml").write_text(CONFIG)
+    return home
+
+
 def launch(daemons: list[Daemon], home: Path, *args: str) -> Daemon:
     daemon = Daemon(home, ("--config", str(home / "budgetd.toml"), *args))
     daemons.append(daemon)
@@ -116,9 +124,7 @@ def test_kill_9_under_load_loses_no_acknowledged_mutation(
     seed = int(os.environ.get("BUDGETD_KILL_SEED", random.randrange(1 << 30)))
     print(f"kill -9 rounds: {ROUNDS}, seed {seed} (BUDGETD_KILL_SEED={seed} repeats them)")
     rng = random.Random(seed)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     daemon = launch(daemons, home, "--tick", "0.05", "--snapshot-seconds", "0.3")
     logs: list[Path] = []
     for round_number in range(ROUNDS):
@@ -174,9 +180,7 @@ def _check_acknowledged(daemon: Daemon, logs: list[Path], where: str) -> None:
 def test_sigterm_leaves_one_final_snapshot_and_an_empty_journal(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     daemon = launch(daemons, home)
     daemon.budget().Consume(
         pb.ConsumeRequest(request_id="c1", labels={"user": "ann"}, usage=pb.Usage(input_tokens=7))
@@ -207,8 +211,7 @@ def consume_request(rid: str, tokens: int, user: str = "ann") -> pb.ConsumeReque
 
 def crashed_with_records(daemons: list[Daemon], home: Path, count: int) -> Daemon:
     """A daemon that took `count` consumes of 10 tokens (c1..) and was killed -9."""
-    home.mkdir(exist_ok=True)
-    (home / "budgetd.toml").write_text(CONFIG)
+    configured_home(home.parent)
     daemon = launch(daemons, home)
     for number in range(1, count + 1):
         daemon.budget().Consume(consume_request(f"c{number}", 10))
@@ -265,9 +268,7 @@ def test_a_bad_record_with_good_ones_after_it_stops_the_start(
 def test_a_corrupt_snapshot_falls_back_to_the_previous_one_without_loss(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     daemon = launch(daemons, home)
     daemon.budget().Consume(consume_request("c1", 10))
     newest = Path(daemon.admin().Snapshot(pb.SnapshotRequest()).path)
@@ -295,9 +296,7 @@ def test_no_usable_snapshot_stops_the_start(daemons: list[Daemon], tmp_path: Pat
 def test_an_unusable_or_shared_state_directory_stops_the_start_with_code_2(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     daemon = Daemon(home, ("--state-dir", str(not_a_dir)))
@@ -315,10 +314,8 @@ def test_an_unusable_or_shared_state_directory_stops_the_start_with_code_2(
 def test_policies_put_at_run_time_survive_restarts_and_reloads(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
+    home = configured_home(tmp_path)
     config = home / "budgetd.toml"
-    config.write_text(CONFIG)
     daemon = launch(daemons, home)
     daemon.admin().PutPolicy(
         pb.PutPolicyRequest(
@@ -410,9 +407,7 @@ def test_a_full_disk_refuses_mutations_until_it_has_room_again(
 ) -> None:
     disk = FullDisk(tmp_path, how)
     try:
-        home = tmp_path / "home"
-        home.mkdir()
-        (home / "budgetd.toml").write_text(CONFIG)
+        home = configured_home(tmp_path)
         state = disk.mount / "state"
         daemon = launch(daemons, home, "--state-dir", str(state), "--snapshot-seconds", "0.2")
         disk.pid = daemon.process.pid
@@ -462,9 +457,7 @@ def test_a_full_disk_refuses_mutations_until_it_has_room_again(
 
 
 def test_snapshot_mode_never_numbers_an_event_twice(daemons: list[Daemon], tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     daemon = launch(daemons, home, "--durability", "snapshot")
     for number in range(3):
         daemon.budget().Consume(consume_request(f"c{number}", 10))
@@ -492,9 +485,7 @@ def test_a_stop_while_the_disk_is_full_exits_and_keeps_what_was_acknowledged(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
     disk = FullDisk(tmp_path, "rlimit")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "budgetd.toml").write_text(CONFIG)
+    home = configured_home(tmp_path)
     daemon = launch(daemons, home)
     disk.pid = daemon.process.pid
     daemon.budget().Consume(consume_request("kept", 5))
