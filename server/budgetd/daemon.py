@@ -120,7 +120,12 @@ class Daemon:
         if self.listeners.unix is not None:
             self.listeners.unix.bound()
         self._install_signals()
-        await self._recover()
+        try:
+            await self._recover()
+        except BaseException:  # e.g. a damaged state directory: no half-started daemon
+            await self.server.stop(None)
+            self._release()
+            raise
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
@@ -174,10 +179,7 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._final_snapshot()
-        if self.listeners is not None and self.listeners.unix is not None:
-            self.listeners.unix.release()
-        if self.state is not None:
-            self.state.close()
+        self._release()
         store = self.runtime.store
         journal = store.journal if store is not None else None
         totals: dict[str, object] = {}
@@ -189,6 +191,13 @@ class Daemon:
                 "fsync_ms": round(stats.fsync_seconds * 1000, 1),
             }
         log.info("stopped", extra=fields(events=self.runtime.events.last_seq, **totals))
+
+    def _release(self) -> None:
+        """Give back the socket path and the state directory's lock."""
+        if self.listeners is not None and self.listeners.unix is not None:
+            self.listeners.unix.release()
+        if self.state is not None:
+            self.state.close()
 
     async def _final_snapshot(self) -> None:
         """A clean stop leaves one snapshot that covers everything and an empty journal."""

@@ -94,8 +94,8 @@ class Runtime:
 
     def reader(self) -> Engine:
         """The engine, for a read; UNAVAILABLE while it is not the real state."""
-        if self.refusing is not None and self.refusing == STARTING:
-            raise Unavailable(self.refusing)
+        if self.refusing == STARTING:  # (a failing journal still lets reads through)
+            raise Unavailable(STARTING)
         return self.engine
 
     async def apply(self, op: str, args: Mapping[str, Any]) -> Any:

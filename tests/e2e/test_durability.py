@@ -291,6 +291,7 @@ def test_no_usable_snapshot_stops_the_start(daemons: list[Daemon], tmp_path: Pat
     daemons.append(daemon)
     assert daemon.wait() == 2
     assert "no usable snapshot" in daemon.wait_for("cannot start")["reason"]
+    assert not daemon.socket.exists()  # nothing half-started is left behind
 
 
 def test_an_unusable_or_shared_state_directory_stops_the_start_with_code_2(
