@@ -33,7 +33,7 @@ from budgetd.persistence.statedir import StateDir, fsync_directory
 FORMAT = "budgetd.snapshot/1"
 KEEP = 2
 PR_SET_PDEATHSIG = 1
-CHILD_NICENESS = 19  # background work: serving comes first (a slower snapshot only means more journal)
+CHILD_NICENESS = 19  # background work: a slower snapshot only means a longer journal
 
 
 class SnapshotCorrupt(Exception):
