@@ -129,8 +129,11 @@ class Daemon:
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
-        self.runtime.refusing = None
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        store = self.runtime.store
+        journal = store.journal if store is not None else None
+        self.runtime.refusing = journal.error if journal is not None else None
+        status = health_pb2.HealthCheckResponse
+        self._set_health(status.NOT_SERVING if self.runtime.refusing else status.SERVING)
         log.info(
             "ready",
             extra=fields(
@@ -210,7 +213,7 @@ class Daemon:
                 pending = journal.pending()
                 if pending is not None:
                     with contextlib.suppress(Exception):
-                        await pending
+                        await asyncio.shield(pending)
             written = await self.runtime.snapshot(keep_journal_back_to_previous=False)
             log.info("final snapshot", extra=fields(path=str(written.path), lsn=written.lsn))
             if journal is None:  # snapshot mode: nothing past this seq was handed out
@@ -253,7 +256,7 @@ class Daemon:
                 _, durable = runtime.submit("expire", {})
                 after = runtime.assigned_seq
                 if durable is not None:
-                    await durable
+                    await asyncio.shield(durable)
             except Exception as error:
                 log.error("expiry failed", extra=fields(error=error))
                 continue

@@ -102,7 +102,9 @@ class Runtime:
         """Carry out one mutation and return its result once it counts (see the module)."""
         result, durable = self.submit(op, args)
         if durable is not None:
-            await durable
+            # Shielded: the batch's future is shared, and a caller that goes away (its
+            # deadline, a disconnect) must not cancel the answer of every other caller.
+            await asyncio.shield(durable)
         return result
 
     def submit(self, op: str, args: Mapping[str, Any]) -> tuple[Any, asyncio.Future[None] | None]:
@@ -151,12 +153,21 @@ class Runtime:
     async def snapshot(self, *, keep_journal_back_to_previous: bool = True) -> snapshot.Written:
         """Write a snapshot now (the timer, the Snapshot RPC, shutdown)."""
         store = self.store
+        if self.refusing == STARTING:
+            raise Unavailable(STARTING)
         if store is None:
             raise FailedPrecondition("durability is 'memory': nothing is written to disk")
         if self._snapshot_lock.locked():
             raise LimitReached("snapshots_in_progress", 1, "a snapshot is being written")
         async with self._snapshot_lock:
             journal = store.journal
+            # Compacting is a recorded mutation: the snapshot then holds no dead entries,
+            # and a replay from an older snapshot compacts at the same point.
+            refusing, self.refusing = self.refusing, None
+            try:
+                self.submit("compact", {})
+            finally:
+                self.refusing = refusing
             lsn = journal.rotate() if journal is not None else self.lsn
             try:
                 # The fork happens before the first await: the state is exactly `lsn`'s.
@@ -165,11 +176,13 @@ class Runtime:
                 )
             except snapshot.SnapshotFailed as error:
                 raise Unavailable(f"snapshot failed: {error}") from None
-            previous, store.snapshot_lsn = store.snapshot_lsn, lsn
-            await asyncio.to_thread(snapshot.prune, store.state)
+            store.snapshot_lsn = lsn
+            kept = await asyncio.to_thread(snapshot.prune, store.state)
             if journal is not None:
-                # Back to the previous snapshot: a damaged newest one falls back without loss.
-                await journal.drop_through(previous if keep_journal_back_to_previous else lsn)
+                # Back to the older kept snapshot: a damaged newest one falls back without
+                # loss (the files decide, not memory: two snapshots may share an lsn).
+                oldest = kept[0] if kept else lsn
+                await journal.drop_through(oldest if keep_journal_back_to_previous else lsn)
         log.debug(
             "snapshot written",
             extra=fields(path=str(written.path), lsn=lsn, bytes=written.size_bytes),

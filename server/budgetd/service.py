@@ -112,7 +112,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Consume(self, request: pb.ConsumeRequest, context: Context) -> pb.ConsumeResponse:
         result, durable = self._submit_consume(request)
         if durable is not None:
-            await durable
+            await asyncio.shield(durable)  # shared by a batch: see Runtime.apply
         return convert.consume_response(result)
 
     def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:
@@ -346,7 +346,7 @@ async def _stream_answer(
 ) -> pb.ConsumeStreamResponse:
     if error is None and durable is not None:
         try:
-            await durable
+            await asyncio.shield(durable)
         except Exception as failure:  # not durable: this message fails, the stream goes on
             error = failure
     if error is not None:

@@ -36,7 +36,7 @@ async def restore(
     if engine is None:
         # Reservation ids must not repeat across state directories: a fresh prefix.
         engine = Engine(policies, limits=limits, prices=prices, id_prefix=new_id_prefix())
-    store = Store(state, None, recovered.lsn)
+    store = Store(state, None, recovered.snapshot_lsn)
     last_seq = recovered.snapshot_seq
     if runtime.mode is Durability.SNAPSHOT:
         last_seq = max(last_seq, lease.read(state))  # past anything published before

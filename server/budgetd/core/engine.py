@@ -106,6 +106,7 @@ NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
 BRIEF = attrgetter("brief")  # a ledger's (key, state)
+SERIAL = attrgetter("serial")
 # Where a policy came from: the config file (replaced by a reload) or the admin API (kept).
 FROM_FILE = "file"
 FROM_API = "api"
@@ -719,8 +720,8 @@ class Engine:
 
     def _expire_runs(self, now: float, events: list[Event], budget: int) -> bool:
         heap = self._run_heap
-        changed = False
-        while heap and heap[0][0] <= now and budget > 0:
+        due_runs: dict[str, float] = {}
+        while heap and heap[0][0] <= now:
             _, run_id = heapq.heappop(heap)
             run = self._runs.get(run_id)
             if run is None:
@@ -729,20 +730,29 @@ class Engine:
             if due > now:  # heartbeats moved it on: one live entry per run
                 heapq.heappush(heap, (due, run_id))
                 continue
-            budget -= 1
-            changed = True
-            silent_at = run.last_seen + run.ttl_s
-            deadline = next((d for d in run.deadlines if not d.reported), None)
-            if deadline is None or silent_at < deadline.at:
-                self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events, silent_at)
-                continue
-            if deadline.enforcement is Enforcement.HARD:
-                self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
-                continue
-            deadline.reported = True  # a soft or shadow cap reports once; the run goes on
-            events.append(Denied(now, run.labels, duration_blocker(deadline, now), "", run_id))
-            heapq.heappush(heap, (run.next_due(), run_id))
-        return changed
+            due_runs[run_id] = due
+        # By (due, id), not heap order: a heap's stale keys differ between a live engine
+        # and one restored from a snapshot, and replay must end the same runs in the
+        # same order.
+        ordered = sorted((due, run_id) for run_id, due in due_runs.items())
+        for due, run_id in ordered[budget:]:
+            heapq.heappush(heap, (due, run_id))
+        for _, run_id in ordered[:budget]:
+            self._expire_run(self._runs[run_id], now, events)
+        return bool(ordered[:budget])
+
+    def _expire_run(self, run: Run, now: float, events: list[Event]) -> None:
+        silent_at = run.last_seen + run.ttl_s
+        deadline = next((d for d in run.deadlines if not d.reported), None)
+        if deadline is None or silent_at < deadline.at:
+            self._end_run(run, RunEndReason.HEARTBEAT_TIMEOUT, now, events, silent_at)
+            return
+        if deadline.enforcement is Enforcement.HARD:
+            self._end_run(run, RunEndReason.DURATION_EXCEEDED, now, events, deadline.at)
+            return
+        deadline.reported = True  # a soft or shadow cap reports once; the run goes on
+        events.append(Denied(now, run.labels, duration_blocker(deadline, now), "", run.id))
+        heapq.heappush(self._run_heap, (run.next_due(), run.id))
 
     def _roll_windows(self, now: float, events: list[Event], budget: int) -> bool:
         heap = self._window_heap
@@ -750,6 +760,9 @@ class Engine:
         while heap and heap[0] <= now and budget > 0:
             end = heap[0]
             due = self._window_due[end]
+            # By serial (popped from the end: oldest first), not scheduling order, which
+            # differs between a live engine and a restored one.
+            due.sort(key=SERIAL, reverse=True)
             while due and budget > 0:
                 ledger = due.pop()
                 if ledger.alive and ledger.window_end == end:
@@ -942,7 +955,7 @@ class Engine:
             "format": state.FORMAT,
             "id_prefix": self._id_prefix,
             "serial": self._serial,
-            "hand": self._hand,
+            "hand": self._live_hand(),
             "reservation_count": self._reservation_count,
             "policies": [policy.to_mapping() for policy in self._policy_list],
             "origins": dict(self._origins),
@@ -962,6 +975,28 @@ class Engine:
                 for request_id, (op, at, result) in self._done.items()
             ],
         }
+
+    def _live_hand(self) -> int:
+        """The eviction hand as a position among live ledgers (what a state without
+        dead entries, a snapshot's or a compacted one, has at the same ledger)."""
+        chrono = self._chrono
+        if not self._dead:
+            return self._hand
+        hand = self._hand % len(chrono) if chrono else 0
+        return sum(1 for ledger in chrono[:hand] if ledger.alive)
+
+    def compact(self, now: float) -> list[Event]:
+        """Drop closed ledgers' places from the creation-order list, the eviction hand
+        staying on the same ledger. Done before each snapshot (which stores no dead
+        entries), as a recorded mutation, so live and replayed engines agree on where
+        the next eviction scan starts."""
+        if not self._dead:
+            return []
+        self._hand = self._live_hand()
+        self._chrono = [ledger for ledger in self._chrono if ledger.alive]
+        self._dead = 0
+        self._record("compact", now)
+        return []
 
     @classmethod
     def from_state(
@@ -1099,10 +1134,11 @@ class Engine:
             for ledger in known:
                 if not ledger.alive:
                     break  # closed since (evicted, run closed): resolve afresh
-                if now >= ledger.window_end:
-                    ledger.roll(now, events)
-                    self._schedule_roll(ledger)
             else:
+                for ledger in known:
+                    if now >= ledger.window_end:
+                        ledger.roll(now, events)
+                        self._schedule_roll(ledger)
                 return subject, known
         subject = self.subject_of(labels, usage)
         if subject is labels:
@@ -1143,6 +1179,7 @@ class Engine:
         ledgers = self._ledgers
         found: list[Ledger] = []
         missing: list[tuple[int, Policy, Ident]] | None = None
+        stale: list[Ledger] | None = None
         for policy in self._policy_list:
             for key, wanted in policy.requirements:
                 value = labels.get(key)
@@ -1163,13 +1200,18 @@ class Engine:
                     missing.append((len(found) + len(missing), policy, ident))
                 else:
                     if now >= ledger.window_end:
-                        ledger.roll(now, events)
-                        self._schedule_roll(ledger)
+                        if stale is None:
+                            stale = []
+                        stale.append(ledger)
                     found.append(ledger)
         if missing is not None:
             created = self._create([(p, i) for _, p, i in missing], now, events, found)
             for (position, _, _), ledger in zip(missing, created, strict=True):
                 found.insert(position, ledger)
+        if stale is not None:  # after creation, which may raise: a refusal changes nothing
+            for ledger in stale:
+                ledger.roll(now, events)
+                self._schedule_roll(ledger)
         return found
 
     def _create(
@@ -1366,7 +1408,7 @@ class Engine:
         if mutation.op not in MUTATING_OPS:
             raise InvalidArgument("op", f"unknown mutation {mutation.op!r}")
         outcome = getattr(self, mutation.op)(**mutation.args, now=mutation.now)
-        if mutation.op == "expire":
+        if mutation.op in ("expire", "compact"):
             return None, outcome
         return outcome  # type: ignore[no-any-return]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from budgetd.core.dimensions import Dimension
 from budgetd.core.errors import InvalidArgument
+from budgetd.core.limits import Limits
 from budgetd.core.policy import Policy
 from budgetd.core.usage import Usage
 
@@ -33,6 +34,7 @@ MUTATING_OPS = frozenset(
         "put_policy",
         "delete_policy",
         "replace_policies",
+        "compact",
     }
 )
 _USAGE_ARGS = ("estimate", "actual", "usage")
@@ -71,7 +73,9 @@ def encode(mutation: Mutation) -> dict[str, Any]:
     return {"op": mutation.op, "now": mutation.now, "args": args}
 
 
-def decode(data: Mapping[str, Any]) -> Mutation:
+def decode(data: Mapping[str, Any], limits: Limits | None = None) -> Mutation:
+    """A record back to a mutation; policies are parsed against `limits` (the engine's:
+    they were accepted under them)."""
     op = data.get("op")
     now = data.get("now")
     raw = data.get("args")
@@ -84,9 +88,9 @@ def decode(data: Mapping[str, Any]) -> Mutation:
         if name in _USAGE_ARGS:
             args[name] = Usage(**value)
         elif name == "policy":
-            args[name] = Policy.from_mapping(value)
+            args[name] = Policy.from_mapping(value, limits)
         elif name == "policies":
-            args[name] = tuple(Policy.from_mapping(item) for item in value)
+            args[name] = tuple(Policy.from_mapping(item, limits) for item in value)
         elif name == "caps":
             args[name] = tuple((Dimension(d), limit) for d, limit in value)
         else:

@@ -91,6 +91,7 @@ class Journal:
         self._on_health = on_health
         self._pending: list[Entry] = []
         self._future: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None  # the batch being written
         self._wake = asyncio.Event()
         self._closing = False
         # One thread: writes, fsyncs, segment changes and deletions happen in order.
@@ -118,8 +119,9 @@ class Journal:
         return future
 
     def pending(self) -> asyncio.Future[None] | None:
-        """The future of what is appended but not yet durable (None: nothing is)."""
-        return self._future
+        """The future of what is appended but not yet durable (None: nothing is): the
+        batch still gathering, else the one being written."""
+        return self._future or self._inflight
 
     def rotate(self) -> int:
         """Records after the returned lsn go to a new segment (a snapshot covers the rest)."""
@@ -155,12 +157,14 @@ class Journal:
             if self.commit_delay_s and not self._closing:
                 await asyncio.sleep(self.commit_delay_s)
             batch, future = self._pending, self._future
-            self._pending, self._future = [], None
+            self._pending, self._future, self._inflight = [], None, future
             try:
                 await loop.run_in_executor(self._executor, self._write, batch)
             except Exception as error:
                 await self._retry(loop, batch, future, error)
                 continue
+            finally:
+                self._inflight = None
             self._durable(batch)
             if future is not None and not future.done():
                 future.set_result(None)

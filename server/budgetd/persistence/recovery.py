@@ -32,6 +32,7 @@ log = logging.getLogger("budgetd.recovery")
 class Recovered:
     engine: Engine | None  # None: a fresh state directory
     lsn: int  # the last record applied
+    snapshot_lsn: int  # the record the loaded snapshot covers
     snapshot_seq: int  # the last event seq the snapshot accounts for
     events: list[ev.Event]  # what replaying the journal regenerated, in order
     snapshot: Path | None
@@ -50,7 +51,7 @@ def recover(
     if loaded is None:
         if journals:
             raise StateDirError(state.path, f"journal {journals[0][1].name} but no snapshot")
-        return Recovered(None, 0, 0, [], None, 0, False)
+        return Recovered(None, 0, 0, 0, [], None, 0, False)
     engine = Engine.from_state(loaded.state, limits=limits, prices=prices)
     lsn, replayed, truncated = loaded.lsn, 0, False
     events: list[ev.Event] = []
@@ -68,7 +69,7 @@ def recover(
                 continue  # covered by the snapshot, or written twice after a disk error
             if number != lsn + 1:
                 raise StateDirError(state.path, f"{path.name}: lsn {number} follows {lsn}")
-            _replay(engine, record, events)
+            _replay(state, path, engine, record, events)
             lsn, replayed = number, replayed + 1
     log.info(
         "recovered",
@@ -76,7 +77,7 @@ def recover(
             snapshot=loaded.path.name, lsn=lsn, replayed=replayed, seq=loaded.seq + len(events)
         ),
     )
-    return Recovered(engine, lsn, loaded.seq, events, loaded.path, replayed, truncated)
+    return Recovered(engine, lsn, loaded.lsn, loaded.seq, events, loaded.path, replayed, truncated)
 
 
 def _newest_snapshot(state: StateDir) -> snapshot.Loaded | None:
@@ -137,16 +138,23 @@ def _read_segment(
     return records, True
 
 
-def _replay(engine: Engine, record: dict[str, object], out: list[ev.Event]) -> None:
-    mutation = decode(record)
+def _replay(
+    state: StateDir,
+    path: Path,
+    engine: Engine,
+    record: dict[str, object],
+    out: list[ev.Event],
+) -> None:
+    """Apply one record. One that does not apply as it did live stops the start: going
+    on would silently lose an acknowledged mutation."""
     try:
+        mutation = decode(record, engine.limits)
         _, events = engine.apply(mutation)
-    except Exception as error:  # a record the engine took once must apply again
-        log.error(
-            "journal record did not replay",
-            extra=fields(
-                lsn=record["lsn"], op=mutation.op, error=f"{type(error).__name__}: {error}"
-            ),
-        )
-        return
+    except Exception as error:
+        raise StateDirError(
+            state.path,
+            f"{path.name}: record {record.get('lsn')} ({record.get('op')}) does not replay: "
+            f"{type(error).__name__}: {error} (were [limits], policies or prices changed "
+            "since it was written? start with the configuration it was written under)",
+        ) from None
     out.extend(events)

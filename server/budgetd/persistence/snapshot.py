@@ -16,6 +16,7 @@ loop; it reports through a pipe and leaves with `os._exit`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import json
@@ -94,12 +95,15 @@ def write(state_dir: StateDir, engine: Engine, lsn: int, seq: int, taken_at: flo
     return Written(path, lsn, seq, len(data), taken_at, time.perf_counter() - started)
 
 
-def prune(state_dir: StateDir) -> None:
-    """Keep the newest KEEP snapshots; delete older ones and stale temp files."""
-    for _, path in state_dir.snapshots()[:-KEEP]:
+def prune(state_dir: StateDir) -> list[int]:
+    """Keep the newest KEEP snapshots, delete older ones and stale temp files; returns
+    the lsns of those kept, oldest first."""
+    found = state_dir.snapshots()
+    for _, path in found[:-KEEP]:
         path.unlink(missing_ok=True)
     for stale in state_dir.path.glob(".snapshot-*.tmp"):
         stale.unlink(missing_ok=True)
+    return [lsn for lsn, _ in found[-KEEP:]]
 
 
 def load(path: Path) -> Loaded:
@@ -130,14 +134,23 @@ async def write_in_child(
         raise SnapshotFailed("GRPC_ENABLE_FORK_SUPPORT is on; snapshots need it off (unset it)")
     read_end, write_end = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as error:  # no memory or processes left for a child
+        os.close(read_end)
+        os.close(write_end)
+        raise SnapshotFailed(f"cannot fork the snapshot writer: {error.strerror}") from None
     if pid == 0:  # the child: a frozen copy of the state, nothing else to do
-        _child(parent, read_end, write_end, state_dir, engine, lsn, seq, taken_at)
+        _child(parent, write_end, state_dir, engine, lsn, seq, taken_at)
     os.close(write_end)
     try:
+        # The thread owns `read_end` (it closes it): a cancelled wait must not close a
+        # descriptor that thread is still reading, whose number the next pipe would reuse.
         report = await asyncio.to_thread(_collect, pid, read_end)
-    finally:
-        os.close(read_end)
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # the thread then reads EOF and reaps it
+        raise
     if "error" in report:
         raise SnapshotFailed(report["error"])
     return Written(Path(report["path"]), lsn, seq, report["size"], taken_at, report["seconds"])
@@ -145,7 +158,6 @@ async def write_in_child(
 
 def _child(
     parent: int,
-    read_end: int,
     write_end: int,
     state_dir: StateDir,
     engine: Engine,
@@ -156,13 +168,13 @@ def _child(
     code = 1
     try:
         gc.disable()  # a collection would touch (and so copy) every object
-        _die_with_parent(parent)
-        os.nice(CHILD_NICENESS)  # on a busy host the serving parent comes first
-        os.close(read_end)
-        # The listeners and the lock are the parent's: a child outliving a killed parent
-        # must not keep its port or socket bound.
+        # First of all: the listeners and the lock are the parent's, and a child that
+        # outlives a killed parent must not keep its port, socket or lock (`read_end`,
+        # below `write_end`, goes with them).
         os.closerange(3, write_end)
         os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
+        _die_with_parent(parent)
+        os.nice(CHILD_NICENESS)  # on a busy host the serving parent comes first
         try:
             written = write(state_dir, engine, lsn, seq, taken_at)
             report: dict[str, Any] = {
@@ -180,20 +192,33 @@ def _child(
         os._exit(code)
 
 
-def _die_with_parent(parent: int) -> None:
+def _prctl() -> Any:
+    """prctl(2), looked up once in the parent: a forked child of a threaded process
+    should not dlopen. None where there is none (not Linux)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the child still ends once its write is done
+        return None
+
+
+PRCTL = _prctl()
+
+
+def _die_with_parent(parent: int) -> None:
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Without prctl the child still ends once its write is done.
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
 def _collect(pid: int, read_end: int) -> dict[str, Any]:
     chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
+    try:
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if not chunks:
         return {"error": f"snapshot writer exited with status {os.waitstatus_to_exitcode(status)}"}
