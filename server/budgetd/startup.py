@@ -37,9 +37,10 @@ async def restore(
         # Reservation ids must not repeat across state directories: a fresh prefix.
         engine = Engine(policies, limits=limits, prices=prices, id_prefix=new_id_prefix())
     store = Store(state, None, recovered.snapshot_lsn)
-    last_seq = recovered.snapshot_seq
+    # Past anything a snapshot-mode run published (its lease), whatever the mode now:
+    # a switch to the journal after a crash in snapshot mode must not reuse a seq.
+    last_seq = max(recovered.snapshot_seq, lease.read(state))
     if runtime.mode is Durability.SNAPSHOT:
-        last_seq = max(last_seq, lease.read(state))  # past anything published before
         store.lease_seq = lease.extend(state, last_seq)
     events = make_events(last_seq)
     events.publish(recovered.events)
