@@ -6,15 +6,19 @@ Shared by the daemon and the service tests, so both run exactly the start-up pat
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 
 from budgetd.core import Engine, Limits, Policy, PriceTable
 from budgetd.event_log import EventLog
+from budgetd.logs import fields
 from budgetd.persistence import lease, recovery
 from budgetd.persistence.journal import Journal
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import Durability, Runtime, Store
+
+log = logging.getLogger("budgetd")
 
 
 async def restore(
@@ -55,6 +59,7 @@ async def restore(
         store.journal.start()
     runtime.install(engine, events, store, recovered.lsn)
     if fresh:
+        log.info("new state directory: starting empty", extra=fields(path=str(state.path)))
         refusing, runtime.refusing = runtime.refusing, None
         try:
             await runtime.snapshot()
