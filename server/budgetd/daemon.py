@@ -2,9 +2,10 @@
 
 Start-up: the state directory is locked, listeners are checked and bound, the state is
 recovered (health says NOT_SERVING and calls get UNAVAILABLE meanwhile), then SERVING.
-SIGTERM/SIGINT: health NOT_SERVING, subscriptions end, the server stops accepting calls
-and drains in-flight ones for at most the grace period, a final snapshot is written and
-the journal emptied, exit 0; a second signal exits at once.
+SIGTERM/SIGINT: health NOT_SERVING (open health watches report it and end before the
+server's GOAWAY), subscriptions end, the server stops accepting calls and drains
+in-flight ones for at most the grace period, a final snapshot is written and the
+journal emptied, exit 0; a second signal exits at once.
 SIGHUP reloads the config file's policies (those put over the API stay).
 """
 
@@ -174,9 +175,15 @@ class Daemon:
     async def _drain(self, timer: asyncio.Task[None], snapshots: asyncio.Task[None]) -> None:
         grace = self.settings.grace_s
         log.info("draining", extra=fields(grace_s=grace))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.health.enter_graceful_shutdown()
         self.runtime.events.close()
-        await self.server.stop(grace)
+        # Watchers hear NOT_SERVING and the end of their stream before the GOAWAY; a
+        # watcher that does not read holds this no longer than the grace period.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.health.watches_ended(), grace)
+        await self.server.stop(max(0.0, deadline - loop.time()))
         for task in (timer, snapshots):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,9 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped s
         self._status: dict[str, ServingStatus] = {"": NOT_SERVING}
         self._changed = asyncio.Event()  # replaced (after being set) on every change
         self.draining = False
+        self._watches = 0  # open Watch calls
+        self._no_watches = asyncio.Event()
+        self._no_watches.set()
 
     def status(self, service: str) -> ServingStatus | None:
         return self._status.get(service)
@@ -50,6 +53,13 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped s
             self._status[service] = NOT_SERVING
         self._notify()
 
+    async def watches_ended(self) -> None:
+        """Return once no Watch is open. After `enter_graceful_shutdown` every watch
+        writes NOT_SERVING and ends, so the drain awaits this before it stops the
+        server: each watcher's last status and the end of its stream are on the wire
+        before the server's GOAWAY and the close of the connection."""
+        await self._no_watches.wait()
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -65,12 +75,22 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped s
     async def Watch(  # noqa: N802 - the RPC's name
         self, request: health_pb2.HealthCheckRequest, context: Context
     ) -> None:
+        self._watches += 1
+        self._no_watches.clear()
+        try:
+            await self._watch(request.service, context)
+        finally:
+            self._watches -= 1
+            if self._watches == 0:
+                self._no_watches.set()
+
+    async def _watch(self, service: str, context: Context) -> None:
         written: ServingStatus | None = None
         while True:
             # Read status, flag and the change signal together, before any await: a
             # change during the write below sets this `changed`, so it is not missed.
             changed = self._changed
-            status = self._status.get(request.service, SERVICE_UNKNOWN)
+            status = self._status.get(service, SERVICE_UNKNOWN)
             draining = self.draining
             if status != written:
                 await context.write(health_pb2.HealthCheckResponse(status=status))

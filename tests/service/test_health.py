@@ -55,6 +55,27 @@ def test_a_drain_that_begins_during_a_write_is_still_reported() -> None:
     assert asyncio.run(scenario()) == [SERVING, NOT_SERVING]
 
 
+def test_the_drain_can_wait_until_every_open_watch_has_written_its_end() -> None:
+    # The daemon awaits watches_ended() before it stops the server, so each watcher's
+    # NOT_SERVING is on the wire before the GOAWAY and the close of the connection.
+    async def scenario() -> tuple[bool, bool, list[int]]:
+        health = Health()
+        health.set("", SERVING)
+        await asyncio.wait_for(health.watches_ended(), 10)  # none open: at once
+        context = BlockingContext(held=2)
+        watch = asyncio.create_task(health.Watch(REQUEST, cast(Any, context)))
+        await context.writing.wait()
+        ended = asyncio.create_task(health.watches_ended())
+        health.enter_graceful_shutdown()
+        await asyncio.sleep(0)
+        while_writing = ended.done()  # the watch still owes NOT_SERVING
+        context.release.set()
+        await asyncio.wait_for(ended, 10)
+        return while_writing, watch.done(), context.written
+
+    assert asyncio.run(scenario()) == (False, True, [SERVING, NOT_SERVING])
+
+
 def test_changes_during_a_write_are_not_missed_and_statuses_are_deduplicated() -> None:
     async def scenario() -> list[int]:
         health = Health()
