@@ -21,6 +21,7 @@ class Dimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIMENSION_REQUESTS: _ClassVar[Dimension]
     DIMENSION_CONCURRENCY: _ClassVar[Dimension]
     DIMENSION_RUN_DURATION_MS: _ClassVar[Dimension]
+    DIMENSION_WALL_CLOCK_MS: _ClassVar[Dimension]
 
 class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +70,19 @@ class LedgerClosedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEDGER_CLOSED_REASON_RUN_CLOSED: _ClassVar[LedgerClosedReason]
     LEDGER_CLOSED_REASON_POLICY_DELETED: _ClassVar[LedgerClosedReason]
     LEDGER_CLOSED_REASON_POLICY_CHANGED: _ClassVar[LedgerClosedReason]
+    LEDGER_CLOSED_REASON_IDLE: _ClassVar[LedgerClosedReason]
+
+class Unpriced(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNPRICED_UNSPECIFIED: _ClassVar[Unpriced]
+    UNPRICED_DENY: _ClassVar[Unpriced]
+    UNPRICED_ALLOW: _ClassVar[Unpriced]
+
+class BlockReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BLOCK_REASON_UNSPECIFIED: _ClassVar[BlockReason]
+    BLOCK_REASON_OVER_CAP: _ClassVar[BlockReason]
+    BLOCK_REASON_UNPRICED: _ClassVar[BlockReason]
 
 class RunEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -99,6 +113,7 @@ DIMENSION_COST_MICRO_USD: Dimension
 DIMENSION_REQUESTS: Dimension
 DIMENSION_CONCURRENCY: Dimension
 DIMENSION_RUN_DURATION_MS: Dimension
+DIMENSION_WALL_CLOCK_MS: Dimension
 DECISION_UNSPECIFIED: Decision
 DECISION_ALLOW: Decision
 DECISION_ALLOW_WITH_WARNING: Decision
@@ -129,6 +144,13 @@ LEDGER_CLOSED_REASON_EVICTED: LedgerClosedReason
 LEDGER_CLOSED_REASON_RUN_CLOSED: LedgerClosedReason
 LEDGER_CLOSED_REASON_POLICY_DELETED: LedgerClosedReason
 LEDGER_CLOSED_REASON_POLICY_CHANGED: LedgerClosedReason
+LEDGER_CLOSED_REASON_IDLE: LedgerClosedReason
+UNPRICED_UNSPECIFIED: Unpriced
+UNPRICED_DENY: Unpriced
+UNPRICED_ALLOW: Unpriced
+BLOCK_REASON_UNSPECIFIED: BlockReason
+BLOCK_REASON_OVER_CAP: BlockReason
+BLOCK_REASON_UNPRICED: BlockReason
 RUN_END_REASON_UNSPECIFIED: RunEndReason
 RUN_END_REASON_CLOSED: RunEndReason
 RUN_END_REASON_HEARTBEAT_TIMEOUT: RunEndReason
@@ -147,7 +169,7 @@ EVENT_KIND_POLICY_CHANGED: EventKind
 EVENT_KIND_GAP: EventKind
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cost_micro_usd", "model", "provider", "latency_ms")
+    __slots__ = ("input_tokens", "output_tokens", "cached_input_tokens", "cost_micro_usd", "model", "provider", "latency_ms", "cache_write_input_tokens", "reasoning_tokens", "latency_us")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +177,9 @@ class Usage(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -162,10 +187,13 @@ class Usage(_message.Message):
     model: str
     provider: str
     latency_ms: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+    cache_write_input_tokens: int
+    reasoning_tokens: int
+    latency_us: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., latency_ms: _Optional[int] = ..., cache_write_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., latency_us: _Optional[int] = ...) -> None: ...
 
 class Totals(_message.Message):
-    __slots__ = ("total_tokens", "input_tokens", "output_tokens", "cached_input_tokens", "cost_micro_usd", "requests", "unpriced_requests", "run_duration_ms", "latency_ms_sum", "latency_samples", "first_use", "last_use")
+    __slots__ = ("total_tokens", "input_tokens", "output_tokens", "cached_input_tokens", "cost_micro_usd", "requests", "unpriced_requests", "run_duration_ms", "latency_ms_sum", "latency_samples", "first_use", "last_use", "cache_write_input_tokens", "reasoning_tokens", "latency_us_sum", "unpriced_tokens")
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +206,10 @@ class Totals(_message.Message):
     LATENCY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     FIRST_USE_FIELD_NUMBER: _ClassVar[int]
     LAST_USE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_SUM_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     total_tokens: int
     input_tokens: int
     output_tokens: int
@@ -190,23 +222,29 @@ class Totals(_message.Message):
     latency_samples: int
     first_use: _timestamp_pb2.Timestamp
     last_use: _timestamp_pb2.Timestamp
-    def __init__(self, total_tokens: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., requests: _Optional[int] = ..., unpriced_requests: _Optional[int] = ..., run_duration_ms: _Optional[int] = ..., latency_ms_sum: _Optional[int] = ..., latency_samples: _Optional[int] = ..., first_use: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cache_write_input_tokens: int
+    reasoning_tokens: int
+    latency_us_sum: int
+    unpriced_tokens: int
+    def __init__(self, total_tokens: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., requests: _Optional[int] = ..., unpriced_requests: _Optional[int] = ..., run_duration_ms: _Optional[int] = ..., latency_ms_sum: _Optional[int] = ..., latency_samples: _Optional[int] = ..., first_use: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cache_write_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., latency_us_sum: _Optional[int] = ..., unpriced_tokens: _Optional[int] = ...) -> None: ...
 
 class DimensionStatus(_message.Message):
-    __slots__ = ("dimension", "used", "reserved", "limit", "remaining", "percent")
+    __slots__ = ("dimension", "used", "reserved", "limit", "remaining", "percent", "resets_at")
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
     dimension: Dimension
     used: int
     reserved: int
     limit: int
     remaining: int
     percent: int
-    def __init__(self, dimension: _Optional[_Union[Dimension, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., percent: _Optional[int] = ...) -> None: ...
+    resets_at: _timestamp_pb2.Timestamp
+    def __init__(self, dimension: _Optional[_Union[Dimension, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., percent: _Optional[int] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerBrief(_message.Message):
     __slots__ = ("key", "state")
@@ -250,7 +288,7 @@ class LedgerStatus(_message.Message):
     def __init__(self, key: _Optional[str] = ..., policy: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[LedgerState, str]] = ..., dimensions: _Optional[_Iterable[_Union[DimensionStatus, _Mapping]]] = ..., totals: _Optional[_Union[Totals, _Mapping]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., open_runs: _Optional[int] = ..., reservations: _Optional[int] = ...) -> None: ...
 
 class Blocker(_message.Message):
-    __slots__ = ("policy", "ledger", "dimension", "used", "reserved", "requested", "limit", "shortfall", "enforcement")
+    __slots__ = ("policy", "ledger", "dimension", "used", "reserved", "requested", "limit", "shortfall", "enforcement", "resets_at", "reason", "model")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LEDGER_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +298,9 @@ class Blocker(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     SHORTFALL_FIELD_NUMBER: _ClassVar[int]
     ENFORCEMENT_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     policy: str
     ledger: str
     dimension: Dimension
@@ -269,10 +310,13 @@ class Blocker(_message.Message):
     limit: int
     shortfall: int
     enforcement: Enforcement
-    def __init__(self, policy: _Optional[str] = ..., ledger: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., requested: _Optional[int] = ..., limit: _Optional[int] = ..., shortfall: _Optional[int] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ...) -> None: ...
+    resets_at: _timestamp_pb2.Timestamp
+    reason: BlockReason
+    model: str
+    def __init__(self, policy: _Optional[str] = ..., ledger: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., requested: _Optional[int] = ..., limit: _Optional[int] = ..., shortfall: _Optional[int] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[BlockReason, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ThresholdCrossing(_message.Message):
-    __slots__ = ("policy", "ledger", "dimension", "percent", "severity", "used", "limit")
+    __slots__ = ("policy", "ledger", "dimension", "percent", "severity", "used", "limit", "percent_used", "remaining")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LEDGER_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +324,8 @@ class ThresholdCrossing(_message.Message):
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_USED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
     policy: str
     ledger: str
     dimension: Dimension
@@ -287,7 +333,9 @@ class ThresholdCrossing(_message.Message):
     severity: Severity
     used: int
     limit: int
-    def __init__(self, policy: _Optional[str] = ..., ledger: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, str]] = ..., percent: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    percent_used: int
+    remaining: int
+    def __init__(self, policy: _Optional[str] = ..., ledger: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, str]] = ..., percent: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., percent_used: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class Cap(_message.Message):
     __slots__ = ("dimension", "limit")
@@ -338,8 +386,15 @@ class Window(_message.Message):
     def __init__(self, lifetime: _Optional[_Union[Window.Lifetime, _Mapping]] = ..., calendar: _Optional[_Union[Window.Calendar, _Mapping]] = ..., fixed: _Optional[_Union[Window.Fixed, _Mapping]] = ..., sliding: _Optional[_Union[Window.Sliding, _Mapping]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run")
+    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run", "unpriced", "missing", "idle_ttl")
     class MatchEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MissingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +411,9 @@ class Policy(_message.Message):
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     EVICTABLE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_WITH_RUN_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TTL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     match: _containers.ScalarMap[str, str]
@@ -366,7 +424,10 @@ class Policy(_message.Message):
     thresholds: _containers.RepeatedCompositeFieldContainer[Threshold]
     evictable: bool
     close_with_run: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ...) -> None: ...
+    unpriced: Unpriced
+    missing: _containers.ScalarMap[str, str]
+    idle_ttl: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ..., unpriced: _Optional[_Union[Unpriced, str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("labels", "estimate", "run_id")
@@ -741,6 +802,42 @@ class ListRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[RunStatus]
     next_page_token: str
     def __init__(self, runs: _Optional[_Iterable[_Union[RunStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetPriceRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelPrice(_message.Message):
+    __slots__ = ("model", "input_micro_usd", "output_micro_usd", "cached_input_micro_usd", "cache_write_input_micro_usd", "reasoning_micro_usd", "source")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_INPUT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    REASONING_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    input_micro_usd: int
+    output_micro_usd: int
+    cached_input_micro_usd: int
+    cache_write_input_micro_usd: int
+    reasoning_micro_usd: int
+    source: str
+    def __init__(self, model: _Optional[str] = ..., input_micro_usd: _Optional[int] = ..., output_micro_usd: _Optional[int] = ..., cached_input_micro_usd: _Optional[int] = ..., cache_write_input_micro_usd: _Optional[int] = ..., reasoning_micro_usd: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class GetPriceResponse(_message.Message):
+    __slots__ = ("price", "normalized", "reason", "table")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    price: ModelPrice
+    normalized: str
+    reason: str
+    table: _containers.RepeatedCompositeFieldContainer[ModelPrice]
+    def __init__(self, price: _Optional[_Union[ModelPrice, _Mapping]] = ..., normalized: _Optional[str] = ..., reason: _Optional[str] = ..., table: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ...) -> None: ...
 
 class PutPolicyRequest(_message.Message):
     __slots__ = ("policy", "apply_to_existing", "validate_only")

@@ -100,6 +100,11 @@ class BudgetServiceStub:
                 request_serializer=budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.GetPrice = channel.unary_unary(
+                '/budgetd.v1.BudgetService/GetPrice',
+                request_serializer=budgetd_dot_v1_dot_budget__pb2.GetPriceRequest.SerializeToString,
+                response_deserializer=budgetd_dot_v1_dot_budget__pb2.GetPriceResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -205,6 +210,14 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPrice(self, request, context):
+        """How the server prices a model: the entry it resolves to and why, or the whole
+        price table when no model is given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +285,11 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.FromString,
                     response_serializer=budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'GetPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrice,
+                    request_deserializer=budgetd_dot_v1_dot_budget__pb2.GetPriceRequest.FromString,
+                    response_serializer=budgetd_dot_v1_dot_budget__pb2.GetPriceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -626,6 +644,33 @@ class BudgetService:
             '/budgetd.v1.BudgetService/ListRuns',
             budgetd_dot_v1_dot_budget__pb2.ListRunsRequest.SerializeToString,
             budgetd_dot_v1_dot_budget__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.BudgetService/GetPrice',
+            budgetd_dot_v1_dot_budget__pb2.GetPriceRequest.SerializeToString,
+            budgetd_dot_v1_dot_budget__pb2.GetPriceResponse.FromString,
             options,
             channel_credentials,
             insecure,
