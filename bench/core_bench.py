@@ -95,7 +95,7 @@ def _bench_population(ledgers: int, count: int, rounds: int) -> list[tuple[str, 
     labels = [{"agent": f"a{i % 8}", "thread": f"t{i}"} for i in range(0, threads, step)][
         :LABEL_POOL
     ]
-    usage = Usage(120, 80, model="gpt-4o", latency_ms=350)
+    usage = Usage(120, 80, model="gpt-4o", latency_us=350_000)
     estimate = Usage(200, 200, model="gpt-4o")
     now = START + 1.0
     pool = len(labels)

@@ -37,7 +37,7 @@ _COUNTED = re.compile(r"I\s+refs:\s*([\d,]+)")
 def _operation(name: str, ledgers: int) -> Callable[[int], object]:
     limits = Limits(max_ledgers=10_000, idempotency_max_entries=MEMORY)
     engine = Engine([Policy.from_mapping(p) for p in POLICIES], limits=limits)
-    usage = Usage(120, 80, model="gpt-4o", latency_ms=350)
+    usage = Usage(120, 80, model="gpt-4o", latency_us=350_000)
     estimate = Usage(200, 200, model="gpt-4o")
     labels = [{"agent": f"a{i % 8}", "thread": f"t{i}"} for i in range(max(1, ledgers - 10))]
     now = START + 1.0

@@ -29,7 +29,7 @@ from bench.core_bench import core_kind, write_table
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
 
-USAGE = pb.Usage(input_tokens=120, output_tokens=80, model="gpt-4o", latency_ms=350)
+USAGE = pb.Usage(input_tokens=120, output_tokens=80, model="gpt-4o", latency_us=350_000)
 THREADS = 1_000
 
 

@@ -59,6 +59,7 @@ STATE = {
 STATE_FROM_WIRE: dict[int, LedgerState] = {wire: state for state, wire in STATE.items()}
 DIMENSION = {d: cast(pb.Dimension, pb.Dimension.Value(f"DIMENSION_{d.name}")) for d in Dimension}
 DIMENSION_FROM_WIRE: dict[int, Dimension] = {wire: d for d, wire in DIMENSION.items()}
+UNPRICED_FROM_WIRE: dict[int, str] = {pb.UNPRICED_DENY: "deny", pb.UNPRICED_ALLOW: "allow"}
 SEVERITY = {s: cast(pb.Severity, pb.Severity.Value(f"SEVERITY_{s.name}")) for s in Severity}
 SEVERITY_FROM_WIRE: dict[int, Severity] = {wire: s for s, wire in SEVERITY.items()}
 ENFORCEMENT = {
@@ -140,7 +141,13 @@ def ttl_seconds(message: Any, field: str, default_s: float) -> float:
 # --- requests ------------------------------------------------------------------------
 
 
-def usage(message: pb.Usage) -> Usage:
+MAX_LATENCY_MS = 86_400_000
+
+
+def usage(message: pb.Usage, field: str = "usage") -> Usage:
+    if not message.latency_us and not 0 <= message.latency_ms <= MAX_LATENCY_MS:
+        # Named here: the core knows the latency in microseconds only.
+        raise InvalidArgument(f"{field}.latency_ms", f"must be in 0..{MAX_LATENCY_MS}")
     return Usage(
         message.input_tokens,
         message.output_tokens,
@@ -148,7 +155,10 @@ def usage(message: pb.Usage) -> Usage:
         message.cost_micro_usd if message.HasField("cost_micro_usd") else None,
         message.model,
         message.provider,
-        message.latency_ms,
+        # Whole milliseconds count only without microseconds (older clients send them).
+        message.latency_us or message.latency_ms * 1000,
+        message.cache_write_input_tokens,
+        message.reasoning_tokens,
     )
 
 
@@ -170,7 +180,16 @@ def policy(message: pb.Policy, where: str = "policy") -> dict[str, Any]:
         "caps": {},
         "evictable": message.evictable,
         "close_with_run": message.close_with_run,
+        "missing": dict(message.missing),
     }
+    if message.unpriced != pb.UNPRICED_UNSPECIFIED:
+        unpriced = enum_value(UNPRICED_FROM_WIRE, message.unpriced, f"{where}.unpriced")
+        data["unpriced"] = unpriced
+    if message.HasField("idle_ttl"):
+        span = message.idle_ttl
+        if span.nanos or span.seconds <= 0:
+            raise InvalidArgument(f"{where}.idle_ttl", "must be a positive whole number of seconds")
+        data["idle_ttl_s"] = span.seconds
     for i, cap in enumerate(message.caps):
         dimension = enum_value(DIMENSION_FROM_WIRE, cap.dimension, f"{where}.caps[{i}].dimension")
         name = DIMENSION_NAMES[dimension]
@@ -239,8 +258,12 @@ def totals(value: Totals) -> pb.Totals:
         requests=i64(value.requests),
         unpriced_requests=i64(value.unpriced_requests),
         run_duration_ms=i64(value.run_duration_ms),
-        latency_ms_sum=i64(value.latency_ms_sum),
+        latency_ms_sum=i64(value.latency_us_sum // 1000),
         latency_samples=i64(value.latency_samples),
+        cache_write_input_tokens=i64(value.cache_write_input_tokens),
+        reasoning_tokens=i64(value.reasoning_tokens),
+        latency_us_sum=i64(value.latency_us_sum),
+        unpriced_tokens=i64(value.unpriced_tokens),
     )
     if value.first_use is not None:
         message.first_use.CopyFrom(timestamp(value.first_use))
@@ -250,7 +273,7 @@ def totals(value: Totals) -> pb.Totals:
 
 
 def _dimension_status(d: DimensionStatus) -> pb.DimensionStatus:
-    return pb.DimensionStatus(
+    message = pb.DimensionStatus(
         dimension=DIMENSION[d.dimension],
         used=i64(d.used),
         reserved=i64(d.reserved),
@@ -258,6 +281,9 @@ def _dimension_status(d: DimensionStatus) -> pb.DimensionStatus:
         remaining=d.remaining,
         percent=min(d.percent_used, 2**31 - 1),
     )
+    if d.resets_at is not None:
+        message.resets_at.CopyFrom(timestamp(d.resets_at))
+    return message
 
 
 def _dimensions(status: LedgerStatus) -> list[pb.DimensionStatus]:
@@ -298,7 +324,7 @@ def ledger_status(status: LedgerStatus) -> pb.LedgerStatus:
 
 
 def blocker(b: Blocker) -> pb.Blocker:
-    return pb.Blocker(
+    message = pb.Blocker(
         policy=b.policy,
         ledger=b.ledger,
         dimension=DIMENSION[b.dimension],
@@ -308,7 +334,12 @@ def blocker(b: Blocker) -> pb.Blocker:
         limit=b.limit,
         shortfall=i64(b.shortfall),
         enforcement=ENFORCEMENT[b.enforcement],
+        reason=pb.BLOCK_REASON_UNPRICED if b.unpriced else pb.BLOCK_REASON_OVER_CAP,
+        model=b.model,
     )
+    if b.resets_at is not None:
+        message.resets_at.CopyFrom(timestamp(b.resets_at))
+    return message
 
 
 def crossing(c: ev.ThresholdCrossed) -> pb.ThresholdCrossing:
@@ -320,6 +351,8 @@ def crossing(c: ev.ThresholdCrossed) -> pb.ThresholdCrossing:
         severity=SEVERITY[c.severity],
         used=i64(c.used),
         limit=c.limit,
+        percent_used=min(c.used * 100 // c.limit if c.limit else 100, 2**31 - 1),
+        remaining=c.remaining,
     )
 
 
@@ -407,7 +440,11 @@ def policy_message(value: Policy) -> pb.Policy:
         ],
         evictable=value.evictable,
         close_with_run=value.close_with_run,
+        unpriced=pb.UNPRICED_ALLOW if value.unpriced_allowed else pb.UNPRICED_DENY,
+        missing=dict(value.missing),
     )
+    if value.idle_ttl_s:
+        message.idle_ttl.seconds = value.idle_ttl_s
     window = value.window
     if window.kind is WindowKind.LIFETIME:
         message.window.lifetime.SetInParent()
@@ -521,7 +558,10 @@ def usage_message(value: Usage) -> pb.Usage:
         cached_input_tokens=value.cached_input_tokens,
         model=value.model,
         provider=value.provider,
-        latency_ms=value.latency_ms,
+        latency_ms=value.latency_us // 1000,
+        latency_us=value.latency_us,
+        cache_write_input_tokens=value.cache_write_input_tokens,
+        reasoning_tokens=value.reasoning_tokens,
     )
     if value.cost_micro_usd is not None:
         message.cost_micro_usd = value.cost_micro_usd

@@ -67,7 +67,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         result = self.runtime.reader().check(
             dict(request.labels),
-            convert.usage(request.estimate),
+            convert.usage(request.estimate, "estimate"),
             self.runtime.clock(),
             request.run_id,
         )
@@ -80,7 +80,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             "reserve",
             {
                 "labels": dict(request.labels),
-                "estimate": convert.usage(request.estimate),
+                "estimate": convert.usage(request.estimate, "estimate"),
                 "ttl_s": ttl,
                 "request_id": request.request_id,
                 "run_id": request.run_id,
@@ -94,7 +94,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             "commit",
             {
                 "reservation_id": request.reservation_id,
-                "actual": convert.usage(request.actual),
+                "actual": convert.usage(request.actual, "actual"),
                 "request_id": request.request_id,
             },
         )

@@ -77,6 +77,15 @@ caps = { cost_micro_usd = 5, concurrency = 3, run_duration_ms = 1500 }
 window = { kind = "fixed", duration_s = 2_592_000 }
 enforcement = "SHADOW"
 thresholds = []
+
+[[policies]]
+name = "per-user-day"
+per = ["tenant", "user"]
+missing = { user = "anonymous" }
+caps = { cost_usd = "5", wall_clock = "8h" }
+window = { kind = "calendar", unit = "day" }
+unpriced = "allow"
+idle_ttl = "24h"
 """
 
 
@@ -122,6 +131,14 @@ MISTAKES: list[dict[str, Any]] = [
     {"name": "a", "window": {"kind": "fixed"}},
     {"name": "a", "window": {"kind": "sliding", "duration": -5}},
     {"name": "a", "window": {"kind": "sliding", "span": "1m"}},
+    {"name": "a", "window": {"kind": "sliding", "duration": "25h"}},
+    {"name": "a", "window": {"kind": "fixed", "duration": 2**63 - 1}},
+    {"name": "a", "window": {"kind": "fixed", "duration": "15250284452471w"}},
+    {"name": "a", "caps": {"wall_clock": "1h"}, "window": {"kind": "sliding", "duration": "1h"}},
+    {"name": "a", "unpriced": "sometimes"},
+    {"name": "a", "per": ["user"], "missing": {"tenant": "x"}},
+    {"name": "a", "per": ["user"], "missing": {"user": "*"}},
+    {"name": "a", "idle_ttl": "400d"},
     {"name": "a", "enforcement": "lenient"},
     {"name": "a", "thresholds": {"percent": 1}},
     {"name": "a", "thresholds": [{"percent": 0}]},
@@ -153,12 +170,21 @@ ODD = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.lists(s
 KEYS = st.sampled_from(["tenant", "user", "team.name", "a-b_c", "x" * 64])
 BAD_KEYS = st.sampled_from(["Tenant", "", "x" * 65, "a b"])
 SPANS = st.one_of(st.sampled_from(["90s", "30m", "2h", "30d", "1w", " 5m "]), st.integers(1, 10**6))
-BAD_SPANS = st.one_of(st.sampled_from(["0s", "5 m", "1y", "", "-1s", "60"]), st.just(0), ODD)
+SLIDING_SPANS = st.one_of(
+    st.sampled_from(["90s", "30m", "2h", "1d", " 5m "]), st.integers(1, 86_400)
+)
+BAD_SPANS = st.one_of(
+    st.sampled_from(["0s", "5 m", "1y", "", "-1s", "60", "9999999999999w", "15250284452471w"]),
+    st.sampled_from([0, 2**63 - 1, 10**12]),
+    ODD,
+)
 DIMENSIONS = st.sampled_from(sorted(policy_grammar.DIMENSIONS))
 COUNTS = st.one_of(st.integers(min_value=0, max_value=10**12), st.just(10**12))
 # The friendly spellings replace their dimension (both would cap it twice).
+# (A wall-clock cap is not allowed with a sliding window: the examples cover it.)
 DIMENSION_CAPS = st.dictionaries(
-    DIMENSIONS.filter(lambda d: d not in ("cost_micro_usd", "run_duration_ms")), COUNTS
+    DIMENSIONS.filter(lambda d: d not in ("cost_micro_usd", "run_duration_ms", "wall_clock_ms")),
+    COUNTS,
 )
 FRIENDLY_CAPS = st.fixed_dictionaries(
     {},
@@ -186,8 +212,12 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
             },
         ),
         st.fixed_dictionaries(
-            {"kind": st.sampled_from(["fixed", "sliding"]), "duration": SPANS},
+            {"kind": st.just("fixed"), "duration": SPANS},
             optional={"duration_s": st.integers(min_value=1, max_value=10**6)},
+        ),
+        st.fixed_dictionaries(
+            {"kind": st.just("sliding"), "duration": SLIDING_SPANS},
+            optional={"duration_s": st.integers(min_value=1, max_value=86_400)},
         ),
     ),
     "enforcement": st.sampled_from(["hard", "SOFT", "Shadow"]),
@@ -204,6 +234,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     ),
     "evictable": st.booleans(),
     "close_with_run": st.booleans(),
+    "unpriced": st.sampled_from(["deny", "allow", "ALLOW"]),
+    "idle_ttl": st.one_of(SPANS, st.just(0)),
 }
 INVALID: dict[str, st.SearchStrategy[Any]] = {
     "name": st.one_of(st.sampled_from(["Bad", "", "x" * 65, "a b"]), ODD),
@@ -234,6 +266,8 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
         st.just({"tokens": 1}),
         st.just({"cost_usd": "1", "cost_micro_usd": 1}),
         st.just({"run_duration": "1h", "run_duration_ms": 1}),
+        st.dictionaries(st.just("wall_clock"), BAD_SPANS, min_size=1),
+        st.just({"wall_clock": "1h", "wall_clock_ms": 1}),
         ODD,
     ),
     "window": st.one_of(
@@ -253,6 +287,9 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
             {"kind": st.sampled_from(["fixed", "sliding"]), "duration": BAD_SPANS}
         ),
         st.fixed_dictionaries({"kind": WINDOW_KINDS, "span": st.just("1m")}),  # unknown key
+        st.fixed_dictionaries(
+            {"kind": st.just("sliding"), "duration": st.sampled_from(["25h", 86_401, "2d"])}
+        ),
         ODD,
     ),
     "enforcement": st.one_of(st.sampled_from(["none", "", "HARDER"]), ODD),
@@ -277,6 +314,13 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     ),
     "evictable": ODD.filter(lambda v: not isinstance(v, bool)),
     "close_with_run": st.one_of(st.just("yes"), st.just(0)),
+    "unpriced": st.one_of(st.sampled_from(["maybe", "", "unknown"]), ODD),
+    "idle_ttl": st.one_of(st.sampled_from(["367d", "53w", "1y"]), st.just(-5), ODD),
+    "missing": st.one_of(
+        st.just({"zz-not-per": "x"}),
+        st.dictionaries(BAD_KEYS, st.just("x"), min_size=1, max_size=1),
+        ODD,
+    ),
     "nmae": st.just("x"),  # an unknown key
 }
 NAMES = st.sampled_from(["a", "per-thread", "v1.2_x-y", "x" * 64])

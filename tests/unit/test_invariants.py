@@ -145,8 +145,11 @@ TOTAL_FIELDS = (
     "cost_micro_usd",
     "requests",
     "unpriced_requests",
-    "latency_ms_sum",
+    "latency_us_sum",
     "latency_samples",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+    "unpriced_tokens",
 )
 
 
@@ -195,8 +198,11 @@ def meter_increment(usage: Usage, cost: int | None) -> dict[str, int]:
         "cost_micro_usd": cost or 0,
         "requests": 1,
         "unpriced_requests": 1 if cost is None else 0,
-        "latency_ms_sum": usage.latency_ms,
-        "latency_samples": 1 if usage.latency_ms else 0,
+        "latency_us_sum": usage.latency_us,
+        "latency_samples": 1 if usage.latency_us else 0,
+        "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "unpriced_tokens": usage.input_tokens + usage.output_tokens if cost is None else 0,
     }
 
 
@@ -221,13 +227,17 @@ def label_sets(draw: st.DrawFn) -> dict[str, str]:
 @st.composite
 def usages(draw: st.DrawFn) -> Usage:
     input_tokens = draw(st.integers(0, 450))
+    output_tokens = draw(st.integers(0, 300))
+    cached = draw(st.integers(0, input_tokens))
     return Usage(
         input_tokens=input_tokens,
-        output_tokens=draw(st.integers(0, 300)),
-        cached_input_tokens=draw(st.integers(0, input_tokens)),
+        output_tokens=output_tokens,
+        cached_input_tokens=cached,
+        cache_write_input_tokens=draw(st.integers(0, input_tokens - cached)),
+        reasoning_tokens=draw(st.integers(0, output_tokens)),
         cost_micro_usd=draw(st.none() | st.none() | st.integers(0, 3000)),
         model=draw(st.sampled_from(("", *MODELS, MODELS[0]))),
-        latency_ms=draw(st.sampled_from((0, 0, 120, 2500))),
+        latency_us=draw(st.sampled_from((0, 0, 120, 150_500, 2_500_000))),
     )
 
 

@@ -424,13 +424,13 @@ def test_usage_summary_per_agent_and_per_model() -> None:
     engine = Engine(default_policies())
     engine.consume(
         {"agent": "a"},
-        Usage(input_tokens=1000, output_tokens=500, model="gpt-4o", latency_ms=200),
+        Usage(input_tokens=1000, output_tokens=500, model="gpt-4o", latency_us=200_000),
         "c1",
         T0,
     )
     engine.consume(
         {"agent": "a"},
-        Usage(input_tokens=2000, output_tokens=100, model="claude-sonnet-4", latency_ms=400),
+        Usage(input_tokens=2000, output_tokens=100, model="claude-sonnet-4", latency_us=400_000),
         "c2",
         T0 + 1,
     )

@@ -31,6 +31,7 @@ READS = {
     "budgetd.v1.BudgetService/GetLedger",
     "budgetd.v1.BudgetService/ListLedgers",
     "budgetd.v1.BudgetService/ListRuns",
+    "budgetd.v1.BudgetService/GetPrice",
     "budgetd.v1.BudgetService/Heartbeat",  # "Idempotent by nature" (HeartbeatRequest)
     "budgetd.v1.BudgetAdminService/ListPolicies",
     "budgetd.v1.BudgetAdminService/GetServerInfo",

@@ -93,7 +93,9 @@ def _workload(engine: Engine, steps: int, start: float = 1_800_000_000.0) -> flo
         model = ("gpt-4o", "claude-sonnet-4-5", "mystery-1")[i % 3]
         kind = i % 9
         if kind in (0, 1):
-            engine.consume(labels, Usage(900 + i, 300, model=model, latency_ms=i), f"c{i}", now)
+            engine.consume(
+                labels, Usage(900 + i, 300, model=model, latency_us=i * 1000 + 500), f"c{i}", now
+            )
         elif kind in (2, 3):
             result, _ = engine.reserve(labels, Usage(1_000, 500, model=model), 30.0, f"r{i}", now)
             if result.reservation_id:

@@ -41,7 +41,13 @@ DIMENSIONS = {
     "requests": pb.DIMENSION_REQUESTS,
     "concurrency": pb.DIMENSION_CONCURRENCY,
     "run_duration_ms": pb.DIMENSION_RUN_DURATION_MS,
+    "wall_clock_ms": pb.DIMENSION_WALL_CLOCK_MS,
 }
+UNPRICED = {"deny": pb.UNPRICED_DENY, "allow": pb.UNPRICED_ALLOW}
+# The daemon's bounds of durations (budgetd.core.policy).
+MAX_DURATION_S = 10 * 366 * 86_400
+MAX_SLIDING_S = 86_400
+MAX_IDLE_TTL_S = 366 * 86_400
 ENFORCEMENTS = {
     "hard": pb.ENFORCEMENT_HARD,
     "soft": pb.ENFORCEMENT_SOFT,
@@ -76,6 +82,10 @@ _POLICY_KEYS = {
     "thresholds",
     "evictable",
     "close_with_run",
+    "unpriced",
+    "missing",
+    "idle_ttl",
+    "idle_ttl_s",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
@@ -109,13 +119,25 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
     per = _per(data.get("per", []), f"{where}.per")
     caps = _caps(data.get("caps", {}), f"{where}.caps")
     window = _window(data.get("window", "lifetime"), f"{where}.window")
+    if window.HasField("sliding") and any(d == pb.DIMENSION_WALL_CLOCK_MS for d, _ in caps):
+        raise PolicyError(
+            f"{where}.caps.wall_clock", "not allowed with a sliding window (it never starts)"
+        )
     enforcement = ENFORCEMENTS[
         _choice(tuple(ENFORCEMENTS), data.get("enforcement", "hard"), f"{where}.enforcement")
     ]
     thresholds = _thresholds(data.get("thresholds"), f"{where}.thresholds")
     evictable = _bool(data.get("evictable", True), f"{where}.evictable")
     close_with_run = _bool(data.get("close_with_run", False), f"{where}.close_with_run")
-    return pb.Policy(
+    unpriced = UNPRICED[_choice(tuple(UNPRICED), data.get("unpriced", "deny"), f"{where}.unpriced")]
+    missing = _missing(data.get("missing", {}), per, f"{where}.missing")
+    idle_ttl = data.get("idle_ttl_s", data.get("idle_ttl"))
+    idle_ttl_s = (
+        0
+        if idle_ttl is None or idle_ttl == 0
+        else parse_duration_s(idle_ttl, f"{where}.idle_ttl", MAX_IDLE_TTL_S)
+    )
+    message = pb.Policy(
         name=name,
         description=description,
         match=dict(match),
@@ -126,21 +148,40 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
         thresholds=[pb.Threshold(percent=p, severity=SEVERITIES[s]) for p, s in thresholds],
         evictable=evictable,
         close_with_run=close_with_run,
+        unpriced=unpriced,
+        missing=dict(missing),
     )
+    if idle_ttl_s:
+        message.idle_ttl.seconds = idle_ttl_s
+    return message
 
 
-def parse_duration_s(value: object, where: str) -> int:
+def _missing(value: object, per: list[str], where: str) -> list[tuple[str, str]]:
+    pairs = _match(value, where)
+    for key, default in pairs:
+        if key not in per:
+            raise PolicyError(f"{where}.{key}", f"not a `per` key (per: {per})")
+        if default == "*":
+            raise PolicyError(f"{where}.{key}", "a default value, not '*'")
+    return pairs
+
+
+def parse_duration_s(value: object, where: str, maximum: int = MAX_DURATION_S) -> int:
     """Whole seconds from an int or a string such as "90s", "30m", "2h", "30d", "1w"."""
     if isinstance(value, bool):
         raise PolicyError(where, "must be a duration such as 90, '90s', '2h' or '30d'")
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
+        if len(m.group(1)) > 12:
+            raise PolicyError(where, f"must be at most {maximum} s")
         seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise PolicyError(where, "must be a duration such as 90, '90s', '2h' or '30d'")
     if seconds <= 0:
         raise PolicyError(where, "must be a positive duration")
+    if seconds > maximum:
+        raise PolicyError(where, f"must be at most {maximum} s")
     return seconds
 
 
@@ -219,9 +260,11 @@ def _cap(name: object, raw: object, where: str) -> tuple[pb.Dimension, int]:
         return pb.DIMENSION_COST_MICRO_USD, usd_to_micro(raw, where)
     if name == "run_duration":
         return pb.DIMENSION_RUN_DURATION_MS, parse_duration_s(raw, where) * 1000
+    if name == "wall_clock":
+        return pb.DIMENSION_WALL_CLOCK_MS, parse_duration_s(raw, where) * 1000
     dimension = DIMENSIONS.get(name) if isinstance(name, str) else None
     if dimension is None:
-        known = sorted([*DIMENSIONS, "cost_usd", "run_duration"])
+        known = sorted([*DIMENSIONS, "cost_usd", "run_duration", "wall_clock"])
         raise PolicyError(where, f"unknown dimension (known: {known})")
     maximum = MAX_COST_MICRO_USD if dimension == pb.DIMENSION_COST_MICRO_USD else MAX_TOKENS
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= maximum:
@@ -270,7 +313,8 @@ def _window(value: object, where: str) -> pb.Window:
     raw = value.get("duration_s", value.get("duration"))
     if raw is None:
         raise PolicyError(f"{where}.duration", f"required for a {kind} window")
-    seconds = parse_duration_s(raw, f"{where}.duration")
+    maximum = MAX_SLIDING_S if kind == "sliding" else MAX_DURATION_S
+    seconds = parse_duration_s(raw, f"{where}.duration", maximum)
     span = window.fixed.duration if kind == "fixed" else window.sliding.duration
     span.seconds = seconds
     return window

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from budgetd.core.dimensions import HELD_DIMENSIONS, Dimension
 from budgetd.core.events import Blocker, Event, ThresholdCrossed
-from budgetd.core.ledger import Ledger
+from budgetd.core.ledger import Ledger, returns_at, wall_clock_ms, window_end_of
 from budgetd.core.policy import Enforcement
 from budgetd.core.records import Deadline
 from budgetd.core.results import Decision, Overrun
@@ -16,13 +16,16 @@ from budgetd.core.usage import Usage
 
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
+WALL_CLOCK = Dimension.WALL_CLOCK_MS
+COST = Dimension.COST_MICRO_USD
 
 
 def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
     """The VECTOR_SIZE increment one usage record adds to a ledger."""
-    latency = usage.latency_ms
+    latency = usage.latency_us
+    total = usage.input_tokens + usage.output_tokens
     return (
-        usage.input_tokens + usage.output_tokens,
+        total,
         usage.input_tokens,
         usage.output_tokens,
         0 if cost is None else cost,
@@ -33,6 +36,10 @@ def usage_delta(usage: Usage, cost: int | None) -> tuple[int, ...]:
         1 if cost is None else 0,
         latency,
         1 if latency else 0,
+        0,
+        usage.cache_write_input_tokens,
+        usage.reasoning_tokens,
+        total if cost is None else 0,
     )
 
 
@@ -56,24 +63,63 @@ def collect_blockers(
     amounts: tuple[int, ...],
     blockers: list[Blocker],
     warnings: list[Blocker],
+    now: float,
     slot: bool = False,
+    unpriced_model: str | None = None,
 ) -> None:
     """Append a Blocker for every cap of `ledger` the request does not fit.
 
     A request needs at least one unit of headroom in every capped dimension, so an
-    exhausted ledger denies even a zero estimate.
+    exhausted ledger denies even a zero estimate. `unpriced_model` (not None when the
+    estimate has no price) blocks at a cost cap unless the policy allows unpriced
+    estimates; a wall-clock cap blocks once the window has lasted that long.
     """
     reserved = ledger.reserved
+    policy = ledger.policy
     for dimension, limit in ledger.caps:
         if dimension < CONCURRENCY:
             requested = amounts[dimension]
             held = reserved[dimension]
         elif dimension == CONCURRENCY and slot:
             requested, held = 1, 0
+        elif dimension == WALL_CLOCK:
+            elapsed = wall_clock_ms(ledger, now)
+            if elapsed >= limit:
+                _add(
+                    Blocker(
+                        policy.name,
+                        ledger.key,
+                        dimension,
+                        elapsed,
+                        0,
+                        0,
+                        limit,
+                        policy.enforcement,
+                        window_end_of(ledger),
+                    ),
+                    blockers,
+                    warnings,
+                )
+            continue
         else:
             continue
-        if used[dimension] + held + (requested or 1) > limit:
-            policy = ledger.policy
+        if dimension == COST and unpriced_model is not None and not policy.unpriced_allowed:
+            blocker = Blocker(
+                policy.name,
+                ledger.key,
+                dimension,
+                used[dimension],
+                held,
+                0,
+                limit,
+                policy.enforcement,
+                None,
+                True,
+                unpriced_model,
+            )
+            _add(blocker, blockers, warnings)
+        elif used[dimension] + held + (requested or 1) > limit:
+            need = used[dimension] + held + (requested or 1) - limit
             blocker = Blocker(
                 policy.name,
                 ledger.key,
@@ -83,11 +129,13 @@ def collect_blockers(
                 requested,
                 limit,
                 policy.enforcement,
+                None if dimension == CONCURRENCY else returns_at(ledger, dimension, need, now),
             )
-            if policy.enforcement is Enforcement.HARD:
-                blockers.append(blocker)
-            else:
-                warnings.append(blocker)
+            _add(blocker, blockers, warnings)
+
+
+def _add(blocker: Blocker, blockers: list[Blocker], warnings: list[Blocker]) -> None:
+    (blockers if blocker.enforcement is Enforcement.HARD else warnings).append(blocker)
 
 
 def overruns(held: tuple[int, ...], actual: tuple[int, ...]) -> tuple[Overrun, ...]:

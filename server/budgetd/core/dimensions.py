@@ -2,8 +2,9 @@
 
 A ledger keeps its counters in a plain `list[int]` indexed by these constants: adding a
 usage record is a handful of integer additions, with no dict or object per dimension.
-The first seven slots are the dimensions a cap can limit; the rest are aggregates that
-summaries need (cached input, unpriced requests, latency).
+Dimensions a cap can limit are slots 0-6 and 11 (wall clock, computed, never counted);
+the rest are aggregates that summaries need (cached, cache-write and reasoning tokens,
+unpriced requests and tokens, latency).
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ class Dimension(IntEnum):
     CONCURRENCY = 5
     # A cap here bounds the wall clock of each run; the slot accumulates finished run time.
     RUN_DURATION_MS = 6
+    # Time since the window started: computed from the window, never counted (the slot
+    # stays 0). Its value leaves room for the aggregates older states already have.
+    WALL_CLOCK_MS = 11
 
 
 CACHED_INPUT_TOKENS = 7
 UNPRICED_REQUESTS = 8
-LATENCY_MS_SUM = 9
+LATENCY_US_SUM = 9
 LATENCY_SAMPLES = 10
-VECTOR_SIZE = 11
+CACHE_WRITE_INPUT_TOKENS = 12
+REASONING_TOKENS = 13
+UNPRICED_TOKENS = 14
+VECTOR_SIZE = 15
+# Vectors of states written before slots 11.. existed (and whose slot 9 summed whole
+# milliseconds): `upgraded_vector` brings them to this layout.
+LEGACY_VECTOR_SIZE = 11
 
 # Dimensions a reservation holds: what a model call is estimated to spend.
 HELD_DIMENSIONS = (
@@ -50,3 +60,14 @@ DIMENSION_BY_NAME = {name: d for d, name in DIMENSION_NAMES.items()}
 
 def zero_vector() -> list[int]:
     return [0] * VECTOR_SIZE
+
+
+def upgraded_vector(vector: list[int]) -> list[int]:
+    """A stored vector in this layout (a legacy one: latency to microseconds, padded)."""
+    if len(vector) == VECTOR_SIZE:
+        return list(vector)
+    if len(vector) != LEGACY_VECTOR_SIZE:
+        raise ValueError(f"a counter vector has {VECTOR_SIZE} slots, got {len(vector)}")
+    upgraded = list(vector) + [0] * (VECTOR_SIZE - LEGACY_VECTOR_SIZE)
+    upgraded[LATENCY_US_SUM] *= 1000
+    return upgraded

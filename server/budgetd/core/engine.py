@@ -28,6 +28,7 @@ from budgetd.core.decisions import (
     usage_delta,
 )
 from budgetd.core.default_prices import default_price_table
+from budgetd.core.digest import request_digest
 from budgetd.core.dimensions import (
     DIMENSION_NAMES,
     HELD_SIZE,
@@ -102,6 +103,8 @@ Route = tuple[int, Labels, tuple[Ledger, ...]]
 
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
+WALL_CLOCK = Dimension.WALL_CLOCK_MS
+COST = Dimension.COST_MICRO_USD
 NO_AMOUNTS = (0,) * HELD_SIZE
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
@@ -153,6 +156,8 @@ class Engine:
         self._done: dict[str, Remembered] = {}
         self._done_order: deque[str] = deque()
         self._routes: OrderedDict[RouteKey, Route] = OrderedDict()
+        # Ledgers of policies with an idle ttl, by when they may next be idle long enough.
+        self._idle_heap: list[tuple[float, int, Ident]] = []
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
         for policy in policies:
@@ -212,22 +217,25 @@ class Engine:
         run_blocker = self._run_gate(run_id, now)
         subject = self.subject_of(labels, estimate)
         cost = self.prices.cost_of(estimate)
+        unpriced_model = estimate.model if cost is None else None
         amounts = usage_delta(estimate, cost)[:HELD_SIZE]
         statuses: list[LedgerStatus] = []
         blockers: list[Blocker] = []
         warnings: list[Blocker] = []
         warn = False
         for policy in self._matching(subject):
-            ledger = self._ledgers.get(self._ident(policy, subject))
+            ident = self._ident(policy, subject)
+            ledger = self._ledgers.get(ident)
             if ledger is None:
-                ident = self._ident(policy, subject)
                 ledger = Ledger(ident, format_key(ident, policy.per), policy, now, -1)
             status = ledger.status(now)
             statuses.append(status)
             used = ledger.effective_used(now)
             if status.state and status.enforcement is not SHADOW:
                 warn = True
-            collect_blockers(ledger, used, amounts, blockers, warnings)
+            collect_blockers(
+                ledger, used, amounts, blockers, warnings, now, unpriced_model=unpriced_model
+            )
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
                 run_blocker
@@ -338,7 +346,12 @@ class Engine:
         """Hold `estimate` in every matching ledger, or deny and hold nothing."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "reserve", ReserveResult)
+            return self._replay(
+                prior,
+                "reserve",
+                ReserveResult,
+                request_digest("reserve", f"{ttl_s!r}\x00{run_id}", labels, estimate),
+            )
         rules = self.rules
         rules.identifier(request_id, "request_id")
         key, route = self._checked_route(labels, estimate, "estimate")
@@ -360,18 +373,33 @@ class Engine:
         blockers: list[Blocker] = []
         warnings: list[Blocker] = []
         warn = False
+        unpriced = cost is None
         for ledger in ledgers:
             caps = ledger.caps
             if caps:
-                if ledger.state and ledger.policy.enforcement is not SHADOW:
+                policy = ledger.policy
+                if ledger.state and policy.enforcement is not SHADOW:
                     warn = True  # WARNING or worse in a ledger that enforces
                 used = ledger.used
                 reserved = ledger.reserved
                 for dimension, limit in caps:  # fits: one unit of headroom at least
-                    if dimension < CONCURRENCY and (
-                        used[dimension] + reserved[dimension] + (amounts[dimension] or 1) > limit
-                    ):
-                        collect_blockers(ledger, used, amounts, blockers, warnings)
+                    if (
+                        dimension < CONCURRENCY
+                        and (
+                            used[dimension] + reserved[dimension] + (amounts[dimension] or 1)
+                            > limit
+                            or (unpriced and dimension == COST and not policy.unpriced_allowed)
+                        )
+                    ) or dimension == WALL_CLOCK:
+                        collect_blockers(
+                            ledger,
+                            used,
+                            amounts,
+                            blockers,
+                            warnings,
+                            now,
+                            unpriced_model=estimate.model if unpriced else None,
+                        )
                         break
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
@@ -394,7 +422,13 @@ class Engine:
             result = ReserveResult(
                 decision, reservation_id, expires_at, briefs, (), tuple(warnings), cost
             )
-        self._remember(request_id, "reserve", now, result)
+        self._remember(
+            request_id,
+            "reserve",
+            now,
+            result,
+            request_digest("reserve", f"{ttl_s!r}\x00{run_id}", labels, estimate),
+        )
         if self.recorder is not None:
             self._record(
                 "reserve",
@@ -449,9 +483,11 @@ class Engine:
 
         An `actual` without a model or provider takes the estimate's.
         """
+        # Of the arguments as given (the model and provider may be filled in below).
+        digest = request_digest("commit", reservation_id, usage=actual)
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "commit", CommitResult)
+            return self._replay(prior, "commit", CommitResult, digest)
         rules = self.rules
         rules.identifier(request_id, "request_id")
         rules.usage(actual, "actual")
@@ -507,7 +543,7 @@ class Engine:
             ledgers = self._resolve(subject, now, events)
             # Nothing below can fail: the operation now applies in full.
             if reservation is not None:
-                self._drop_reservation(reservation)
+                self._drop_reservation(reservation, now)
             else:
                 del self._expired_holds[reservation_id]
             record_usage(ledgers, delta, now, events)
@@ -528,7 +564,7 @@ class Engine:
             reservation is None,
         )
         events.append(UsageRecorded(now, subject, request_id, run_id, actual, cost, briefs))
-        self._remember(request_id, "commit", now, result)
+        self._remember(request_id, "commit", now, result, digest)
         if self.recorder is not None:
             self._record(
                 "commit", now, reservation_id=reservation_id, actual=actual, request_id=request_id
@@ -539,19 +575,23 @@ class Engine:
         """Drop a hold without recording usage."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "release", ReleaseResult)
+            return self._replay(
+                prior, "release", ReleaseResult, request_digest("release", reservation_id)
+            )
         self.rules.identifier(request_id, "request_id")
         self.rules.identifier(reservation_id, "reservation_id")
         reservation = self._reservations.get(reservation_id)
         if reservation is not None:
-            self._drop_reservation(reservation)
+            self._drop_reservation(reservation, now)
             result = ReleaseResult(released=True)
         elif reservation_id in self._expired_holds:
             del self._expired_holds[reservation_id]
             result = ReleaseResult(released=False)
         else:
             raise NotFound("reservation", reservation_id)
-        self._remember(request_id, "release", now, result)
+        self._remember(
+            request_id, "release", now, result, request_digest("release", reservation_id)
+        )
         self._record("release", now, reservation_id=reservation_id, request_id=request_id)
         return result, []
 
@@ -561,7 +601,9 @@ class Engine:
         """Record usage that already happened: always, even past a cap."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "consume", ConsumeResult)
+            return self._replay(
+                prior, "consume", ConsumeResult, request_digest("consume", run_id, labels, usage)
+            )
         rules = self.rules
         rules.identifier(request_id, "request_id")
         key, route = self._checked_route(labels, usage, "usage")
@@ -577,7 +619,9 @@ class Engine:
         briefs = tuple(map(BRIEF, ledgers))
         result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
-        self._remember(request_id, "consume", now, result)
+        self._remember(
+            request_id, "consume", now, result, request_digest("consume", run_id, labels, usage)
+        )
         if self.recorder is not None:
             self._record(
                 "consume", now, labels=labels, usage=usage, request_id=request_id, run_id=run_id
@@ -594,7 +638,12 @@ class Engine:
         """Take a concurrency slot in every matching ledger, or deny and take none."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "open_run", OpenRunResult)
+            return self._replay(
+                prior,
+                "open_run",
+                OpenRunResult,
+                request_digest("open_run", f"{run_id}\x00{ttl_s!r}", labels),
+            )
         rules = self.rules
         rules.identifier(request_id, "request_id")
         rules.identifier(run_id, "run_id")
@@ -613,7 +662,9 @@ class Engine:
             if ledger.caps:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True
-                collect_blockers(ledger, ledger.used, NO_AMOUNTS, blockers, warnings, slot=True)
+                collect_blockers(
+                    ledger, ledger.used, NO_AMOUNTS, blockers, warnings, now, slot=True
+                )
         decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
             events.append(Denied(now, labels, blocker, request_id, run_id))
@@ -648,7 +699,13 @@ class Engine:
                 (),
                 tuple(warnings),
             )
-        self._remember(request_id, "open_run", now, result)
+        self._remember(
+            request_id,
+            "open_run",
+            now,
+            result,
+            request_digest("open_run", f"{run_id}\x00{ttl_s!r}", labels),
+        )
         self._record(
             "open_run", now, labels=labels, run_id=run_id, ttl_s=ttl_s, request_id=request_id
         )
@@ -667,13 +724,15 @@ class Engine:
         """End a run: free its slots, return its totals, close ledgers that close with it."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "close_run", CloseRunResult)
+            return self._replay(
+                prior, "close_run", CloseRunResult, request_digest("close_run", run_id)
+            )
         self.rules.identifier(request_id, "request_id")
         self.rules.identifier(run_id, "run_id")
         run = self._open_run(run_id)
         events: list[Event] = []
         result = self._end_run(run, RunEndReason.CLOSED, now, events)
-        self._remember(request_id, "close_run", now, result)
+        self._remember(request_id, "close_run", now, result, request_digest("close_run", run_id))
         self._record("close_run", now, run_id=run_id, request_id=request_id)
         return result, events
 
@@ -692,6 +751,7 @@ class Engine:
         changed = self._expire_reservations(now, events, budget)
         changed |= self._expire_runs(now, events, budget)
         changed |= self._roll_windows(now, events, budget)
+        changed |= self._close_idle(now, events, budget)
         changed |= self._age_memories(now)
         if changed:
             self._record("expire", now)
@@ -707,7 +767,7 @@ class Engine:
                 continue
             budget -= 1
             changed = True
-            self._drop_reservation(reservation)
+            self._drop_reservation(reservation, now)
             self._expired_holds[reservation_id] = ExpiredHold(
                 reservation.labels, reservation.run_id, reservation.estimate, now
             )
@@ -775,6 +835,38 @@ class Engine:
                 del self._window_due[end]
         return changed
 
+    def _close_idle(self, now: float, events: list[Event], budget: int) -> bool:
+        """Close ledgers of policies with an idle ttl that had no use, hold or run for
+        that long. Entries are (due, serial, ident), popped in that order (the same in
+        a live and a restored engine); a ledger used since is pushed back."""
+        heap = self._idle_heap
+        changed = False
+        while heap and heap[0][0] <= now and budget > 0:
+            _, serial, ident = heapq.heappop(heap)
+            ledger = self._ledgers.get(ident)
+            if ledger is None or ledger.serial != serial:
+                continue  # closed since, or a newer ledger of the same ident
+            ttl = ledger.policy.idle_ttl_s
+            if not ttl:
+                continue
+            if not ledger.idle:
+                heapq.heappush(heap, (now + ttl, serial, ident))  # freeing it sets freed_at
+                continue
+            due = max(ledger.anchor, ledger.last_use or 0.0, ledger.freed_at) + ttl
+            if due > now:
+                heapq.heappush(heap, (due, serial, ident))
+                continue
+            budget -= 1
+            changed = True
+            self._remove(ledger, LedgerClosedReason.IDLE, now, events)
+        return changed
+
+    def _watch_idle(self, ledger: Ledger) -> None:
+        ttl = ledger.policy.idle_ttl_s
+        if ttl:
+            due = max(ledger.anchor, ledger.last_use or 0.0, ledger.freed_at) + ttl
+            heapq.heappush(self._idle_heap, (due, ledger.serial, ledger.ident))
+
     def _age_memories(self, now: float) -> bool:
         changed = False
         done, order = self._done, self._done_order
@@ -822,13 +914,21 @@ class Engine:
         self._install(policy, origin)
         closed = 0
         if old is not None:
-            reshaped = (old.match, old.per, old.window) != (policy.match, policy.per, policy.window)
+            reshaped = (old.match, old.per, old.window, old.missing) != (
+                policy.match,
+                policy.per,
+                policy.window,
+                policy.missing,
+            )
+            watch = policy.idle_ttl_s and policy.idle_ttl_s != old.idle_ttl_s
             for ledger in self._ledgers_of(policy.name):
                 if reshaped:
                     self._remove(ledger, LedgerClosedReason.POLICY_CHANGED, now, events)
                     closed += 1
                     continue
                 ledger.policy = policy
+                if watch:
+                    self._watch_idle(ledger)
                 if apply_to_existing and not ledger.caps_overridden:
                     ledger.set_caps(policy.caps, now, events)
                 elif old.thresholds != policy.thresholds:
@@ -897,7 +997,9 @@ class Engine:
         """Zero a ledger's window in place (holds and open runs stay) and return its totals."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "reset_ledger", ResetResult)
+            return self._replay(
+                prior, "reset_ledger", ResetResult, request_digest("reset_ledger", key)
+            )
         self.rules.identifier(request_id, "request_id")
         ledger = self._ledger_by_key(key)
         events: list[Event] = []
@@ -907,13 +1009,18 @@ class Engine:
         final = ledger.status(now)
         events.append(
             LedgerClosed(
-                now, ledger.policy.name, ledger.key, LedgerClosedReason.RESET, final.totals
+                now,
+                ledger.policy.name,
+                ledger.key,
+                LedgerClosedReason.RESET,
+                final.totals,
+                ledger.label_map,
             )
         )
         ledger.clear_window()
         ledger.refresh_levels(now, events)
         result = ResetResult(final)
-        self._remember(request_id, "reset_ledger", now, result)
+        self._remember(request_id, "reset_ledger", now, result, request_digest("reset_ledger", key))
         self._record("reset_ledger", now, key=key, request_id=request_id)
         return result, events
 
@@ -971,8 +1078,8 @@ class Engine:
                 for run_id, ended in self._ended_runs.items()
             ],
             "done": [
-                [request_id, op, at, state.to_plain(result) if plain_answers else result]
-                for request_id, (op, at, result) in self._done.items()
+                [request_id, op, at, state.to_plain(result) if plain_answers else result, digest]
+                for request_id, (op, at, result, digest) in self._done.items()
             ],
         }
 
@@ -1007,7 +1114,7 @@ class Engine:
         prices: PriceTable | None = None,
     ) -> Engine:
         """An engine in exactly the exported state, policies and their origins included."""
-        if data.get("format") != state.FORMAT:
+        if data.get("format") not in state.FORMATS_READ:
             raise InvalidArgument(
                 "state.format", f"expected {state.FORMAT!r}, got {data.get('format')!r}"
             )
@@ -1024,6 +1131,7 @@ class Engine:
             e._ledgers[ledger.ident] = ledger
             e._chrono.append(ledger)
             e._schedule_roll(ledger)
+            e._watch_idle(ledger)
         for item in data["reservations"]:
             estimate = state.usage_from_plain(item["estimate"])
             r = Reservation(
@@ -1055,8 +1163,10 @@ class Engine:
             e._ended_runs[run_id] = EndedRun(
                 RunEndReason(reason), at, state.deadline_from_plain(deadline) if deadline else None
             )
-        for request_id, op, at, result in data["done"]:
-            e._remember(request_id, op, at, state.from_plain(result))
+        for entry in data["done"]:
+            request_id, op, at, result = entry[:4]
+            digest = entry[4] if len(entry) > 4 else None  # format 1 kept no digests
+            e._remember(request_id, op, at, state.from_plain(result), digest)
         return e
 
     # ==================================================================================
@@ -1164,6 +1274,8 @@ class Engine:
     @staticmethod
     def _ident(policy: Policy, labels: Labels) -> Ident:
         per = policy.per
+        if policy.missing:
+            return _ident_with_defaults(policy, labels)
         if not per:
             return (policy.name,)
         if len(per) == 1:
@@ -1189,6 +1301,8 @@ class Engine:
                 per = policy.per
                 if not per:
                     ident: Ident = (policy.name,)
+                elif policy.missing:
+                    ident = _ident_with_defaults(policy, labels)
                 elif len(per) == 1:
                     ident = (policy.name, labels[per[0]])
                 else:
@@ -1229,6 +1343,7 @@ class Engine:
             self._ledgers[ident] = ledger
             self._chrono.append(ledger)
             self._schedule_roll(ledger)
+            self._watch_idle(ledger)
             created.append(ledger)
         return created
 
@@ -1265,7 +1380,11 @@ class Engine:
     def _remove(
         self, ledger: Ledger, reason: LedgerClosedReason, now: float, events: list[Event]
     ) -> None:
-        events.append(LedgerClosed(now, ledger.policy.name, ledger.key, reason, ledger.totals()))
+        events.append(
+            LedgerClosed(
+                now, ledger.policy.name, ledger.key, reason, ledger.totals(), ledger.label_map
+            )
+        )
         del self._ledgers[ledger.ident]
         ledger.alive = False
         self._dead += 1
@@ -1304,10 +1423,13 @@ class Engine:
     # Internals: decisions, holds, runs, memory
     # ==================================================================================
 
-    def _drop_reservation(self, reservation: Reservation) -> None:
+    def _drop_reservation(self, reservation: Reservation, now: float) -> None:
         del self._reservations[reservation.id]
         # A ledger closed since (policy changed or deleted) is dead: nothing to release.
-        release([x for x in reservation.ledgers if x.alive], reservation.amounts)
+        alive = [x for x in reservation.ledgers if x.alive]
+        release(alive, reservation.amounts)
+        for ledger in alive:
+            ledger.freed_at = now
 
     def _run_gate(self, run_id: str, now: float) -> Blocker | None:
         """For usage estimated within a run: the run_duration cap it is past, if any."""
@@ -1387,18 +1509,26 @@ class Engine:
         events.append(RunEnded(now, run.id, run.labels, reason, totals, duration_s))
         return CloseRunResult(run.id, totals, duration_s, tuple(closed))
 
-    def _remember(self, request_id: str, op: str, now: float, result: Result) -> None:
-        """Keep the answer to a new request_id (never one already remembered)."""
-        self._done[request_id] = (op, now, result)
+    def _remember(
+        self, request_id: str, op: str, now: float, result: Result, digest: int | None
+    ) -> None:
+        """Keep the answer to a new request_id (never one already remembered) with the
+        digest of the request's arguments (None: remembered by an older state)."""
+        self._done[request_id] = (op, now, result, digest)
         order = self._done_order
         order.append(request_id)
         if len(order) > self.limits.idempotency_max_entries:
             del self._done[order.popleft()]
 
-    def _replay(self, prior: Remembered, op: str, kind: type[R]) -> Outcome[R]:
-        prior_op, _, result = prior
+    def _replay(self, prior: Remembered, op: str, kind: type[R], digest: int) -> Outcome[R]:
+        prior_op, _, result, prior_digest = prior
         if prior_op != op or not isinstance(result, kind):
             raise Conflict(f"request_id: already used by a {prior_op} request")
+        if prior_digest is not None and prior_digest != digest:
+            raise Conflict(
+                f"request_id: already used for a different {op} request (other labels,"
+                " usage or arguments); a retry must repeat the call exactly"
+            )
         return replace(result, replayed=True), []
 
     def apply(self, mutation: Mutation) -> Outcome[Any]:
@@ -1415,6 +1545,12 @@ class Engine:
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def _ident_with_defaults(policy: Policy, labels: Labels) -> Ident:
+    """The ledger of a policy with `missing` defaults: a lacking per key takes its own."""
+    defaults = dict(policy.missing)
+    return (policy.name, *[labels.get(key, defaults.get(key, "")) for key in policy.per])
 
 
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from budgetd.core.dimensions import (
+    CACHE_WRITE_INPUT_TOKENS,
     CACHED_INPUT_TOKENS,
-    LATENCY_MS_SUM,
     LATENCY_SAMPLES,
+    LATENCY_US_SUM,
+    REASONING_TOKENS,
     UNPRICED_REQUESTS,
+    UNPRICED_TOKENS,
     Dimension,
 )
 from budgetd.core.policy import Enforcement, LedgerState, Severity
@@ -35,10 +38,13 @@ class Totals:
     requests: int = 0
     unpriced_requests: int = 0
     run_duration_ms: int = 0
-    latency_ms_sum: int = 0
+    latency_us_sum: int = 0
     latency_samples: int = 0
     first_use: float | None = None
     last_use: float | None = None
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    unpriced_tokens: int = 0
 
     @classmethod
     def of(cls, vector: list[int], first_use: float | None, last_use: float | None) -> Totals:
@@ -51,15 +57,20 @@ class Totals:
             requests=vector[Dimension.REQUESTS],
             unpriced_requests=vector[UNPRICED_REQUESTS],
             run_duration_ms=vector[Dimension.RUN_DURATION_MS],
-            latency_ms_sum=vector[LATENCY_MS_SUM],
+            latency_us_sum=vector[LATENCY_US_SUM],
             latency_samples=vector[LATENCY_SAMPLES],
             first_use=first_use,
             last_use=last_use,
+            cache_write_input_tokens=vector[CACHE_WRITE_INPUT_TOKENS],
+            reasoning_tokens=vector[REASONING_TOKENS],
+            unpriced_tokens=vector[UNPRICED_TOKENS],
         )
 
     @property
     def average_latency_ms(self) -> float | None:
-        return self.latency_ms_sum / self.latency_samples if self.latency_samples else None
+        if not self.latency_samples:
+            return None
+        return self.latency_us_sum / self.latency_samples / 1000
 
 
 @dataclass(slots=True)
@@ -74,6 +85,11 @@ class Blocker:
     requested: int
     limit: int
     enforcement: Enforcement
+    # When the blocking amount comes back (None: not by time alone, or never).
+    resets_at: float | None = None
+    # True: a cost cap that cannot price the estimate of `model` (requested 0).
+    unpriced: bool = False
+    model: str = ""
 
     @property
     def shortfall(self) -> int:
@@ -93,6 +109,7 @@ class LedgerClosedReason(Enum):
     RUN_CLOSED = "run_closed"
     POLICY_DELETED = "policy_deleted"
     POLICY_CHANGED = "policy_changed"
+    IDLE = "idle"
 
 
 @dataclass(slots=True)
@@ -116,6 +133,8 @@ class ThresholdCrossed:
     severity: Severity
     used: int
     limit: int
+    remaining: int
+    labels: Mapping[str, str]  # the ledger's (Ledger.label_map)
 
 
 @dataclass(slots=True)
@@ -126,6 +145,7 @@ class LedgerExhausted:
     dimension: Dimension
     used: int
     limit: int
+    labels: Mapping[str, str]
 
 
 @dataclass(slots=True)
@@ -173,6 +193,7 @@ class WindowRolledOver:
     window_start: float
     window_end: float
     totals: Totals  # of the window that closed
+    labels: Mapping[str, str]
 
 
 @dataclass(slots=True)
@@ -182,6 +203,7 @@ class LedgerClosed:
     ledger: str
     reason: LedgerClosedReason
     totals: Totals  # final totals of the ledger's current window
+    labels: Mapping[str, str]
 
 
 @dataclass(slots=True)

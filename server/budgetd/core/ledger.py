@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from budgetd.core.dimensions import (
     HELD_SIZE,
@@ -40,6 +40,7 @@ from budgetd.core.windows import SLIDING_BUCKETS, sliding_bucket_width, window_b
 NEVER = 1 << 62  # a trigger no counter reaches
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
+WALL_CLOCK = Dimension.WALL_CLOCK_MS
 EXHAUSTION_LEVEL = 7  # bit offset of "100 % of the cap" within a dimension's byte
 _CONCURRENCY_BITS = 0xFF << (CONCURRENCY * 8)
 
@@ -56,9 +57,11 @@ class Ledger:
         "caps_overridden",
         "fired",
         "first_use",
+        "freed_at",
         "holds",
         "ident",
         "key",
+        "label_map",
         "last_use",
         "policy",
         "reserved",
@@ -78,11 +81,13 @@ class Ledger:
         # unless the change is applied to existing ones explicitly.
         self.caps = policy.caps
         self.caps_overridden = False
+        self.label_map: Mapping[str, str] = self.labels()  # built once: events carry it
         self.used = zero_vector()
         self.reserved = [0] * HELD_SIZE
         self.holds = 0
         self.fired = 0
         self.first_use: float | None = None
+        self.freed_at = 0.0  # when the last hold or run let go of it (idle ttls)
         self.last_use: float | None = None
         self.anchor = now
         self.serial = serial
@@ -121,6 +126,7 @@ class Ledger:
                     self.window_start,
                     self.window_end,
                     self.totals(),
+                    self.label_map,
                 )
             )
         self.clear_window()
@@ -210,6 +216,7 @@ class Ledger:
 
     def close_slot(self, duration_ms: int, now: float, events: list[Event]) -> None:
         self.used[CONCURRENCY] -= 1
+        self.freed_at = now
         invariant(self.used[CONCURRENCY] >= 0, f"{self.key}: open runs went negative")
         self.add_run_time(duration_ms, now)
         self._levels_of(CONCURRENCY, now, events)
@@ -278,6 +285,8 @@ class Ledger:
                             threshold.severity,
                             value,
                             limit,
+                            self.remaining_of(dimension, limit),
+                            self.label_map,
                         )
                     )
             else:
@@ -289,7 +298,11 @@ class Ledger:
         if value >= amount:
             if not fired & bit:
                 fired |= bit
-                events.append(LedgerExhausted(now, policy.name, self.key, dimension, value, limit))
+                events.append(
+                    LedgerExhausted(
+                        now, policy.name, self.key, dimension, value, limit, self.label_map
+                    )
+                )
         else:
             if rearm:
                 fired &= ~bit
@@ -324,17 +337,22 @@ class Ledger:
         return Totals.of(used if used is not None else self.used, self.first_use, self.last_use)
 
     def labels(self) -> dict[str, str]:
-        """The labels every request counted here carries: exact matches and per values."""
+        """The ledger's labels, the one rule of every answer and event about it: the
+        policy's exact `match` labels and the values of its `per` keys (defaults for
+        missing ones included: they are the ident's values)."""
         labels = {k: v for k, v in self.policy.match if v != "*"}
         labels.update(zip(self.policy.per, self.ident[1:], strict=True))
         return labels
 
+    def remaining_of(self, dimension: Dimension, limit: int) -> int:
+        held = self.reserved[dimension] if dimension < HELD_SIZE else 0
+        return max(0, limit - self.used[dimension] - held)
+
     def status(self, now: float) -> LedgerStatus:
         used = self.effective_used(now)
         stale = used is not self.used
-        reserved = self.reserved
         dimensions = tuple(
-            DimensionStatus(d, used[d], reserved[d] if d < HELD_SIZE else 0, limit)
+            self._dimension_status(d, limit, used, now)
             for d, limit in self.caps
             if d != RUN_DURATION
         )
@@ -350,7 +368,7 @@ class Ledger:
         return LedgerStatus(
             key=self.key,
             policy=self.policy.name,
-            labels=self.labels(),
+            labels=self.label_map,
             state=self.compute_state(used) if stale else self.state,
             enforcement=self.policy.enforcement,
             dimensions=dimensions,
@@ -362,9 +380,60 @@ class Ledger:
             run_duration_limit_ms=run_limit,
         )
 
+    def _dimension_status(
+        self, dimension: Dimension, limit: int, used: list[int], now: float
+    ) -> DimensionStatus:
+        if dimension == WALL_CLOCK:
+            elapsed = wall_clock_ms(self, now)
+            return DimensionStatus(dimension, elapsed, 0, limit, window_end_of(self))
+        held = self.reserved[dimension] if dimension < HELD_SIZE else 0
+        back = None
+        if used[dimension] and dimension != CONCURRENCY:
+            back = returns_at(self, dimension, 1, now)
+        return DimensionStatus(dimension, used[dimension], held, limit, back)
+
     @property
     def enforcement(self) -> Enforcement:
         return self.policy.enforcement
+
+
+def wall_clock_ms(ledger: Ledger, now: float) -> int:
+    """How long the ledger's window has lasted at `now` (lifetime: since first use)."""
+    if ledger.buckets is not None:
+        return 0
+    end = ledger.window_end
+    if not math.isfinite(end):
+        start = ledger.first_use
+    elif now >= end:  # not rolled yet (a Check rolls nothing): the window `now` is in
+        start = window_bounds(ledger.policy.window, ledger.anchor, now)[0]
+    else:
+        start = ledger.window_start
+    if start is None or now < start:
+        return 0
+    return int((now - start) * 1000)
+
+
+def window_end_of(ledger: Ledger) -> float | None:
+    end = ledger.window_end
+    return end if math.isfinite(end) and ledger.buckets is None else None
+
+
+def returns_at(ledger: Ledger, dimension: Dimension, need: int, now: float) -> float | None:
+    """When `need` units of `dimension` come back to the ledger by time alone: its
+    window's end (calendar, fixed), the ageing of enough sliding-window usage, or None
+    (lifetime; reservations hold what is needed)."""
+    buckets = ledger.buckets
+    if buckets is None:
+        return window_end_of(ledger)
+    if need > ledger.used[dimension]:
+        return None  # what is held by reservations does not age out
+    width = sliding_bucket_width(ledger.policy.window)
+    freed = 0
+    for index, vector in buckets:
+        freed += vector[dimension]
+        if freed >= need:
+            return max(now, (index + SLIDING_BUCKETS) * width)
+    return None
 
 
 def hold(ledgers: Iterable[Ledger], amounts: tuple[int, ...]) -> None:
@@ -405,12 +474,13 @@ def record_usage(
     """Add one usage record (a `usage_delta` vector) to every ledger it belongs to.
 
     The hot path of Consume and Commit, written as one loop with the increments in local
-    variables: slots 5 and 6 (open runs, run time) never come from a usage record, and
-    the optional aggregates are skipped when zero. Windows must be current (rolled).
+    variables: slots 5, 6 and 11 (open runs, run time, wall clock) never come from a
+    usage record, and the optional aggregates are skipped when zero. Windows must be
+    current (rolled).
     """
-    total, input_tokens, output_tokens, cost, requests, _, _, cached, unpriced, latency, samples = (
-        delta
-    )
+    total, input_tokens, output_tokens, cost, requests = delta[:5]
+    cached, unpriced, latency, samples = delta[7:11]
+    written, reasoning, unpriced_tokens = delta[12:]
     for ledger in ledgers:
         used = ledger.used
         used[0] += total
@@ -422,9 +492,14 @@ def record_usage(
             used[7] += cached
         if unpriced:
             used[8] += unpriced
+            used[14] += unpriced_tokens
         if samples:
             used[9] += latency
             used[10] += samples
+        if written:
+            used[12] += written
+        if reasoning:
+            used[13] += reasoning
         if ledger.first_use is None:
             ledger.first_use = now
         ledger.last_use = now

@@ -17,7 +17,7 @@ from budgetd.core.dimensions import Dimension
 from budgetd.core.errors import InvalidArgument
 from budgetd.core.limits import Limits
 from budgetd.core.policy import Policy
-from budgetd.core.usage import Usage
+from budgetd.core.usage import Usage, usage_from_plain, usage_plain
 
 MUTATING_OPS = frozenset(
     {
@@ -52,15 +52,7 @@ def encode(mutation: Mutation) -> dict[str, Any]:
     for name, raw in mutation.args.items():
         value = raw
         if isinstance(raw, Usage):
-            value = {
-                "input_tokens": raw.input_tokens,
-                "output_tokens": raw.output_tokens,
-                "cached_input_tokens": raw.cached_input_tokens,
-                "cost_micro_usd": raw.cost_micro_usd,
-                "model": raw.model,
-                "provider": raw.provider,
-                "latency_ms": raw.latency_ms,
-            }
+            value = usage_plain(raw)
         elif isinstance(raw, Policy):
             value = raw.to_mapping()
         elif name == "policies":
@@ -86,7 +78,7 @@ def decode(data: Mapping[str, Any], limits: Limits | None = None) -> Mutation:
     args: dict[str, Any] = {}
     for name, value in raw.items():
         if name in _USAGE_ARGS:
-            args[name] = Usage(**value)
+            args[name] = usage_from_plain(value)
         elif name == "policy":
             args[name] = Policy.from_mapping(value, limits)
         elif name == "policies":

@@ -105,14 +105,26 @@ class Policy:
     evictable: bool = True
     close_with_run: bool = False
     description: str = ""
+    # A COST_MICRO_USD cap lets an estimate it cannot price through (as cost 0) instead
+    # of blocking it.
+    unpriced_allowed: bool = False
+    # Values for `per` keys a request lacks: such requests share that ledger.
+    missing: tuple[tuple[str, str], ...] = ()
+    # Seconds without use, hold or run after which a ledger closes (0 = never).
+    idle_ttl_s: int = 0
     # Label requirements derived from match and per, checked in one loop per request.
     requirements: tuple[tuple[str, str | None], ...] = field(init=False, compare=False)
+    # The cap on cost, if any (read per request to judge unpriced estimates).
+    cost_cap: int | None = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         required: dict[str, str | None] = {k: (None if v == "*" else v) for k, v in self.match}
+        defaulted = {k for k, _ in self.missing}
         for key in self.per:
-            required.setdefault(key, None)
+            if key not in defaulted:
+                required.setdefault(key, None)
         object.__setattr__(self, "requirements", tuple(required.items()))
+        object.__setattr__(self, "cost_cap", self.cap(Dimension.COST_MICRO_USD))
 
     @property
     def is_meter(self) -> bool:
@@ -159,6 +171,9 @@ class Policy:
             ],
             "evictable": self.evictable,
             "close_with_run": self.close_with_run,
+            "unpriced": "allow" if self.unpriced_allowed else "deny",
+            "missing": dict(self.missing),
+            "idle_ttl_s": self.idle_ttl_s,
         }
 
 
@@ -175,22 +190,38 @@ _POLICY_KEYS = {
     "thresholds",
     "evictable",
     "close_with_run",
+    "unpriced",
+    "missing",
+    "idle_ttl",
+    "idle_ttl_s",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
 
-def parse_duration_s(value: object, where: str) -> int:
+# Bounds of every duration a policy holds: windows, run and wall-clock caps, idle ttls.
+# Past ten years a window is a lifetime, and instants stay far inside the range of a
+# protobuf Timestamp.
+MAX_DURATION_S = 10 * 366 * 86_400
+MAX_SLIDING_S = 86_400
+MAX_IDLE_TTL_S = 366 * 86_400
+
+
+def parse_duration_s(value: object, where: str, maximum: int = MAX_DURATION_S) -> int:
     """Whole seconds from an int or a string such as "90s", "30m", "2h", "30d", "1w"."""
     if isinstance(value, bool):
         raise InvalidArgument(where, "must be a duration such as 90, '90s', '2h' or '30d'")
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
+        if len(m.group(1)) > 12:
+            raise InvalidArgument(where, f"must be at most {maximum} s")
         seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise InvalidArgument(where, "must be a duration such as 90, '90s', '2h' or '30d'")
     if seconds <= 0:
         raise InvalidArgument(where, "must be a positive duration")
+    if seconds > maximum:
+        raise InvalidArgument(where, f"must be at most {maximum} s")
     return seconds
 
 
@@ -210,20 +241,60 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         raise InvalidArgument(
             f"{where}.description", f"must be a string of at most {MAX_DESCRIPTION_CHARS} chars"
         )
+    # Checked in this order (budgetctl's copy of the grammar keeps it, so a file's first
+    # mistake reads the same from both).
+    match = _parse_match(data.get("match", {}), limits, f"{where}.match")
+    per = _parse_per(data.get("per", []), limits, f"{where}.per")
+    caps = parse_caps(data.get("caps", {}), limits, f"{where}.caps")
+    window = _parse_window(data.get("window", "lifetime"), f"{where}.window")
+    if window.kind is WindowKind.SLIDING and any(d is Dimension.WALL_CLOCK_MS for d, _ in caps):
+        raise InvalidArgument(
+            f"{where}.caps.wall_clock", "not allowed with a sliding window (it never starts)"
+        )
+    enforcement = _parse_enum(Enforcement, data.get("enforcement", "hard"), f"{where}.enforcement")
+    thresholds = _parse_thresholds(data.get("thresholds"), limits, f"{where}.thresholds")
+    evictable = _parse_bool(data.get("evictable", True), f"{where}.evictable")
+    close_with_run = _parse_bool(data.get("close_with_run", False), f"{where}.close_with_run")
+    unpriced = _parse_enum(_Unpriced, data.get("unpriced", "deny"), f"{where}.unpriced")
     return Policy(
         name=name,
         description=description,
-        match=_parse_match(data.get("match", {}), limits, f"{where}.match"),
-        per=_parse_per(data.get("per", []), limits, f"{where}.per"),
-        caps=parse_caps(data.get("caps", {}), limits, f"{where}.caps"),
-        window=_parse_window(data.get("window", "lifetime"), f"{where}.window"),
-        enforcement=_parse_enum(
-            Enforcement, data.get("enforcement", "hard"), f"{where}.enforcement"
-        ),
-        thresholds=_parse_thresholds(data.get("thresholds"), limits, f"{where}.thresholds"),
-        evictable=_parse_bool(data.get("evictable", True), f"{where}.evictable"),
-        close_with_run=_parse_bool(data.get("close_with_run", False), f"{where}.close_with_run"),
+        match=match,
+        per=per,
+        caps=caps,
+        window=window,
+        enforcement=enforcement,
+        thresholds=thresholds,
+        evictable=evictable,
+        close_with_run=close_with_run,
+        unpriced_allowed=unpriced is _Unpriced.ALLOW,
+        missing=_parse_missing(data.get("missing", {}), per, limits, f"{where}.missing"),
+        idle_ttl_s=_parse_idle_ttl(data, where),
     )
+
+
+class _Unpriced(Enum):
+    DENY = "deny"
+    ALLOW = "allow"
+
+
+def _parse_missing(
+    value: object, per: tuple[str, ...], limits: Limits, where: str
+) -> tuple[tuple[str, str], ...]:
+    pairs = _parse_match(value, limits, where)
+    for key, default in pairs:
+        if key not in per:
+            raise InvalidArgument(f"{where}.{key}", f"not a `per` key (per: {list(per)})")
+        if default == "*":
+            raise InvalidArgument(f"{where}.{key}", "a default value, not '*'")
+    return pairs
+
+
+def _parse_idle_ttl(data: Mapping[str, Any], where: str) -> int:
+    raw = data.get("idle_ttl_s", data.get("idle_ttl"))
+    if raw is None or raw == 0:
+        return 0
+    return parse_duration_s(raw, f"{where}.idle_ttl", MAX_IDLE_TTL_S)
 
 
 def _parse_bool(value: object, where: str) -> bool:
@@ -307,9 +378,11 @@ def _parse_cap(name: object, raw: object, limits: Limits, where: str) -> tuple[D
         return Dimension.COST_MICRO_USD, usd_to_micro(raw, where)
     if name == "run_duration":
         return Dimension.RUN_DURATION_MS, parse_duration_s(raw, where) * 1000
+    if name == "wall_clock":
+        return Dimension.WALL_CLOCK_MS, parse_duration_s(raw, where) * 1000
     dimension = DIMENSION_BY_NAME.get(name) if isinstance(name, str) else None
     if dimension is None:
-        known = sorted([*DIMENSION_BY_NAME, "cost_usd", "run_duration"])
+        known = sorted([*DIMENSION_BY_NAME, "cost_usd", "run_duration", "wall_clock"])
         raise InvalidArgument(where, f"unknown dimension (known: {known})")
     maximum = (
         limits.max_cost_micro_usd if dimension is Dimension.COST_MICRO_USD else limits.max_tokens
@@ -360,7 +433,8 @@ def _parse_window(value: object, where: str) -> Window:
     raw = value.get("duration_s", value.get("duration"))
     if raw is None:
         raise InvalidArgument(f"{where}.duration", f"required for a {kind.value} window")
-    return Window(kind, duration_s=parse_duration_s(raw, f"{where}.duration"))
+    maximum = MAX_SLIDING_S if kind is WindowKind.SLIDING else MAX_DURATION_S
+    return Window(kind, duration_s=parse_duration_s(raw, f"{where}.duration", maximum))
 
 
 def _parse_thresholds(value: object, limits: Limits, where: str) -> tuple[Threshold, ...]:

@@ -96,5 +96,6 @@ class EndedRun(NamedTuple):
     deadline: Deadline | None
 
 
-# The stored answer to a request_id, returned again on a retry: (op, at, result).
-Remembered = tuple[str, float, Result]
+# The stored answer to a request_id, returned again on a retry: (op, at, result, digest
+# of the request's arguments or None when an older state did not keep one).
+Remembered = tuple[str, float, Result, int | None]

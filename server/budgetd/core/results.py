@@ -31,6 +31,9 @@ class DimensionStatus:
     used: int
     reserved: int
     limit: int
+    # When what is used starts to come back (window end, oldest sliding usage); None
+    # for lifetime windows, gauges and when nothing is used.
+    resets_at: float | None = None
 
     @property
     def remaining(self) -> int:

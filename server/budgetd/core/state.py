@@ -20,13 +20,19 @@ from typing import Any
 
 from budgetd.core import events as events_module
 from budgetd.core import results as results_module
-from budgetd.core.dimensions import Dimension
-from budgetd.core.ledger import NEVER, Ledger, format_key
+from budgetd.core.dimensions import Dimension, upgraded_vector
+from budgetd.core.events import Totals
+from budgetd.core.ledger import NEVER, Ledger, format_key, parse_key
 from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
 from budgetd.core.records import Deadline, Reservation, Run
-from budgetd.core.usage import Usage
+from budgetd.core.usage import Usage, usage_from_plain, usage_plain
 
-FORMAT = "budgetd.state/1"
+__all__ = ["usage_from_plain", "usage_plain"]  # used by the engine through this module
+
+FORMAT = "budgetd.state/2"
+# Read too: counter vectors of 11 slots, latency in whole milliseconds, answers without
+# request digests.
+FORMATS_READ = (FORMAT, "budgetd.state/1")
 
 _DATACLASSES: dict[str, type] = {
     cls.__name__: cls
@@ -88,15 +94,25 @@ def from_plain(value: Any) -> Any:
     if "$map" in value:
         return {k: from_plain(v) for k, v in value["$map"].items()}
     kind = _DATACLASSES[value["$type"]]
-    return kind(**{k: from_plain(v) for k, v in value.items() if k != "$type"})
+    args = {k: from_plain(v) for k, v in value.items() if k != "$type"}
+    if kind is Usage:
+        return usage_from_plain(args)
+    if kind is Totals and "latency_ms_sum" in args:  # format 1: whole milliseconds
+        args["latency_us_sum"] = args.pop("latency_ms_sum") * 1000
+    if kind in _LEDGER_EVENTS and "labels" not in args:  # format 1: labels from the key
+        parsed = parse_key(args["ledger"])
+        args["labels"] = parsed[1] if parsed is not None else {}
+        if kind is events_module.ThresholdCrossed:
+            args["remaining"] = max(0, args["limit"] - args["used"])
+    return kind(**args)
 
 
-def usage_from_plain(data: Mapping[str, Any]) -> Usage:
-    return Usage(**data)
-
-
-def usage_plain(usage: Usage) -> dict[str, Any]:
-    return {f.name: getattr(usage, f.name) for f in fields(usage)}
+_LEDGER_EVENTS = (
+    events_module.ThresholdCrossed,
+    events_module.LedgerExhausted,
+    events_module.WindowRolledOver,
+    events_module.LedgerClosed,
+)
 
 
 def _time(value: float) -> float | None:
@@ -112,7 +128,9 @@ def _untime(value: float | None) -> float:
 
 def plain_done(state: dict[str, Any]) -> None:
     """Finish an `export_state(..., plain_answers=False)`: answers to plain data."""
-    state["done"] = [[rid, op, at, to_plain(result)] for rid, op, at, result in state["done"]]
+    state["done"] = [
+        [rid, op, at, to_plain(result), digest] for rid, op, at, result, digest in state["done"]
+    ]
 
 
 def ledger_plain(ledger: Ledger) -> dict[str, Any]:
@@ -127,6 +145,7 @@ def ledger_plain(ledger: Ledger) -> dict[str, Any]:
         "fired": ledger.fired,
         "first_use": ledger.first_use,
         "last_use": ledger.last_use,
+        "freed_at": ledger.freed_at,
         "anchor": ledger.anchor,
         "window_start": ledger.window_start,
         "window_end": _time(ledger.window_end),
@@ -180,14 +199,15 @@ def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ledger = Ledger(ident, _key(ident, policy), policy, item["anchor"], item["serial"])
     ledger.caps = tuple((Dimension(d), limit) for d, limit in item["caps"])
     ledger.caps_overridden = item["caps_overridden"]
-    ledger.used = list(item["used"])
+    ledger.used = upgraded_vector(item["used"])
     ledger.reserved = list(item["reserved"])
     ledger.holds = item["holds"]
     ledger.fired = item["fired"]
     ledger.first_use = item["first_use"]
     ledger.last_use = item["last_use"]
+    ledger.freed_at = item.get("freed_at", 0.0)
     buckets = item["buckets"]
-    ledger.buckets = None if buckets is None else deque((i, list(v)) for i, v in buckets)
+    ledger.buckets = None if buckets is None else deque((i, upgraded_vector(v)) for i, v in buckets)
     ledger.window_start = item["window_start"]
     ledger.window_end = _untime(item["window_end"])
     ledger.triggers = [NEVER] * len(ledger.caps)
@@ -221,7 +241,7 @@ def run_from_plain(ledgers: Mapping[tuple[str, ...], Ledger], item: Mapping[str,
         item["last_seen"],
         _ledgers(ledgers, item["idents"]),
         [deadline_from_plain(d) for d in item["deadlines"]],
-        list(item["totals"]),
+        upgraded_vector(item["totals"]),
         item["first_use"],
         item["last_use"],
     )

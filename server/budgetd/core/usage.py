@@ -5,11 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from budgetd.core.errors import InvalidArgument
 from budgetd.core.limits import Limits
 
 LABEL_KEY = re.compile(r"[a-z0-9_.-]{1,64}")
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+)
 
 Labels = Mapping[str, str]
 
@@ -18,9 +26,11 @@ Labels = Mapping[str, str]
 class Usage:
     """What one model call spent (or is estimated to spend).
 
-    `cached_input_tokens` is the part of `input_tokens` billed at the cached rate.
-    `cost_micro_usd`, when set, wins over the price table. `model` and `provider` are
-    also matched as labels. `latency_ms` (0 = unknown) feeds average-latency summaries.
+    `cached_input_tokens` (prompt-cache reads) and `cache_write_input_tokens` (prompt-
+    cache creation) are parts of `input_tokens`, `reasoning_tokens` a part of
+    `output_tokens`, each billed at its own rate. `cost_micro_usd`, when set, wins over
+    the price table. `model` and `provider` are also matched as labels. `latency_us`
+    (0 = unknown) feeds average-latency summaries.
     A value: not mutated once made (not frozen only because that is slow to build).
     """
 
@@ -30,11 +40,38 @@ class Usage:
     cost_micro_usd: int | None = None
     model: str = ""
     provider: str = ""
-    latency_ms: int = 0
+    latency_us: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def usage_plain(usage: Usage) -> dict[str, Any]:
+    """A usage as JSON-compatible data (journal records and snapshots)."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cost_micro_usd": usage.cost_micro_usd,
+        "model": usage.model,
+        "provider": usage.provider,
+        "latency_us": usage.latency_us,
+        "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+def usage_from_plain(data: Mapping[str, Any]) -> Usage:
+    """The inverse of `usage_plain`; reads the whole-millisecond latency of older
+    records too."""
+    if "latency_ms" in data:
+        data = {k: v for k, v in data.items() if k != "latency_ms"} | {
+            "latency_us": data["latency_ms"] * 1000
+        }
+    return Usage(**data)
 
 
 class EdgeRules:
@@ -84,11 +121,16 @@ class EdgeRules:
         limits = self.limits
         max_tokens = limits.max_tokens
         cost = usage.cost_micro_usd
+        cached = usage.cached_input_tokens
+        written = usage.cache_write_input_tokens
         if not (
             0 <= usage.input_tokens <= max_tokens
             and 0 <= usage.output_tokens <= max_tokens
-            and 0 <= usage.cached_input_tokens <= usage.input_tokens
-            and 0 <= usage.latency_ms <= limits.max_latency_ms
+            and cached >= 0
+            and written >= 0
+            and cached + written <= usage.input_tokens
+            and 0 <= usage.reasoning_tokens <= usage.output_tokens
+            and 0 <= usage.latency_us <= limits.max_latency_ms * 1000
             and (cost is None or 0 <= cost <= limits.max_cost_micro_usd)
             and len(usage.model) <= 64
             and len(usage.provider) <= 64
@@ -99,13 +141,19 @@ class EdgeRules:
         """Check each rule in turn and name the first one broken (the slow path)."""
         limits = self.limits
         max_tokens = limits.max_tokens
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens"):
+        for name in _TOKEN_FIELDS:
             value = getattr(usage, name)
             if not 0 <= value <= max_tokens:
                 raise InvalidArgument(f"{field}.{name}", f"must be in 0..{max_tokens}, got {value}")
-        if usage.cached_input_tokens > usage.input_tokens:
+        if usage.cached_input_tokens + usage.cache_write_input_tokens > usage.input_tokens:
             raise InvalidArgument(
-                f"{field}.cached_input_tokens", "must not exceed input_tokens (it is a part of it)"
+                f"{field}.cached_input_tokens",
+                "cached_input_tokens + cache_write_input_tokens must not exceed input_tokens"
+                " (they are parts of it)",
+            )
+        if usage.reasoning_tokens > usage.output_tokens:
+            raise InvalidArgument(
+                f"{field}.reasoning_tokens", "must not exceed output_tokens (it is a part of it)"
             )
         cost = usage.cost_micro_usd
         if cost is not None and not 0 <= cost <= limits.max_cost_micro_usd:
@@ -113,8 +161,10 @@ class EdgeRules:
                 f"{field}.cost_micro_usd",
                 f"must be in 0..{limits.max_cost_micro_usd}, got {cost}",
             )
-        if not 0 <= usage.latency_ms <= limits.max_latency_ms:
-            raise InvalidArgument(f"{field}.latency_ms", f"must be in 0..{limits.max_latency_ms}")
+        if not 0 <= usage.latency_us <= limits.max_latency_ms * 1000:
+            raise InvalidArgument(
+                f"{field}.latency_us", f"must be in 0..{limits.max_latency_ms * 1000}"
+            )
         max_bytes = limits.max_label_value_bytes
         for name in ("model", "provider"):
             value = getattr(usage, name)

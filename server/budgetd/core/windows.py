@@ -48,14 +48,17 @@ def calendar_bounds(unit: CalendarUnit, time_zone: str, now: float) -> tuple[flo
     zone = _zone(time_zone)
     local = datetime.fromtimestamp(now, zone)
     if unit is CalendarUnit.MINUTE or unit is CalendarUnit.HOUR:
-        # Minutes and hours are fixed lengths of absolute time: subtract what has elapsed
-        # of the current one, which stays right in the repeated hour of a DST fall-back.
-        elapsed = local.second + local.microsecond / 1e6
-        length = 60
-        if unit is CalendarUnit.HOUR:
-            elapsed += local.minute * 60
-            length = 3600
-        return now - elapsed, now - elapsed + length
+        # Minutes and hours are fixed lengths of absolute time, aligned in local time:
+        # whole seconds and integer arithmetic, so the edges are exact (a float
+        # subtraction of the elapsed fraction was off by hundreds of nanoseconds). It
+        # stays right in the repeated hour of a DST fall-back: the offset is the one
+        # in force at `now`.
+        length = 60 if unit is CalendarUnit.MINUTE else 3600
+        offset = local.utcoffset()
+        shift = int(offset.total_seconds()) if offset is not None else 0
+        whole = math.floor(now)
+        edge = whole - (whole + shift) % length
+        return float(edge), float(edge + length)
     if unit is CalendarUnit.DAY:
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         following = start + timedelta(days=1)
