@@ -15,7 +15,15 @@ from budgetd_client.errors import InvalidRequest
 from budgetd_client.models import Usage
 
 MAX_INT64 = 2**63 - 1
-_COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "latency_ms")
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "latency_us",
+)
 
 
 def labels(value: Any, field: str = "labels") -> dict[str, str]:

@@ -72,7 +72,10 @@ def usage_message(value: Usage) -> pb.Usage:
         cached_input_tokens=value.cached_input_tokens,
         model=value.model,
         provider=value.provider,
-        latency_ms=value.latency_ms,
+        latency_ms=value.latency_us // 1000 if value.latency_us else value.latency_ms,
+        latency_us=value.latency_us,
+        cache_write_input_tokens=value.cache_write_input_tokens,
+        reasoning_tokens=value.reasoning_tokens,
     )
     if value.cost_micro_usd is not None:
         message.cost_micro_usd = value.cost_micro_usd
@@ -88,6 +91,9 @@ def usage(message: pb.Usage) -> Usage:
         model=message.model,
         provider=message.provider,
         latency_ms=message.latency_ms,
+        cache_write_input_tokens=message.cache_write_input_tokens,
+        reasoning_tokens=message.reasoning_tokens,
+        latency_us=message.latency_us,
     )
 
 
@@ -105,6 +111,10 @@ def totals(message: pb.Totals) -> Totals:
         latency_samples=message.latency_samples,
         first_use=optional_instant(message, "first_use"),
         last_use=optional_instant(message, "last_use"),
+        cache_write_input_tokens=message.cache_write_input_tokens,
+        reasoning_tokens=message.reasoning_tokens,
+        latency_us_sum=message.latency_us_sum,
+        unpriced_tokens=message.unpriced_tokens,
     )
 
 
@@ -124,6 +134,7 @@ def dimension_status(message: pb.DimensionStatus) -> DimensionStatus:
         limit=message.limit,
         remaining=message.remaining,
         percent=message.percent,
+        resets_at=optional_instant(message, "resets_at"),
     )
 
 
@@ -154,6 +165,9 @@ def blocker(message: pb.Blocker) -> Blocker:
         limit=message.limit,
         shortfall=message.shortfall,
         enforcement=from_wire(Enforcement, message.enforcement),
+        resets_at=optional_instant(message, "resets_at"),
+        unpriced=message.reason == pb.BLOCK_REASON_UNPRICED,
+        model=message.model,
     )
 
 
@@ -166,6 +180,8 @@ def crossing(message: pb.ThresholdCrossing) -> Crossing:
         severity=from_wire(Severity, message.severity),
         used=message.used,
         limit=message.limit,
+        percent_used=message.percent_used,
+        remaining=message.remaining,
     )
 
 

@@ -74,6 +74,7 @@ class Dimension(enum.Enum):
     requests = "requests"
     concurrency = "concurrency"
     run_duration_ms = "run_duration_ms"
+    wall_clock_ms = "wall_clock_ms"
 
 
 class Enforcement(enum.Enum):
@@ -94,6 +95,7 @@ class LedgerClosedReason(enum.Enum):
     run_closed = "run_closed"
     policy_deleted = "policy_deleted"
     policy_changed = "policy_changed"
+    idle = "idle"
 
 
 class EventKind(enum.Enum):

@@ -9,6 +9,7 @@ kept as the exception's message, and the original `grpc.RpcError` is the `__caus
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import grpc
@@ -50,11 +51,24 @@ class BudgetExhausted(BudgetdError):
         self.dimension: Dimension = first.dimension
         self.used: int = first.used
         self.limit: int = first.limit
+        # When a retry can succeed by waiting: the latest time any blocker comes back;
+        # None when one of them does not come back by time alone (a lifetime cap,
+        # concurrency, reservations holding it, an estimate that has no price).
+        backs = [b.resets_at for b in self.blockers]
+        self.resets_at: datetime | None = (
+            None if any(at is None for at in backs) else max(at for at in backs if at)
+        )
         more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+        if first.unpriced:
+            detail = f"model {first.model!r} has no price and the cost cap denies unpriced use"
+        else:
+            detail = (
+                f"used {first.used} + reserved {first.reserved} + requested {first.requested}"
+                f" > limit {first.limit}"
+            )
+        when = f"; comes back at {self.resets_at.isoformat()}" if self.resets_at else ""
         super().__init__(
-            f"budget exhausted: {first.ledger} {first.dimension.value}: used {first.used}"
-            f" + reserved {first.reserved} + requested {first.requested}"
-            f" > limit {first.limit}{more}"
+            f"budget exhausted: {first.ledger} {first.dimension.value}: {detail}{more}{when}"
         )
 
 

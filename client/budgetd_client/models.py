@@ -28,7 +28,10 @@ class Usage:
     """What one model call used, or is expected to use (an estimate).
 
     `cost_micro_usd` set wins over the server's price table; left `None`, the server
-    prices the usage from `model`.
+    prices the usage from `model`. `cached_input_tokens` (prompt-cache reads) and
+    `cache_write_input_tokens` (cache creation) are parts of `input_tokens`,
+    `reasoning_tokens` a part of `output_tokens`. Latency: `latency_us` (microseconds)
+    when set, else `latency_ms`.
     """
 
     input_tokens: int = 0
@@ -38,6 +41,9 @@ class Usage:
     model: str = ""
     provider: str = ""
     latency_ms: int = 0
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_us: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -61,6 +67,10 @@ class Totals:
     latency_samples: int = 0
     first_use: datetime | None = None
     last_use: datetime | None = None
+    cache_write_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_us_sum: int = 0
+    unpriced_tokens: int = 0
 
     @property
     def cost_usd(self) -> Decimal:
@@ -68,7 +78,9 @@ class Totals:
 
     @property
     def average_latency_ms(self) -> float | None:
-        return self.latency_ms_sum / self.latency_samples if self.latency_samples else None
+        if not self.latency_samples:
+            return None
+        return self.latency_us_sum / self.latency_samples / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,8 @@ class DimensionStatus:
     limit: int
     remaining: int
     percent: int
+    # When what is used starts to come back (window end; oldest sliding usage).
+    resets_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +139,12 @@ class Blocker:
     limit: int
     shortfall: int
     enforcement: Enforcement
+    # When the blocking amount comes back by time alone; None: not by time (lifetime
+    # caps, concurrency, reservations holding it, an unpriced estimate).
+    resets_at: datetime | None = None
+    # True: a cost cap refused an estimate it cannot price (`model` has no price).
+    unpriced: bool = False
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,8 @@ class Crossing:
     severity: Severity
     used: int
     limit: int
+    percent_used: int = 0
+    remaining: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,15 @@ def test_consume_returns_typed_briefs_crossings_and_cost(
     assert states["model-usage{model=gpt-4o}"] is LedgerState.ok
     assert result.crossings == (
         Crossing(
-            "per-thread", THREAD_KEY, Dimension.total_tokens, 75, Severity.warning, 80_500, 100_000
+            "per-thread",
+            THREAD_KEY,
+            Dimension.total_tokens,
+            75,
+            Severity.warning,
+            80_500,
+            100_000,
+            percent_used=80,
+            remaining=19_500,
         ),
     )
     assert result.cost_known and result.cost_micro_usd > 0
