@@ -366,9 +366,9 @@ def test_ledger_shows_one_ledger_in_full(served: Served, ctl: Run) -> None:
     assert re.search(rf"^window +since {WHEN} \(lifetime\)$", out, re.MULTILINE)
     assert re.search(r"^reservations +1$", out, re.MULTILINE)
     row = next(line for line in out.splitlines() if line.startswith("total_tokens"))
-    assert row.split() == ["total_tokens", "3,000", "700", "100,000", "96,300", "3%"]
+    assert row.split() == ["total_tokens", "3,000", "700", "100,000", "96,300", "3%", "-"]
     assert re.search(r"cost +\$12\.5\d*$", out, re.MULTILINE)  # USD, the gpt-4o call priced
-    assert "400ms (2 timed requests)" in out  # average latency
+    assert "400.0ms (2 timed requests)" in out  # average latency
     assert f"first use    {WHEN}" in out
 
 
@@ -1077,3 +1077,30 @@ def test_a_url_as_target_is_a_usage_error_with_a_hint(capsys: pytest.CaptureFixt
     assert main(["--target", "http://localhost:50051", "info"]) == Exit.USAGE
     err = capsys.readouterr().err
     assert "not a URL" in err and "--target localhost:50051" in err
+
+
+def test_status_and_ledger_show_unpriced_usage_next_to_the_cost_cap_and_when_it_comes_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spend = Policy.from_mapping(
+        {"name": "spend", "per": ["user"], "caps": {"cost_usd": "5"}, "window": "calendar"}
+    )
+    for served in serve(tmp_path, policies=(spend,)):
+        run = runner(served, capsys)
+        for i, model in enumerate(("gpt-4o", "no-such-model-7", "no-such-model-7")):
+            served.budget.Consume(
+                pb.ConsumeRequest(
+                    request_id=f"c{i}",
+                    labels={"user": "u"},
+                    usage=pb.Usage(input_tokens=1000, model=model),
+                )
+            )
+        code, out, _ = run("status")
+        assert code == Exit.OK
+        row = next(line for line in plain(out).splitlines() if "cost_usd" in line)
+        assert "(+2 unpriced)" in row, out
+        code, out, _ = run("ledger", "spend{user=u}")
+        text = plain(out)
+        row = next(line for line in text.splitlines() if line.startswith("cost_usd"))
+        assert "(+2 unpriced)" in row and row.split()[-1] == "2027-01-16T00:00:00Z", row
+        assert "(+2 unpriced, 2,000 tokens)" in text

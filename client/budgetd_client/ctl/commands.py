@@ -132,13 +132,21 @@ def _capped_rows(ledgers: Iterable[pb.LedgerStatus]) -> list[list[Cell | str]]:
                     ledger.key if first else "",
                     _state_cell(ledger.state) if first else "",
                     fmt.dimension(d.dimension),
-                    fmt.amount(d.dimension, d.used),
+                    _used(d, ledger.totals),
                     fmt.amount(d.dimension, d.limit),
                     _percent_cell(d.percent),
                     fmt.amount(d.dimension, d.reserved),
                 ]
             )
     return rows
+
+
+def _used(d: pb.DimensionStatus, totals: pb.Totals) -> str:
+    """Used, and next to a cost cap the usage it does not cover (no known price)."""
+    text = fmt.amount(d.dimension, d.used)
+    if d.dimension == pb.DIMENSION_COST_MICRO_USD and totals.unpriced_requests:
+        text += f" (+{totals.unpriced_requests:,} unpriced)"
+    return text
 
 
 def _meter_row(ledger: pb.LedgerStatus) -> list[Cell | str]:
@@ -187,7 +195,7 @@ def show_ledger(out: Output, status: pb.LedgerStatus) -> None:
     )
     out.line()
     if status.dimensions:
-        out.table(DIMENSION_COLUMNS, [_dimension_row(d) for d in status.dimensions])
+        out.table(DIMENSION_COLUMNS, [_dimension_row(d, status.totals) for d in status.dimensions])
     else:
         out.line("no caps: a meter (totals only)")
     out.line()
@@ -202,17 +210,19 @@ DIMENSION_COLUMNS = (
     Column("LIMIT", numeric=True),
     Column("REMAINING", numeric=True),
     Column("%", numeric=True),
+    Column("COMES BACK"),
 )
 
 
-def _dimension_row(d: pb.DimensionStatus) -> list[Cell | str]:
+def _dimension_row(d: pb.DimensionStatus, totals: pb.Totals) -> list[Cell | str]:
     return [
         fmt.dimension(d.dimension),
-        fmt.amount(d.dimension, d.used),
+        _used(d, totals),
         fmt.amount(d.dimension, d.reserved),
         fmt.amount(d.dimension, d.limit),
         fmt.amount(d.dimension, d.remaining),
         _percent_cell(d.percent),
+        fmt.instant(d.resets_at) if d.HasField("resets_at") else "-",
     ]
 
 

@@ -26,6 +26,7 @@ DIMENSION_NAMES: dict[int, str] = {
     pb.DIMENSION_REQUESTS: "requests",
     pb.DIMENSION_CONCURRENCY: "concurrency",
     pb.DIMENSION_RUN_DURATION_MS: "run_duration",
+    pb.DIMENSION_WALL_CLOCK_MS: "wall_clock",
 }
 
 # Severity styles shared by tables and the event stream (rich style names).
@@ -125,7 +126,7 @@ def amount(dim: int, value: int) -> str:
     """A value in a dimension's unit, as humans read it."""
     if dim == pb.DIMENSION_COST_MICRO_USD:
         return usd(value)
-    if dim == pb.DIMENSION_RUN_DURATION_MS:
+    if dim in (pb.DIMENSION_RUN_DURATION_MS, pb.DIMENSION_WALL_CLOCK_MS):
         return millis(value)
     return count(value)
 
@@ -147,23 +148,28 @@ def cost(totals: pb.Totals) -> str:
     """Cost, flagged as a lower bound when some usage had no known price."""
     text = usd(totals.cost_micro_usd)
     if totals.unpriced_requests:
-        text += f" (+{totals.unpriced_requests:,} unpriced)"
+        text += f" (+{totals.unpriced_requests:,} unpriced, {totals.unpriced_tokens:,} tokens)"
     return text
 
 
 def tokens(totals: pb.Totals) -> str:
-    return (
-        f"{totals.total_tokens:,} (input {totals.input_tokens:,}, "
-        f"cached {totals.cached_input_tokens:,}, output {totals.output_tokens:,})"
-    )
+    parts = [f"input {totals.input_tokens:,}", f"cached {totals.cached_input_tokens:,}"]
+    if totals.cache_write_input_tokens:
+        parts.append(f"cache write {totals.cache_write_input_tokens:,}")
+    parts.append(f"output {totals.output_tokens:,}")
+    if totals.reasoning_tokens:
+        parts.append(f"reasoning {totals.reasoning_tokens:,}")
+    return f"{totals.total_tokens:,} ({', '.join(parts)})"
 
 
 def average_latency(totals: pb.Totals) -> str:
     if not totals.latency_samples:
         return "-"
-    average = totals.latency_ms_sum / totals.latency_samples
+    # Microseconds when the daemon sends them (sub-millisecond precision).
+    summed_us = totals.latency_us_sum or totals.latency_ms_sum * 1000
+    average = summed_us / totals.latency_samples / 1000
     samples = totals.latency_samples
-    return f"{average:,.0f}ms ({samples:,} timed request{'' if samples == 1 else 's'})"
+    return f"{average:,.1f}ms ({samples:,} timed request{'' if samples == 1 else 's'})"
 
 
 def totals_rows(totals: pb.Totals) -> list[tuple[str, str]]:
