@@ -2,14 +2,13 @@
 
 Goal: `Policy.from_mapping` names the failing key of every rule it enforces and is the
 exact inverse of `to_mapping`; USD amounts convert to integer micro-USD without floats;
-the price table matches models by longest prefix, rounds half up once on the sum, and
-its defaults are sane; ledger keys format and parse back for any label value.
+ledger keys format and parse back for any label value. The price table's tests are in
+test_prices.py.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -22,14 +21,11 @@ from budgetd.core import (
     InvalidArgument,
     Limits,
     Policy,
-    Price,
-    PriceTable,
     Severity,
     Threshold,
     Usage,
     WindowKind,
     default_policies,
-    default_price_table,
 )
 from budgetd.core.ledger import format_key, parse_key
 from budgetd.core.policy import usd_to_micro
@@ -300,183 +296,6 @@ def test_usd_to_micro_rejects_floats_and_inexact_amounts(value: object) -> None:
     with pytest.raises(InvalidArgument) as raised:
         usd_to_micro(value, "prices.models.m.input")
     assert raised.value.field == "prices.models.m.input"
-
-
-# --- price table ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("model", "entry"),
-    [
-        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
-        ("gpt-4o-2024-08-06", "gpt-4o"),
-        ("gpt-4o", "gpt-4o"),
-        ("o3-mini-high", "o3-mini"),
-        ("o3-2025-04-16", "o3"),
-        ("claude-opus-4-5-20251101", "claude-opus-4-5"),
-        ("claude-opus-4-1-20250805", "claude-opus-4"),
-        ("claude-sonnet-4-20250514", "claude-sonnet-4"),
-        ("gemini-2.5-flash-lite-preview", "gemini-2.5-flash-lite"),
-        ("openai/gpt-4o", "gpt-4o"),
-        ("openrouter/openai/gpt-4o-mini", "gpt-4o-mini"),
-    ],
-)
-def test_price_lookup_uses_the_longest_prefix(model: str, entry: str) -> None:
-    """A model finds the longest table key it starts with (after a provider/ prefix)."""
-    table = default_price_table()
-    assert table.lookup(model) == table.prices[entry]
-    assert table.lookup(model) == table.lookup(model)  # memoised answer is the same
-
-
-def test_gpt_4o_mini_is_not_priced_as_gpt_4o() -> None:
-    """The dated gpt-4o-mini name gets the mini price, which differs from gpt-4o's."""
-    table = default_price_table()
-    mini = table.lookup("gpt-4o-mini-2024-07-18")
-    assert mini is not None
-    assert mini != table.prices["gpt-4o"]
-    assert (mini.input, mini.output, mini.cached_input) == (150_000, 600_000, 75_000)
-
-
-@pytest.mark.parametrize("model", ["gpt-4", "gpt", "acme/unknown", "unknown-model", "GPT-4O"])
-def test_price_lookup_of_unknown_models_is_none(model: str) -> None:
-    """A name that no table key prefixes (case-sensitively) has no price."""
-    table = default_price_table()
-    assert table.lookup(model) is None
-    assert table.cost_of(Usage(input_tokens=10, model=model)) is None
-
-
-def test_cost_of_prefers_the_explicit_cost() -> None:
-    """An explicit cost wins over the table, even for unknown or missing models."""
-    table = default_price_table()
-    assert table.cost_of(Usage(input_tokens=10**6, model="gpt-4o", cost_micro_usd=7)) == 7
-    assert table.cost_of(Usage(input_tokens=10**6, model="nope", cost_micro_usd=0)) == 0
-    assert table.cost_of(Usage(input_tokens=10**6)) is None
-    assert table.cost_of(Usage(input_tokens=10**6, output_tokens=10**6, model="gpt-4o")) == (
-        12_500_000
-    )
-
-
-def test_extended_adds_models_and_keeps_the_original() -> None:
-    """extended() returns a new table with the added models; cached_input defaults to input."""
-    table = default_price_table()
-    bigger = table.extended({"models": {"my-model": {"input": "1", "output": "2"}}})
-    assert bigger.prices["my-model"] == Price(
-        input=1_000_000, output=2_000_000, cached_input=1_000_000
-    )
-    assert bigger.prices["gpt-4o"] == table.prices["gpt-4o"]
-    assert "my-model" not in table.prices
-    assert bigger.lookup("my-model-v2") == bigger.prices["my-model"]
-    changed = table.extended({"models": {"gpt-4o": {"input": "1", "output": "1"}}})
-    assert changed.prices["gpt-4o"] == Price(1_000_000, 1_000_000, 1_000_000)
-    assert len(changed.prices) == len(table.prices)
-
-
-def test_extended_with_replace_keeps_only_the_given_models() -> None:
-    """replace=True discards every previous entry."""
-    table = default_price_table().extended(
-        {
-            "replace": True,
-            "models": {"my-model": {"input": "1", "output": "2", "cached_input": "0"}},
-        }
-    )
-    assert list(table.prices) == ["my-model"]
-    assert table.prices["my-model"].cached_input == 0
-    assert table.lookup("gpt-4o") is None
-
-
-@pytest.mark.parametrize(
-    ("data", "field"),
-    [
-        ("x", "prices"),
-        ({"modelz": {}}, "prices.modelz"),
-        ({"replace": "yes"}, "prices.replace"),
-        ({"models": []}, "prices.models"),
-        ({"models": {"m": "2.50"}}, "prices.models.m"),
-        ({"models": {"m": {"input": "1"}}}, "prices.models.m.output"),
-        ({"models": {"m": {"output": "1"}}}, "prices.models.m.input"),
-        ({"models": {"m": {"input": "1", "output": "2", "cache": "1"}}}, "prices.models.m.cache"),
-        ({"models": {"m": {"input": 0.5, "output": "2"}}}, "prices.models.m.input"),
-        ({"models": {"m": {"input": "1", "output": "-2"}}}, "prices.models.m.output"),
-        (
-            {"models": {"m": {"input": "1", "output": "2", "cached_input": "0.0000001"}}},
-            "prices.models.m.cached_input",
-        ),
-        ({"models": {"": {"input": "1", "output": "2"}}}, "prices.models"),
-        ({"models": {"m" * 257: {"input": "1", "output": "2"}}}, "prices.models"),
-    ],
-)
-def test_bad_price_entries_name_the_key(data: Any, field: str) -> None:
-    """Every malformed price file entry is InvalidArgument naming its path."""
-    with pytest.raises(InvalidArgument) as raised:
-        default_price_table().extended(data)
-    assert raised.value.field == field
-
-
-def test_price_error_path_starts_at_where() -> None:
-    """The `where` argument prefixes price error paths (e.g. the price file name)."""
-    with pytest.raises(InvalidArgument) as raised:
-        PriceTable({}).extended({"models": {"m": {"input": "1"}}}, where="prices.toml")
-    assert raised.value.field == "prices.toml.models.m.output"
-
-
-def test_cost_rounds_half_up_once_on_the_sum() -> None:
-    """Half a micro-USD rounds up; parts are summed before the one rounding."""
-    one = Price(input=1, output=1, cached_input=1)  # 1 micro-USD per 1M tokens
-    assert one.cost(500_000, 0, 0) == 1
-    assert one.cost(499_999, 0, 0) == 0
-    assert one.cost(300_000, 300_000, 0) == 1  # rounding each part would give 0
-    assert one.cost(1_499_999, 0, 0) == 1
-    assert one.cost(1_500_000, 0, 0) == 2
-    gpt_4o = default_price_table().prices["gpt-4o"]
-    assert gpt_4o.cost(1, 0, 0) == 3  # 2.5 micro-USD
-    assert gpt_4o.cost(1, 0, 1) == 1  # 1.25 micro-USD, cached
-    assert gpt_4o.cost(1, 1, 1) == 11  # 11.25 micro-USD
-    split = Price(input=3, output=0, cached_input=1)
-    assert split.cost(1_000_000, 0, 500_000) == 2  # 0.5M x 3 + 0.5M x 1 = 2 micro-USD
-
-
-@settings(database=None, max_examples=300, deadline=None)
-@given(
-    prices=st.tuples(*[st.integers(min_value=0, max_value=10**9)] * 3),
-    input_tokens=st.integers(min_value=0, max_value=10**12),
-    output_tokens=st.integers(min_value=0, max_value=10**12),
-    cached_share=st.fractions(min_value=0, max_value=1),
-)
-def test_cost_is_the_exact_amount_rounded_half_up(
-    prices: tuple[int, int, int], input_tokens: int, output_tokens: int, cached_share: Fraction
-) -> None:
-    """cost() equals floor(exact + 1/2) of the exact rational amount in micro-USD."""
-    cached = int(input_tokens * cached_share)
-    price = Price(*prices)
-    exact = Fraction(
-        (input_tokens - cached) * price.input
-        + cached * price.cached_input
-        + output_tokens * price.output,
-        1_000_000,
-    )
-    assert price.cost(input_tokens, output_tokens, cached) == int(exact + Fraction(1, 2))
-
-
-def test_default_table_prices_every_model_it_lists() -> None:
-    """Each default entry is non-negative, cached <= input, and finds itself by name."""
-    table = default_price_table()
-    assert len(table.prices) >= 30
-    for name, price in table.prices.items():
-        assert price.input >= 0 and price.output >= 0 and price.cached_input >= 0, name
-        assert price.cached_input <= price.input, name
-        assert price.input > 0 or price.output > 0, name
-        assert table.lookup(name) == price, name
-        usage = Usage(input_tokens=10**6, output_tokens=10**6, model=name)
-        assert table.cost_of(usage) == price.input + price.output, name
-
-
-def test_price_table_round_trips_through_to_mapping() -> None:
-    """A table rebuilt from its own mapping holds exactly the same prices."""
-    table = default_price_table().extended(
-        {"models": {"tiny": {"input": "0.000001", "output": "123456.789012"}}}
-    )
-    rebuilt = PriceTable({}).extended(table.to_mapping())
-    assert dict(rebuilt.prices) == dict(table.prices)
 
 
 # --- ledger keys ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from budgetd_client import __version__
-from budgetd_client.ctl import commands, operator
+from budgetd_client.ctl import commands, operator, prices
 from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
 from budgetd_client.ctl.events import KIND_NAMES
 from budgetd_client.ctl.output import Output
@@ -320,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         operator.info,
         "the daemon: version, listeners, durability, state dir, core, counts",
     )
+
+    price = command(
+        "prices",
+        prices.prices,
+        "how a model is priced: the entry it resolves to and why; no MODEL: the whole table",
+    )
+    price.add_argument("model", metavar="MODEL", nargs="?", help="e.g. openai/gpt-4o-2024-08-06")
 
     command("snapshot", commands.snapshot, "write a state snapshot now; print its path, size, seq")
 
