@@ -30,6 +30,7 @@ from budgetd.core import events as ev
 from budgetd.core.dimensions import DIMENSION_NAMES
 from budgetd.core.ledger import parse_key
 from budgetd.core.policy import CalendarUnit, WindowKind
+from budgetd.core.prices import PriceEntry, PriceMatch
 from budgetd.core.results import (
     CheckResult,
     CommitResult,
@@ -565,4 +566,27 @@ def usage_message(value: Usage) -> pb.Usage:
     )
     if value.cost_micro_usd is not None:
         message.cost_micro_usd = value.cost_micro_usd
+    return message
+
+
+# --- prices --------------------------------------------------------------------------
+
+
+def model_price(entry: PriceEntry) -> pb.ModelPrice:
+    price = entry.price
+    return pb.ModelPrice(
+        model=entry.name,
+        input_micro_usd=price.input,
+        output_micro_usd=price.output,
+        cached_input_micro_usd=price.cached_input,
+        cache_write_input_micro_usd=price.cache_write_input,
+        reasoning_micro_usd=price.reasoning,
+        source=entry.source,
+    )
+
+
+def price_match(match: PriceMatch) -> pb.GetPriceResponse:
+    message = pb.GetPriceResponse(normalized=match.normalized, reason=match.reason)
+    if match.entry is not None:
+        message.price.CopyFrom(model_price(match.entry))
     return message

@@ -28,6 +28,8 @@ from budgetd.status import status_of
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
 
+MAX_MODEL_BYTES = 256  # as Usage.model
+
 DEFAULT_RESERVATION_TTL_S = 60.0
 DEFAULT_RUN_TTL_S = 60.0
 SUBSCRIBE_BATCH = 256
@@ -290,6 +292,15 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return pb.ListRunsResponse(
             runs=[_run_status(run) for run in page.runs], next_page_token=page.next_page_token
         )
+
+    @unary
+    async def GetPrice(self, request: pb.GetPriceRequest, context: Context) -> pb.GetPriceResponse:
+        prices = self.runtime.reader().prices
+        if not request.model:
+            return pb.GetPriceResponse(table=[convert.model_price(e) for e in prices.entries()])
+        if len(request.model.encode("utf-8", "surrogatepass")) > MAX_MODEL_BYTES:
+            raise InvalidArgument("model", f"at most {MAX_MODEL_BYTES} UTF-8 bytes")
+        return convert.price_match(prices.explain(request.model))
 
 
 def _run_status(run: RunInfo) -> pb.RunStatus:

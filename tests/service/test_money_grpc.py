@@ -206,3 +206,20 @@ def test_the_sdk_exposes_the_reset_time_and_asks_a_denial_once(
         assert "no-such-model-7" in str(unpriced.value)
     # One Reserve reached the engine per call: a denial is an answer, never retried.
     assert len(asked) == 2 and len(set(asked)) == 2
+
+
+def test_get_price_explains_how_a_model_resolves_and_lists_the_table(served: Served) -> None:
+    exact = served.budget.GetPrice(pb.GetPriceRequest(model="openai/GPT-4o"))
+    assert (exact.normalized, exact.reason, exact.price.model) == ("gpt-4o", "exact", "gpt-4o")
+    assert exact.price.input_micro_usd > 0 and exact.price.source.startswith("default")
+    dated = served.budget.GetPrice(pb.GetPriceRequest(model="gpt-4o-2024-08-06"))
+    assert dated.price.model == "gpt-4o" and dated.reason.startswith("version suffix")
+    unknown = served.budget.GetPrice(pb.GetPriceRequest(model="no-such-model-7"))
+    assert not unknown.HasField("price") and unknown.reason.startswith("unknown")
+    pro = served.budget.GetPrice(pb.GetPriceRequest(model="o1-pro"))
+    assert pro.price.model != "o1"  # its own entry, or unknown: never the base model
+    table = served.budget.GetPrice(pb.GetPriceRequest()).table
+    assert len(table) > 50 and [p.model for p in table] == sorted(p.model for p in table)
+    with pytest.raises(grpc.RpcError) as raised:
+        served.budget.GetPrice(pb.GetPriceRequest(model="m" * 257))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
