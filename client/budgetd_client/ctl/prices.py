@@ -3,8 +3,9 @@
 One GetPrice call. With MODEL: the name as the daemon looked it up (lower case, provider
 prefix removed), the entry it resolves to and why (`exact`, `version suffix
 "-2024-07-18"`), or why it is unknown; then the five rates and where they come from.
-Without MODEL: every entry, by name. Rates are USD per one million tokens. An unknown
-model is an answer, not an error (exit 0): usage of it is recorded with cost unknown.
+Without MODEL: every entry, one table per source, by name. Rates are USD per one million
+tokens. An unknown model is an answer, not an error (exit 0): usage of it is recorded
+with cost unknown.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ TABLE_COLUMNS = (
     Column("CACHE WRITE", numeric=True),
     Column("OUTPUT", numeric=True),
     Column("REASONING", numeric=True),
-    Column("SOURCE"),
 )
-TABLE_TITLE = "USD per 1M tokens"
 
 
 def prices(ctl: Ctl) -> int:
@@ -47,10 +46,23 @@ def prices(ctl: Ctl) -> int:
     elif model:
         _show_match(ctl, model, answer)
     elif answer.table:
-        ctl.out.table(TABLE_COLUMNS, [_row(entry) for entry in answer.table], TABLE_TITLE)
+        _show_table(ctl, answer.table)
     else:
         ctl.out.line("the price table is empty: every model is unpriced")
     return Exit.OK
+
+
+def _show_table(ctl: Ctl, entries: Sequence[pb.ModelPrice]) -> None:
+    """One table per source (a pricing page, or a price file), so the long source is a
+    title rather than a column, and the rates fit a terminal."""
+    by_source: dict[str, list[pb.ModelPrice]] = {}
+    for entry in entries:
+        by_source.setdefault(entry.source, []).append(entry)
+    ctl.out.line("USD per 1M tokens, by source")
+    for source in sorted(by_source):
+        ctl.out.line()
+        rows = [_row(entry) for entry in by_source[source]]
+        ctl.out.table(TABLE_COLUMNS, rows, source or "no source")
 
 
 def _show_match(ctl: Ctl, model: str, answer: pb.GetPriceResponse) -> None:
@@ -69,8 +81,4 @@ def _show_match(ctl: Ctl, model: str, answer: pb.GetPriceResponse) -> None:
 
 
 def _row(entry: pb.ModelPrice) -> Sequence[Cell | str]:
-    return [
-        entry.model,
-        *(fmt.usd(getattr(entry, field)) for _, field in RATES),
-        entry.source or "-",
-    ]
+    return [entry.model, *(fmt.usd(getattr(entry, field)) for _, field in RATES)]
