@@ -23,6 +23,7 @@ from budgetd.core import InvalidArgument, Price, PriceTable, Usage, default_pric
 from budgetd.core.default_prices import DEFAULT_PRICE_ROWS
 from budgetd.core.prices import (
     MAX_MODELS,
+    MEMO_MAX,
     VERSION_SUFFIX,
     PriceMatch,
     anthropic_cache_write,
@@ -387,14 +388,14 @@ def test_explain_and_lookup_agree(model: str) -> None:
 
 def test_the_memo_is_bounded_and_starts_over_when_full() -> None:
     prices = table("gpt-4o")
-    for i in range(PriceTable.MEMO_MAX):
+    for i in range(MEMO_MAX):
         prices.lookup(f"unknown-{i}")
-    assert len(prices._memo) == PriceTable.MEMO_MAX
+    assert len(prices._memo) == MEMO_MAX
     assert prices.lookup("gpt-4o") == flat(1)  # the lookup that finds the memo full
     assert len(prices._memo) == 1
-    for i in range(3 * PriceTable.MEMO_MAX):
+    for i in range(3 * MEMO_MAX):
         prices.cost_of(Usage(input_tokens=1, model=f"m-{i}"))
-        assert len(prices._memo) <= PriceTable.MEMO_MAX
+        assert len(prices._memo) <= MEMO_MAX
 
 
 def test_a_seen_model_is_answered_from_the_memo() -> None:

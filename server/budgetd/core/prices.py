@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from budgetd.core.errors import InvalidArgument
 from budgetd.core.policy import usd_to_micro
@@ -38,6 +38,9 @@ MAX_MODEL_CHARS = 256
 # $1,000,000 per million tokens: far above any real price, low enough that no cost sum
 # of in-range token counts gets unwieldy.
 MAX_RATE_MICRO_USD = 10**12
+# Distinct model names a table remembers the answer for; a full memo starts over (a flood
+# of made-up names costs a normalisation each, never unbounded memory).
+MEMO_MAX: Final = 4096
 
 # One or more of: an OpenAI date (-2024-07-18), an Anthropic date (-20250219), a version
 # or short date of 3-4 digits (Gemini -001, Mistral -2411, OpenAI -0613, xAI -1212),
@@ -153,10 +156,6 @@ class PriceTable:
 
     __slots__ = ("_memo", "_prices", "_sources")
 
-    # Distinct model names remembered; a full memo starts over (a flood of made-up names
-    # costs a normalisation each, never unbounded memory).
-    MEMO_MAX = 4096
-
     def __init__(
         self, prices: Mapping[str, Price], sources: Mapping[str, str] | None = None
     ) -> None:
@@ -197,7 +196,7 @@ class PriceTable:
             return memo[model]
         entry, _, _ = self._resolve(model)
         price = self._prices[entry] if entry else None
-        if len(memo) >= self.MEMO_MAX:
+        if len(memo) >= MEMO_MAX:
             memo.clear()
         memo[model] = price
         return price
