@@ -20,11 +20,23 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from budgetd.auth import tokens as token_files
+from budgetd.auth.caller import ROLE_NAMES, Caller, Rate, Role
+from budgetd.auth.peercred import MAX_LISTED_IDS, UnixRoles, roles_from
+from budgetd.auth.tls import (
+    MAX_CERTIFICATE_IDENTITIES,
+    CertificateRoles,
+    Material,
+    TlsError,
+    TlsFiles,
+    read_material,
+)
+from budgetd.auth.tokens import EMPTY, TokenFileError, TokenTable, rate_of, scope_items
 from budgetd.core import (
     Dimension,
     InvalidArgument,
@@ -36,6 +48,7 @@ from budgetd.core import (
     default_policies,
     default_price_table,
 )
+from budgetd.core.usage import EdgeRules
 from budgetd.paths import DEFAULT_TCP, default_socket_path
 from budgetd.prices_file import PriceFileError, load_price_file
 
@@ -49,6 +62,24 @@ class ConfigError(Exception):
         self.path = path
         self.key = key
         self.reason = reason
+
+
+DEFAULT_RATE = Rate(2000.0, 4000)  # per identity (agent and reader roles)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may call (see `budgetd.auth`). The defaults: the daemon's own user (and root)
+    is admin on the socket, nobody else has a role, TCP calls need a token."""
+
+    token_files: tuple[Path, ...] = ()
+    tokens: TokenTable = EMPTY  # as read at start (SIGHUP reads the files again)
+    anonymous_tcp: Role | None = None
+    rate: Rate | None = DEFAULT_RATE
+    unix: UnixRoles = field(default_factory=lambda: UnixRoles(rate=DEFAULT_RATE))
+    certificates: CertificateRoles | None = None
+    tls: TlsFiles | None = None
+    tls_material: Material | None = None  # as read and checked at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +106,14 @@ class Settings:
     max_subscribers: int
     subscriber_queue: int
     max_streams: int
+    max_streams_total: int
+    max_streams_per_connection: int
+    handshake_timeout_s: float
+    idle_timeout_s: float
     limits: Limits
     policies: tuple[Policy, ...]
     prices: PriceTable
+    auth: AuthSettings = AuthSettings()
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,6 +333,12 @@ _OPTIONS = (
     _Option("max_subscribers", "events.max_subscribers", _integer(1, 10_000)),
     _Option("subscriber_queue", "events.subscriber_queue", _integer(1, 1_000_000)),
     _Option("max_streams", "events.max_streams", _integer(1, 10_000)),
+    _Option("max_streams_total", "connections.max_streams_total", _integer(1, 100_000)),
+    _Option(
+        "max_streams_per_connection", "connections.max_streams_per_connection", _integer(1, 10_000)
+    ),
+    _Option("handshake_timeout_s", "connections.handshake_timeout_seconds", _seconds(0.1, 300)),
+    _Option("idle_timeout_s", "connections.idle_timeout_seconds", _seconds(1, 86_400)),
 )
 
 _CONFIG_ENV = "BUDGETD_CONFIG"
@@ -304,7 +346,8 @@ _CONFIG_ENV = "BUDGETD_CONFIG"
 _FOREIGN_ENV = frozenset({"BUDGETD_TARGET", "BUDGETD_CORE"})
 _KNOWN_ENV = frozenset({_CONFIG_ENV, *(o.env for o in _OPTIONS if o.env)})
 _ACCEPTED_ENV = _KNOWN_ENV | _FOREIGN_ENV
-_TOP_KEYS = ("server", "events", "limits", "embedded_policies", "policies")
+_SECTIONS = ("server", "events", "connections")
+_TOP_KEYS = (*_SECTIONS, "auth", "tls", "limits", "embedded_policies", "policies")
 
 
 def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -327,6 +370,10 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "max_subscribers": 64,
         "subscriber_queue": 10_000,
         "max_streams": 64,
+        "max_streams_total": 1000,
+        "max_streams_per_connection": 100,
+        "handshake_timeout_s": 10.0,
+        "idle_timeout_s": 600.0,
     }
 
 
@@ -387,7 +434,7 @@ def _read_file(path: Path) -> _File:
         raise _syntax_error(layer, str(error)) from None
     _check_keys(layer, "", data, _TOP_KEYS)
     found: dict[str, _Found] = {}
-    for section in ("server", "events"):
+    for section in _SECTIONS:
         found.update(_section(layer, section, data.get(section, {})))
     return _File(layer, data, found, _limits(layer, data.get("limits", {})))
 
@@ -478,6 +525,179 @@ def _embedded(layer: _Layer, limits: Limits) -> tuple[Policy, ...]:
         return default_policies(limits)
     except InvalidArgument as error:  # the file's [limits] are too tight for them
         raise layer.error("embedded_policies", str(error)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# [auth] and [tls]: who may call (budgetd.auth)
+# ---------------------------------------------------------------------------------------
+
+_AUTH_KEYS = (
+    "token_files",
+    "anonymous_tcp",
+    "rate_per_second",
+    "rate_burst",
+    "unix",
+    "certificates",
+)
+_UNIX_KEYS = tuple(
+    f"{role}_{kind}" for role in ("admin", "reader", "agent") for kind in ("uids", "gids")
+)
+_CERTIFICATE_KEYS = ("identity", "role", "scope", "rate_per_second", "rate_burst")
+_TLS_KEYS = ("cert_file", "key_file", "client_ca_file")
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id"
+_MAX_IDENTITY_CHARS = 1024
+
+
+def _auth(file: _File | None, limits: Limits) -> AuthSettings:
+    """[auth] and [tls] as written; token files and TLS files are read by `_load_auth`."""
+    if file is None:
+        return AuthSettings()
+    layer = file.layer
+    table = _table(layer, "auth", file.data.get("auth", {}))
+    _check_keys(layer, "auth", table, _AUTH_KEYS)
+    rate = _rate(layer, "auth", table, DEFAULT_RATE)
+    anonymous = table.get("anonymous_tcp", "none")
+    if anonymous not in ("none", *ROLE_NAMES):
+        raise layer.error(
+            "auth.anonymous_tcp",
+            f"must be one of none, {', '.join(ROLE_NAMES)}; got {_show(anonymous)}",
+        )
+    raw_files = table.get("token_files", [])
+    if not isinstance(raw_files, list) or len(raw_files) > token_files.MAX_TOKEN_FILES:
+        raise layer.error(
+            "auth.token_files", f"must be an array of at most {token_files.MAX_TOKEN_FILES} paths"
+        )
+    paths = tuple(
+        _parsed(_path, raw, layer, f"auth.token_files[{i}]") for i, raw in enumerate(raw_files)
+    )
+    return AuthSettings(
+        token_files=tuple(p for p in paths if isinstance(p, Path)),
+        anonymous_tcp=None if anonymous == "none" else Role(anonymous),
+        rate=rate,
+        unix=_unix_roles(layer, table.get("unix", {}), rate),
+        certificates=_certificates(layer, table.get("certificates"), rate, limits),
+        tls=_tls(layer, file.data.get("tls", {})),
+    )
+
+
+def _rate(
+    layer: _Layer, where: str, table: Mapping[str, object], default: Rate | None
+) -> Rate | None:
+    plain = {k: float(v) if isinstance(v, Decimal) else v for k, v in table.items()}
+    try:
+        return rate_of(plain, default, Role.AGENT)
+    except ValueError as error:
+        key, _, reason = str(error).partition(": ")
+        raise layer.error(f"{where}.{key}", reason) from None
+
+
+def _unix_roles(layer: _Layer, value: object, rate: Rate | None) -> UnixRoles:
+    table = _table(layer, "auth.unix", value)
+    _check_keys(layer, "auth.unix", table, _UNIX_KEYS)
+    listed: dict[Role, tuple[list[int], list[int]]] = {role: ([], []) for role in Role}
+    count = 0
+    for key, ids in table.items():
+        role_name, kind = key.split("_")
+        if not isinstance(ids, list):
+            raise layer.error(f"auth.unix.{key}", f"must be an array of {kind}, got {_show(ids)}")
+        for i, number in enumerate(ids):
+            if (
+                isinstance(number, bool)
+                or not isinstance(number, int)
+                or not 0 <= number <= _MAX_ID
+            ):
+                raise layer.error(
+                    f"auth.unix.{key}[{i}]",
+                    f"must be a {kind[:-1]} in 0..{_MAX_ID}, got {_show(number)}",
+                )
+        count += len(ids)
+        listed[Role(role_name)][0 if kind == "uids" else 1].extend(ids)
+    if count > MAX_LISTED_IDS:
+        raise layer.error("auth.unix", f"at most {MAX_LISTED_IDS} uids and gids in all")
+    return roles_from(listed, rate)
+
+
+def _certificates(
+    layer: _Layer, value: object, rate: Rate | None, limits: Limits
+) -> CertificateRoles | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_CERTIFICATE_IDENTITIES:
+        raise layer.error(
+            "auth.certificates",
+            f"must be an array of at most {MAX_CERTIFICATE_IDENTITIES} tables "
+            "([[auth.certificates]])",
+        )
+    rules = EdgeRules(limits)
+    callers = {}
+    for i, entry in enumerate(value):
+        where = f"auth.certificates[{i}]"
+        table = _table(layer, where, entry)
+        _check_keys(layer, where, table, _CERTIFICATE_KEYS)
+        identity = table.get("identity")
+        if not isinstance(identity, str) or not 0 < len(identity) <= _MAX_IDENTITY_CHARS:
+            raise layer.error(
+                f"{where}.identity",
+                "required: a subject alternative name of the certificate (DNS name, URI such "
+                "as spiffe://..., e-mail or IP), or its common name when it has none",
+            )
+        if identity in callers:
+            raise layer.error(f"{where}.identity", f"{identity!r} is listed twice")
+        role_name = table.get("role")
+        if role_name not in ROLE_NAMES:
+            raise layer.error(f"{where}.role", f"required, one of {', '.join(ROLE_NAMES)}")
+        role = Role(role_name)
+        try:
+            scope = scope_items(table.get("scope", {}), role, rules)
+        except ValueError as error:
+            key, _, reason = str(error).partition(": ")
+            raise layer.error(f"{where}.{key}", reason) from None
+        own_rate = None if role is Role.ADMIN else _rate(layer, where, table, rate)
+        callers[identity] = Caller(
+            f"client certificate {identity!r}", role, where, scope, own_rate, key=f"cert:{identity}"
+        )
+    return CertificateRoles(callers)
+
+
+def _tls(layer: _Layer, value: object) -> TlsFiles | None:
+    table = _table(layer, "tls", value)
+    _check_keys(layer, "tls", table, _TLS_KEYS)
+    paths = {key: _parsed(_path, raw, layer, f"tls.{key}") for key, raw in table.items()}
+    if not paths:
+        return None
+    cert, key, ca = paths.get("cert_file"), paths.get("key_file"), paths.get("client_ca_file")
+    if not isinstance(cert, Path):
+        raise layer.error("tls.cert_file", "required with the other tls keys")
+    if not isinstance(key, Path):
+        raise layer.error("tls.key_file", "required with tls.cert_file")
+    return TlsFiles(cert, key, ca if isinstance(ca, Path) else None)
+
+
+def _load_auth(auth: AuthSettings, layer: _Layer | None, limits: Limits) -> AuthSettings:
+    """The token files and TLS files read and checked, for the start."""
+    if layer is None:
+        return auth
+    if auth.certificates is not None and (auth.tls is None or auth.tls.client_ca_file is None):
+        raise layer.error(
+            "auth.certificates",
+            "needs tls.client_ca_file: without it no client certificate is asked for",
+        )
+    if auth.anonymous_tcp is Role.ADMIN and (auth.token_files or auth.certificates):
+        raise layer.error(
+            "auth.anonymous_tcp",
+            '"admin" makes tokens and certificates pointless: a caller without them is admin',
+        )
+    try:
+        table = token_files.load(auth.token_files, auth.rate, limits)
+    except TokenFileError as error:
+        raise ConfigError(str(error.path), error.key, error.reason) from None
+    material = None
+    if auth.tls is not None:
+        try:
+            material = read_material(auth.tls)
+        except TlsError as error:
+            raise layer.error(error.key, error.reason) from None
+    return replace(auth, tokens=table, tls_material=material)
 
 
 # ---------------------------------------------------------------------------------------
@@ -584,27 +804,42 @@ def _settings(
     values = _defaults(env) | {name: value for name, (value, _, _) in found.items()}
     if "state_dir" not in found:
         values["state_dir"] = values["state_dir"] / _instance_dir(values)
-    _check_loopback(values, found)
     limits = file.limits if file else Limits()
+    auth = _auth(file, limits)
+    _check_loopback(values, found, auth)
     return Settings(
         config_path=path,
         limits=limits,
         policies=_policies(file, limits) if file else default_policies(limits),
         prices=_prices(found.get("prices_file")),
+        auth=_load_auth(auth, file.layer if file else None, limits),
         **values,
     )
 
 
-def _check_loopback(values: Mapping[str, Any], found: Mapping[str, _Found]) -> None:
+def _check_loopback(
+    values: Mapping[str, Any], found: Mapping[str, _Found], auth: AuthSettings
+) -> None:
+    """Beyond loopback: TLS, or plaintext asked for explicitly (and logged loudly at
+    start); never anonymous callers."""
     tcp = values["tcp"]
-    if tcp is None or values["allow_non_loopback"] or _is_loopback(tcp):
+    if tcp is None or _is_loopback(tcp):
         return
     _, layer, key = found["tcp"]  # the default is loopback, so someone set this one
-    raise layer.error(
-        key,
-        f"{tcp} is not a loopback address; to listen on it set allow_non_loopback "
-        "(--allow-non-loopback, BUDGETD_ALLOW_NON_LOOPBACK=true)",
-    )
+    if auth.anonymous_tcp is not None:
+        raise layer.error(
+            key,
+            f"{tcp} is not a loopback address, and auth.anonymous_tcp = "
+            f'"{auth.anonymous_tcp.value}" would let any host on the network call; '
+            "use tokens (auth.token_files) or client certificates (auth.certificates)",
+        )
+    if auth.tls is None and not values["allow_non_loopback"]:
+        raise layer.error(
+            key,
+            f"{tcp} is not a loopback address; configure [tls] (cert_file, key_file), or "
+            "to listen in plaintext anyway set allow_non_loopback (--allow-non-loopback, "
+            "BUDGETD_ALLOW_NON_LOOPBACK=true)",
+        )
 
 
 def _prices(found: _Found | None) -> PriceTable:

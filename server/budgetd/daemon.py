@@ -6,7 +6,8 @@ SIGTERM/SIGINT: health NOT_SERVING (open health watches report it and end before
 server's GOAWAY), subscriptions end, the server stops accepting calls and drains
 in-flight ones for at most the grace period, a final snapshot is written and the
 journal emptied, exit 0; a second signal exits at once.
-SIGHUP reloads the config file's policies (those put over the API stay).
+SIGHUP reloads the config file's policies (those put over the API stay), the token files
+and the TLS files.
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from budgetd import config, startup
+from budgetd.auth.access import Access
+from budgetd.auth.gate import Gate
+from budgetd.auth.ratelimit import RateLimiter
+from budgetd.auth.tls import TlsError
+from budgetd.auth.tokens import TokenFileError
 from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
 from budgetd.event_log import EventLog
+from budgetd.health import Health
 from budgetd.logs import fields
 from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
-from budgetd.server import SERVICE_NAMES, build_server
+from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
 from budgetd.tuning import settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
@@ -44,6 +51,19 @@ class Listeners:
     tcp: str | None  # "host:port" actually bound (port resolved when 0 was asked)
 
 
+@dataclass
+class Servers:
+    """The owner server (no identities: the owner-only socket) and the gated one (TCP,
+    and the relayed socket when other users have roles); either may be absent."""
+
+    owner: grpc.aio.Server | None
+    gated: grpc.aio.Server | None
+
+    @property
+    def all(self) -> list[grpc.aio.Server]:
+        return [s for s in (self.owner, self.gated) if s is not None]
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -53,28 +73,51 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def bind(server: grpc.aio.Server, settings: config.Settings) -> Listeners:
+def bind(servers: Servers, settings: config.Settings, access: Access) -> Listeners:
     claim = None
     if settings.socket is not None:
         claim = SocketClaim(settings.socket)
         claim.acquire()
+        proxy = access.proxy
+        # With a relay, gRPC listens on the relay's private socket; the relay takes the
+        # real path once the server runs (Daemon.run).
+        where = proxy.backend if proxy is not None else settings.socket
+        server = servers.gated if proxy is not None else servers.owner
+        assert server is not None
         try:
-            server.add_insecure_port(f"unix:{settings.socket}")
+            server.add_insecure_port(f"unix:{where}")
         except RuntimeError:
-            raise StartError(f"cannot listen on unix:{settings.socket}") from None
+            raise StartError(f"cannot listen on unix:{where}") from None
     tcp = settings.tcp
     if tcp is not None:
-        host, _, port = tcp.rpartition(":")
-        if not _is_loopback(host) and not settings.allow_non_loopback:
-            raise StartError(f"{tcp} is not a loopback address; pass --allow-non-loopback")
-        try:
-            bound = server.add_insecure_port(tcp)
-        except RuntimeError:
-            raise StartError(f"cannot listen on {tcp} (address in use?)") from None
-        tcp = f"{host}:{bound if port == '0' else port}"
+        tcp = _bind_tcp(servers, settings, access, tcp)
     if claim is None and tcp is None:
         raise StartError("no listener: both the Unix socket and TCP are turned off")
     return Listeners(claim, tcp)
+
+
+def _bind_tcp(servers: Servers, settings: config.Settings, access: Access, tcp: str) -> str:
+    host, _, port = tcp.rpartition(":")
+    if not _is_loopback(host) and not (settings.allow_non_loopback or access.tls):
+        raise StartError(
+            f"{tcp} is not a loopback address; configure [tls] or pass --allow-non-loopback"
+        )
+    server = servers.gated if access.tcp_gated else servers.owner
+    assert server is not None
+    try:
+        if access.tls is not None:
+            bound = server.add_secure_port(tcp, access.tls.credentials())
+        else:
+            bound = server.add_insecure_port(tcp)
+    except RuntimeError:
+        raise StartError(f"cannot listen on {tcp} (address in use?)") from None
+    if not _is_loopback(host) and access.tls is None:
+        log.warning(
+            "INSECURE: plaintext TCP on a non-loopback address: tokens and budgets cross "
+            "the network unencrypted (allow_non_loopback); configure [tls]",
+            extra=fields(tcp=tcp),
+        )
+    return f"{host}:{bound if port == '0' else port}"
 
 
 class Daemon:
@@ -94,11 +137,43 @@ class Daemon:
             mode=self.mode,
         )
         self.runtime.refusing = STARTING
-        self.server, self.health = build_server(
-            self.runtime, settings.max_message_bytes, log_calls=settings.log_level == "debug"
-        )
+        self.access = Access.of(settings)
+        self.health = Health()
+        self.servers = self._servers()
         self.stopping = asyncio.Event()
         self.listeners: Listeners | None = None
+
+    def _servers(self) -> Servers:
+        """One stream bound for both servers; the gate only where a caller may be
+        someone other than the daemon's own user."""
+        s, access = self.settings, self.access
+        limits = ConnectionLimits(
+            s.max_streams_total,
+            s.max_streams_per_connection,
+            s.handshake_timeout_s,
+            s.idle_timeout_s,
+        )
+        bounds = limits.bounds()
+        owner_needed = (s.socket is not None and access.proxy is None) or (
+            s.tcp is not None and not access.tcp_gated
+        )
+
+        def server(gate: Gate) -> grpc.aio.Server:
+            built, _ = build_server(
+                self.runtime,
+                s.max_message_bytes,
+                log_calls=s.log_level == "debug",
+                gate=gate,
+                health_servicer=self.health,
+                limits=limits,
+            )
+            return built
+
+        identities = access.identities
+        return Servers(
+            server(Gate(None, bounds)) if owner_needed else None,
+            server(Gate(identities, bounds, RateLimiter())) if identities is not None else None,
+        )
 
     def _event_log(self, last_seq: int) -> EventLog:
         s = self.settings
@@ -112,19 +187,23 @@ class Daemon:
         if self.state is not None:
             self.state.open()  # before the listeners: a second daemon stops here
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.listeners = bind(self.server, self.settings)
+        self.listeners = bind(self.servers, self.settings, self.access)
         self.runtime.listeners = [
             *([f"unix:{self.listeners.unix.path}"] if self.listeners.unix else []),
             *([self.listeners.tcp] if self.listeners.tcp else []),
         ]
-        await self.server.start()
-        if self.listeners.unix is not None:
-            self.listeners.unix.bound()
-        self._install_signals()
         try:
+            for server in self.servers.all:
+                await server.start()
+            if self.listeners.unix is not None:
+                if self.access.proxy is not None:
+                    await self.access.proxy.start(self.access.socket_mode)
+                self.listeners.unix.bound(self.access.socket_mode)
+            self._install_signals()
             await self._recover()
         except BaseException:  # e.g. a damaged state directory: no half-started daemon
-            await self.server.stop(None)
+            for server in self.servers.all:
+                await server.stop(None)
             self._release()
             raise
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
@@ -146,6 +225,7 @@ class Daemon:
                 durability=self.mode.value,
                 state_dir=str(self.state.path) if self.state else "off",
                 pid=os.getpid(),
+                **self.access.summary(),
             ),
         )
         await self.stopping.wait()
@@ -181,9 +261,12 @@ class Daemon:
         self.runtime.events.close()
         # Watchers hear NOT_SERVING and the end of their stream before the GOAWAY; a
         # watcher that does not read holds this no longer than the grace period.
+        if self.access.proxy is not None:
+            self.access.proxy.stop_accepting()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.health.watches_ended(), grace)
-        await self.server.stop(max(0.0, deadline - loop.time()))
+        remaining = max(0.0, deadline - loop.time())
+        await asyncio.gather(*(server.stop(remaining) for server in self.servers.all))
         for task in (timer, snapshots):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +289,8 @@ class Daemon:
         """Give back the socket path and the state directory's lock."""
         if self.listeners is not None and self.listeners.unix is not None:
             self.listeners.unix.release()
+        if self.access.proxy is not None:
+            self.access.proxy.remove_backend()
         if self.state is not None:
             self.state.close()
 
@@ -289,7 +374,29 @@ class Daemon:
         if path is None:
             log.warning("reload ignored: started without a config file")
             return
+        self._reload_credentials()
         asyncio.get_running_loop().create_task(self._reload(path), name="budgetd-reload")
+
+    def _reload_credentials(self) -> None:
+        """Token files and TLS files, each all or nothing: what cannot be read keeps
+        what is in force (and says why). [auth] itself changes with a restart."""
+        try:
+            count = self.access.reload_tokens(self.settings)
+        except TokenFileError as error:
+            log.error("tokens reload rejected; keeping the current ones", extra=fields(error=error))
+        else:
+            if count is not None:
+                log.info("tokens reloaded", extra=fields(tokens=count))
+        tls = self.access.tls
+        if tls is not None:
+            try:
+                tls.reload()
+            except TlsError as error:
+                log.error(
+                    "tls reload rejected; keeping the current files", extra=fields(error=error)
+                )
+            else:
+                log.info("tls reloaded", extra=fields(cert_file=str(tls.files.cert_file)))
 
     async def _reload(self, path: Path) -> None:
         try:

@@ -10,3 +10,8 @@ class Unavailable(Exception):
 
 class FailedPrecondition(Exception):
     """The call cannot work in the daemon's configuration (e.g. a snapshot in memory mode)."""
+
+
+class PermissionDenied(Exception):
+    """The caller may not do this (its role or its label scope); the message names the
+    rule, never another tenant."""

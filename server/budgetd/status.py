@@ -4,7 +4,7 @@ Every servicer method funnels its core call through `status_of`: a caller learns
 field and the rule (INVALID_ARGUMENT), what was missing (NOT_FOUND), what clashed
 (ALREADY_EXISTS), which server bound was hit (RESOURCE_EXHAUSTED), that the daemon
 cannot take the call now (UNAVAILABLE: starting, disk trouble) or in its configuration
-(FAILED_PRECONDITION). Anything else is a
+(FAILED_PRECONDITION), that this caller may not (PERMISSION_DENIED). Anything else is a
 bug: it is logged with its traceback here and the caller gets INTERNAL with no details.
 """
 
@@ -15,7 +15,7 @@ import logging
 import grpc
 
 from budgetd.core import Conflict, InvalidArgument, LimitReached, NotFound
-from budgetd.errors import FailedPrecondition, Unavailable
+from budgetd.errors import FailedPrecondition, PermissionDenied, Unavailable
 
 log = logging.getLogger("budgetd.service")
 
@@ -26,6 +26,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     LimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

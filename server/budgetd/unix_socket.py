@@ -45,9 +45,11 @@ class SocketClaim:
         except OSError as error:
             raise StartError(f"cannot use {self.path}: {error.strerror or error}") from None
 
-    def bound(self) -> None:
-        """After the server bound the path: owner-only, and remembered as ours."""
-        os.chmod(self.path, 0o600)
+    def bound(self, mode: int = 0o600) -> None:
+        """After the server bound the path: owner-only (0600), unless other users have
+        roles (0666: the daemon decides from their peer credentials), and remembered
+        as ours."""
+        os.chmod(self.path, mode)
         info = self.path.stat()
         self._identity = (info.st_dev, info.st_ino)
 

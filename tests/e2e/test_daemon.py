@@ -64,9 +64,12 @@ def test_embedded_defaults_serve_on_the_unix_socket_and_tcp(
     assert daemon.health(daemon.unix_target) == SERVING
     assert daemon.health(daemon.tcp_target) == SERVING
     daemon.budget(daemon.unix_target).Consume(consume("c1"))
-    daemon.budget(daemon.tcp_target).Consume(consume("c2"))
+    # A fresh install: TCP callers need a token (see tests/e2e/test_auth.py).
+    with pytest.raises(grpc.RpcError) as refused:
+        daemon.budget(daemon.tcp_target).Consume(consume("c2"))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     ledger = daemon.budget().GetLedger(pb.GetLedgerRequest(key="per-thread{thread=t1}")).ledger
-    assert ledger.totals.requests == 2
+    assert ledger.totals.requests == 1
     assert ledger.dimensions[0].limit == 100_000  # the embedded per-thread policy
     names = {p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies}
     assert names == {"per-thread", "daily", "per-agent", "runs", "agent-usage", "model-usage"}
