@@ -396,3 +396,19 @@ def test_a_window_rollover_reports_exact_edges() -> None:
 def test_durations_beyond_their_bounds_are_refused(window: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidArgument, match=field.replace(".", r"\.")):
         policy({"name": "x", "window": window})
+
+
+def test_a_model_label_contradicting_the_usage_is_refused_and_changes_nothing() -> None:
+    engine = Engine([policy({"name": "models", "per": ["model"]})])
+    labels = {"model": "gpt-4o"}
+    for call in (
+        lambda: engine.consume(labels, Usage(1, model="claude-3-5-sonnet"), "c", T0),
+        lambda: engine.reserve(labels, Usage(1, model="claude-3-5-sonnet"), 60, "r", T0),
+        lambda: engine.check(labels, Usage(1, model="claude-3-5-sonnet"), T0),
+    ):
+        with pytest.raises(InvalidArgument, match=r"labels\.model"):
+            call()
+    assert engine.ledger_count == 0
+    engine.consume(labels, Usage(1, model="gpt-4o"), "same", T0)  # agreeing: fine
+    engine.consume(labels, Usage(1), "none", T0)  # no model in the usage: the label's
+    assert engine.get_ledger("models{model=gpt-4o}", T0).totals.requests == 2

@@ -28,7 +28,7 @@ from budgetd.core.decisions import (
     usage_delta,
 )
 from budgetd.core.default_prices import default_price_table
-from budgetd.core.digest import request_digest
+from budgetd.core.digest import NO_PAIRS, Fingerprint, Remembrance, differs, digest_of
 from budgetd.core.dimensions import (
     DIMENSION_NAMES,
     HELD_SIZE,
@@ -99,7 +99,8 @@ Outcome = tuple[T, list[Event]]
 # A request's labels (in the caller's order) and its usage's model and provider.
 RouteKey = tuple[tuple[tuple[str, str], ...], str, str]
 # What those resolved to: under which policy epoch, the subject, the ledgers.
-Route = tuple[int, Labels, tuple[Ledger, ...]]
+# (The key itself is kept too: requests remember it, so equal label sets share one.)
+Route = tuple[int, Labels, tuple[Ledger, ...], RouteKey]
 
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
@@ -213,6 +214,7 @@ class Engine:
     def check(self, labels: Labels, estimate: Usage, now: float, run_id: str = "") -> CheckResult:
         """Would `estimate` fit in every matching ledger? Changes nothing."""
         self.rules.labels(labels)
+        _agrees_with_usage(labels, estimate, "estimate")
         self.rules.usage(estimate, "estimate")
         run_blocker = self._run_gate(run_id, now)
         subject = self.subject_of(labels, estimate)
@@ -350,7 +352,7 @@ class Engine:
                 prior,
                 "reserve",
                 ReserveResult,
-                request_digest("reserve", f"{ttl_s!r}\x00{run_id}", labels, estimate),
+                (tuple(labels.items()), estimate, (ttl_s, run_id)),
             )
         rules = self.rules
         rules.identifier(request_id, "request_id")
@@ -427,7 +429,7 @@ class Engine:
             "reserve",
             now,
             result,
-            request_digest("reserve", f"{ttl_s!r}\x00{run_id}", labels, estimate),
+            (key[0], estimate, (ttl_s, run_id)),
         )
         if self.recorder is not None:
             self._record(
@@ -484,10 +486,10 @@ class Engine:
         An `actual` without a model or provider takes the estimate's.
         """
         # Of the arguments as given (the model and provider may be filled in below).
-        digest = request_digest("commit", reservation_id, usage=actual)
+        fingerprint: Fingerprint = (NO_PAIRS, actual, (reservation_id,))
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(prior, "commit", CommitResult, digest)
+            return self._replay(prior, "commit", CommitResult, fingerprint)
         rules = self.rules
         rules.identifier(request_id, "request_id")
         rules.usage(actual, "actual")
@@ -564,7 +566,7 @@ class Engine:
             reservation is None,
         )
         events.append(UsageRecorded(now, subject, request_id, run_id, actual, cost, briefs))
-        self._remember(request_id, "commit", now, result, digest)
+        self._remember(request_id, "commit", now, result, fingerprint)
         if self.recorder is not None:
             self._record(
                 "commit", now, reservation_id=reservation_id, actual=actual, request_id=request_id
@@ -576,7 +578,7 @@ class Engine:
         prior = self._done.get(request_id)
         if prior is not None:
             return self._replay(
-                prior, "release", ReleaseResult, request_digest("release", reservation_id)
+                prior, "release", ReleaseResult, (NO_PAIRS, None, (reservation_id,))
             )
         self.rules.identifier(request_id, "request_id")
         self.rules.identifier(reservation_id, "reservation_id")
@@ -589,9 +591,7 @@ class Engine:
             result = ReleaseResult(released=False)
         else:
             raise NotFound("reservation", reservation_id)
-        self._remember(
-            request_id, "release", now, result, request_digest("release", reservation_id)
-        )
+        self._remember(request_id, "release", now, result, (NO_PAIRS, None, (reservation_id,)))
         self._record("release", now, reservation_id=reservation_id, request_id=request_id)
         return result, []
 
@@ -602,7 +602,7 @@ class Engine:
         prior = self._done.get(request_id)
         if prior is not None:
             return self._replay(
-                prior, "consume", ConsumeResult, request_digest("consume", run_id, labels, usage)
+                prior, "consume", ConsumeResult, (tuple(labels.items()), usage, (run_id,))
             )
         rules = self.rules
         rules.identifier(request_id, "request_id")
@@ -619,9 +619,7 @@ class Engine:
         briefs = tuple(map(BRIEF, ledgers))
         result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
-        self._remember(
-            request_id, "consume", now, result, request_digest("consume", run_id, labels, usage)
-        )
+        self._remember(request_id, "consume", now, result, (key[0], usage, (run_id,)))
         if self.recorder is not None:
             self._record(
                 "consume", now, labels=labels, usage=usage, request_id=request_id, run_id=run_id
@@ -642,7 +640,7 @@ class Engine:
                 prior,
                 "open_run",
                 OpenRunResult,
-                request_digest("open_run", f"{run_id}\x00{ttl_s!r}", labels),
+                (tuple(labels.items()), None, (run_id, ttl_s)),
             )
         rules = self.rules
         rules.identifier(request_id, "request_id")
@@ -704,7 +702,7 @@ class Engine:
             "open_run",
             now,
             result,
-            request_digest("open_run", f"{run_id}\x00{ttl_s!r}", labels),
+            (tuple(labels.items()), None, (run_id, ttl_s)),
         )
         self._record(
             "open_run", now, labels=labels, run_id=run_id, ttl_s=ttl_s, request_id=request_id
@@ -724,15 +722,13 @@ class Engine:
         """End a run: free its slots, return its totals, close ledgers that close with it."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(
-                prior, "close_run", CloseRunResult, request_digest("close_run", run_id)
-            )
+            return self._replay(prior, "close_run", CloseRunResult, (NO_PAIRS, None, (run_id,)))
         self.rules.identifier(request_id, "request_id")
         self.rules.identifier(run_id, "run_id")
         run = self._open_run(run_id)
         events: list[Event] = []
         result = self._end_run(run, RunEndReason.CLOSED, now, events)
-        self._remember(request_id, "close_run", now, result, request_digest("close_run", run_id))
+        self._remember(request_id, "close_run", now, result, (NO_PAIRS, None, (run_id,)))
         self._record("close_run", now, run_id=run_id, request_id=request_id)
         return result, events
 
@@ -997,9 +993,7 @@ class Engine:
         """Zero a ledger's window in place (holds and open runs stay) and return its totals."""
         prior = self._done.get(request_id)
         if prior is not None:
-            return self._replay(
-                prior, "reset_ledger", ResetResult, request_digest("reset_ledger", key)
-            )
+            return self._replay(prior, "reset_ledger", ResetResult, (NO_PAIRS, None, (key,)))
         self.rules.identifier(request_id, "request_id")
         ledger = self._ledger_by_key(key)
         events: list[Event] = []
@@ -1020,7 +1014,7 @@ class Engine:
         ledger.clear_window()
         ledger.refresh_levels(now, events)
         result = ResetResult(final)
-        self._remember(request_id, "reset_ledger", now, result, request_digest("reset_ledger", key))
+        self._remember(request_id, "reset_ledger", now, result, (NO_PAIRS, None, (key,)))
         self._record("reset_ledger", now, key=key, request_id=request_id)
         return result, events
 
@@ -1078,8 +1072,14 @@ class Engine:
                 for run_id, ended in self._ended_runs.items()
             ],
             "done": [
-                [request_id, op, at, state.to_plain(result) if plain_answers else result, digest]
-                for request_id, (op, at, result, digest) in self._done.items()
+                [
+                    request_id,
+                    op,
+                    at,
+                    state.to_plain(result) if plain_answers else result,
+                    digest_of(op, remembered) if plain_answers else remembered,
+                ]
+                for request_id, (op, at, result, remembered) in self._done.items()
             ],
         }
 
@@ -1221,6 +1221,9 @@ class Engine:
             route = None
         if route is None:
             self.rules.labels(labels)
+            _agrees_with_usage(labels, usage, field)
+        else:
+            key = route[3]  # the memo's own: what requests remember is shared
         self.rules.usage(usage, field)
         return key, route
 
@@ -1240,7 +1243,7 @@ class Engine:
         The subject returned may be shared with earlier events: it is never mutated.
         """
         if route is not None:
-            _, subject, known = route
+            _, subject, known, _ = route
             for ledger in known:
                 if not ledger.alive:
                     break  # closed since (evicted, run closed): resolve afresh
@@ -1257,7 +1260,7 @@ class Engine:
         routes = self._routes
         if key not in routes and len(routes) >= self.limits.route_memo_entries:
             routes.popitem(last=False)
-        routes[key] = (self._epoch, subject, ledgers)
+        routes[key] = (self._epoch, subject, ledgers, key)
         return subject, ledgers
 
     def _matching(self, labels: Labels) -> list[Policy]:
@@ -1510,21 +1513,23 @@ class Engine:
         return CloseRunResult(run.id, totals, duration_s, tuple(closed))
 
     def _remember(
-        self, request_id: str, op: str, now: float, result: Result, digest: int | None
+        self, request_id: str, op: str, now: float, result: Result, remembered: Remembrance
     ) -> None:
-        """Keep the answer to a new request_id (never one already remembered) with the
-        digest of the request's arguments (None: remembered by an older state)."""
-        self._done[request_id] = (op, now, result, digest)
+        """Keep the answer to a new request_id (never one already remembered) with what
+        the request was (see `budgetd.core.digest`)."""
+        self._done[request_id] = (op, now, result, remembered)
         order = self._done_order
         order.append(request_id)
         if len(order) > self.limits.idempotency_max_entries:
             del self._done[order.popleft()]
 
-    def _replay(self, prior: Remembered, op: str, kind: type[R], digest: int) -> Outcome[R]:
-        prior_op, _, result, prior_digest = prior
+    def _replay(
+        self, prior: Remembered, op: str, kind: type[R], request: Fingerprint
+    ) -> Outcome[R]:
+        prior_op, _, result, remembered = prior
         if prior_op != op or not isinstance(result, kind):
             raise Conflict(f"request_id: already used by a {prior_op} request")
-        if prior_digest is not None and prior_digest != digest:
+        if differs(op, remembered, request):
             raise Conflict(
                 f"request_id: already used for a different {op} request (other labels,"
                 " usage or arguments); a retry must repeat the call exactly"
@@ -1545,6 +1550,16 @@ class Engine:
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def _agrees_with_usage(labels: Labels, usage: Usage, field: str) -> None:
+    """An explicit `model` or `provider` label must name the usage's own."""
+    for name, value in (("model", usage.model), ("provider", usage.provider)):
+        given = labels.get(name)
+        if given is not None and value and given != value:
+            raise InvalidArgument(
+                f"labels.{name}", f"{given!r} contradicts {field}.{name} {value!r}"
+            )
 
 
 def _ident_with_defaults(policy: Policy, labels: Labels) -> Ident:

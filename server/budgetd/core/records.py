@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from budgetd.core.digest import Remembrance
 from budgetd.core.dimensions import VECTOR_SIZE
 from budgetd.core.events import RunEndReason
 from budgetd.core.ledger import Ledger
@@ -96,6 +97,6 @@ class EndedRun(NamedTuple):
     deadline: Deadline | None
 
 
-# The stored answer to a request_id, returned again on a retry: (op, at, result, digest
-# of the request's arguments or None when an older state did not keep one).
-Remembered = tuple[str, float, Result, int | None]
+# The stored answer to a request_id, returned again on a retry: (op, at, result, what
+# the request was: see budgetd.core.digest).
+Remembered = tuple[str, float, Result, Remembrance]

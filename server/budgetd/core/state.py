@@ -20,6 +20,7 @@ from typing import Any
 
 from budgetd.core import events as events_module
 from budgetd.core import results as results_module
+from budgetd.core.digest import digest_of
 from budgetd.core.dimensions import Dimension, upgraded_vector
 from budgetd.core.events import Totals
 from budgetd.core.ledger import NEVER, Ledger, format_key, parse_key
@@ -129,7 +130,8 @@ def _untime(value: float | None) -> float:
 def plain_done(state: dict[str, Any]) -> None:
     """Finish an `export_state(..., plain_answers=False)`: answers to plain data."""
     state["done"] = [
-        [rid, op, at, to_plain(result), digest] for rid, op, at, result, digest in state["done"]
+        [rid, op, at, to_plain(result), digest_of(op, remembered)]
+        for rid, op, at, result, remembered in state["done"]
     ]
 
 
