@@ -274,18 +274,23 @@ class PriceTable:
             price = self.lookup(model)
         if price is None:
             return None
-        # Price.cost, inlined (the hot path prices every request). The edge rules keep
-        # cached + cache-write <= input and reasoning <= output.
+        # Price.cost, inlined (the hot path prices every request), and rearranged so that
+        # usage without cache writes or reasoning (most of it) does no more work than
+        # before those existed: (in - cached - written) x input + written x write equals
+        # (in - cached) x input + written x (write - input), exactly, in integers. The
+        # edge rules keep cached + written <= input and reasoning <= output.
         cached = usage.cached_input_tokens
+        scaled = (
+            (usage.input_tokens - cached) * price.input
+            + cached * price.cached_input
+            + usage.output_tokens * price.output
+        )
         written = usage.cache_write_input_tokens
         reasoning = usage.reasoning_tokens
-        scaled = (
-            (usage.input_tokens - cached - written) * price.input
-            + cached * price.cached_input
-            + written * price.cache_write_input
-            + (usage.output_tokens - reasoning) * price.output
-            + reasoning * price.reasoning
-        )
+        if written or reasoning:
+            scaled += written * (price.cache_write_input - price.input) + reasoning * (
+                price.reasoning - price.output
+            )
         return (scaled + TOKENS_PER_PRICE_UNIT // 2) // TOKENS_PER_PRICE_UNIT
 
     def merged(
