@@ -104,7 +104,7 @@ def token_file(path: Path, *entries: dict[str, object]) -> Path:
             if given == "token":
                 key, value = "sha256", hashlib.sha256(str(raw).encode()).hexdigest()
             if isinstance(value, dict):
-                pairs = ", ".join(f'{k} = "{v}"' for k, v in value.items())
+                pairs = ", ".join(f'"{k}" = "{v}"' for k, v in value.items())
                 lines.append(f"{key} = {{ {pairs} }}")
             elif isinstance(value, str):
                 lines.append(f'{key} = "{value}"')
@@ -156,6 +156,18 @@ def frames(sock: socket.socket) -> Iterator[tuple[int, int, bytes]]:
                 break
             yield buffer[3], buffer[4], buffer[9 : 9 + size]
             buffer = buffer[9 + size :]
+
+
+def frames_of(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The whole frames in `data` (what a server sent before it closed)."""
+    found = []
+    while len(data) >= 9:
+        size = int.from_bytes(data[:3], "big")
+        if len(data) < 9 + size:
+            break
+        found.append((data[3], data[4], data[9 : 9 + size]))
+        data = data[9 + size :]
+    return found
 
 
 def goaway(payload: bytes) -> tuple[int, bytes]:

@@ -114,30 +114,40 @@ def _entries(path: Path) -> list[Mapping[str, object]]:
 
 
 def _read(path: Path) -> dict[str, object]:
-    """The file's TOML, refused when someone other than its owner (or root) could
-    change it: whoever writes a token file can make themselves admin."""
+    """The file's TOML. Refused when someone other than its owner (this user, or root)
+    could change it: whoever writes a token file can make themselves admin."""
     try:
-        with path.open("rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise TokenFileError(path, "", "not a regular file")
-            if info.st_mode & 0o022:
-                raise TokenFileError(
-                    path, "", "writable by group or others; make it chmod go-w (0600 or 0644)"
-                )
-            if info.st_uid not in (0, os.geteuid()):
-                raise TokenFileError(path, "", f"owned by uid {info.st_uid}, not by this user")
-            raw = file.read(MAX_TOKEN_FILE_BYTES + 1)
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the daemon here.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _check_file(path, os.fstat(fd))
+            chunks, size = [], 0
+            while chunk := os.read(fd, MAX_TOKEN_FILE_BYTES + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_TOKEN_FILE_BYTES:
+                    raise TokenFileError(path, "", f"larger than {MAX_TOKEN_FILE_BYTES} bytes")
+        finally:
+            os.close(fd)
     except OSError as error:
         raise TokenFileError(path, "", f"cannot read: {error.strerror or error}") from None
-    if len(raw) > MAX_TOKEN_FILE_BYTES:
-        raise TokenFileError(path, "", f"larger than {MAX_TOKEN_FILE_BYTES} bytes")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(b"".join(chunks).decode("utf-8"))
     except UnicodeDecodeError:
         raise TokenFileError(path, "", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise TokenFileError(path, "", f"not valid TOML: {error}") from None
+
+
+def _check_file(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise TokenFileError(path, "", "not a regular file")
+    if info.st_mode & 0o022:
+        raise TokenFileError(
+            path, "", "writable by group or others; make it chmod go-w (0600 or 0644)"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise TokenFileError(path, "", f"owned by uid {info.st_uid}, not by this user")
 
 
 def _caller(
