@@ -10,7 +10,7 @@ import datetime
 import hashlib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +94,7 @@ class Authority:
         return self.issue("localhost", ["localhost"], server=True)
 
 
-def token_file(path: Path, *entries: dict[str, object]) -> Path:
+def token_file(path: Path, *entries: Mapping[str, object]) -> Path:
     """A token file (0600) from entries with a plain `token`, stored as its sha256."""
     blocks = []
     for entry in entries:
