@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from budgetd import config, startup
-from budgetd.auth.access import Access
+from budgetd.auth.access import Access, closed_directory
 from budgetd.auth.gate import Gate
 from budgetd.auth.ratelimit import RateLimiter
 from budgetd.auth.tls import TlsError
@@ -198,6 +198,7 @@ class Daemon:
             if self.listeners.unix is not None:
                 if self.access.proxy is not None:
                     await self.access.proxy.start(self.access.socket_mode)
+                    _warn_if_unreachable(self.access.proxy.path)
                 self.listeners.unix.bound(self.access.socket_mode)
             self._install_signals()
             await self._recover()
@@ -424,6 +425,16 @@ class Daemon:
             extra=fields(
                 added=list(result.added), changed=list(result.changed), removed=list(result.removed)
             ),
+        )
+
+
+def _warn_if_unreachable(socket: Path) -> None:
+    closed = closed_directory(socket)
+    if closed is not None:
+        log.warning(
+            "other users have roles ([auth.unix]) but cannot reach the socket: a directory "
+            "above it is closed to them; choose a socket in a directory they can traverse",
+            extra=fields(socket=str(socket), directory=str(closed)),
         )
 
 

@@ -139,6 +139,7 @@ def test_peer_credentials_give_other_users_their_roles(
     daemon = _start(daemons, tmp_path / "d", shared / "budgetd.sock", config)
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o666  # the daemon decides
     assert daemon.ready["unix_auth"] == "peer-credentials"
+    assert not any("cannot reach the socket" in str(r.get("event")) for r in daemon.lines)
     target = daemon.unix_target
 
     agent = as_user(NOBODY, target, "PutPolicy", "ResetLedger", "Consume", "GetLedger")

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import contextvars
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from budgetd.auth import UNRESTRICTED, Caller, Rate, Role, caller_of, methods
+from budgetd.auth.access import closed_directory
 from budgetd.auth.caller import set_caller
 from budgetd.auth.peercred import PeerCredentials, UnixRoles, peer_credentials, roles_from
 from budgetd.auth.ratelimit import RateLimiter
@@ -249,3 +253,18 @@ def test_an_unlisted_user_has_no_role_and_is_told_where_roles_come_from() -> Non
     assert caller.authenticated  # the kernel said who it is: PERMISSION_DENIED, not UNAUTH.
     assert caller.name == "uid 6000"
     assert "auth.unix" in caller.rule and "agent_uids" in caller.rule
+
+
+def test_a_directory_closed_to_other_users_is_found() -> None:
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp and / let everyone traverse
+    try:
+        base.chmod(0o711)
+        closed = base / "closed"
+        (closed / "inner").mkdir(parents=True)
+        closed.chmod(0o700)
+        socket_path = closed / "inner" / "budgetd.sock"
+        assert closed_directory(socket_path) == closed
+        closed.chmod(0o710)  # the group may traverse: members of listed gids reach it
+        assert closed_directory(socket_path) is None
+    finally:
+        shutil.rmtree(base)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from budgetd.auth import Rate, Role, tokens
+from budgetd.auth.__main__ import main
 from budgetd.auth.tokens import TokenFileError
 from budgetd.core import Limits
 from tests.auth_support import token_file
@@ -185,3 +186,21 @@ def test_a_new_token_and_its_entry_load(tmp_path: Path) -> None:
     path.chmod(0o600)
     caller = _load(path).lookup(token)
     assert caller is not None and caller.scope == {"tenant": "acme"}
+
+
+def test_the_new_token_command_prints_an_entry_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["new", "planner", "reader", 'team=a "b"']) == 0
+    out, err = capsys.readouterr()
+    token = err.split("token (shown once): ", 1)[1].strip()
+    assert token not in out
+    path = tmp_path / "t.toml"
+    path.write_text(out)
+    path.chmod(0o600)
+    caller = _load(path).lookup(token)
+    assert caller is not None
+    assert (caller.role, caller.scope) == (Role.READER, {"team": 'a "b"'})
+    assert main(["new", "ops", "admin", "team=a"]) == 2  # an admin is never scoped
+    assert main(["new", "Bad Name", "agent"]) == 2
+    assert main(["make", "x", "agent"]) == 2

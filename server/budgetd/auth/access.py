@@ -12,6 +12,7 @@ the Unix socket's mode, TLS, and what a SIGHUP reloads (token files, TLS files).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from budgetd.auth import tokens
 from budgetd.auth.caller import Role
@@ -77,3 +78,16 @@ class Access:
         table = tokens.load(auth.token_files, auth.rate, settings.limits)
         self.identities.tokens = table  # one assignment: a call sees the old or the new
         return len(table)
+
+
+def closed_directory(socket: Path) -> Path | None:
+    """The first directory above the socket that neither group nor others may traverse
+    (then the users of [auth.unix] cannot reach the socket, whatever its mode)."""
+    for directory in socket.parents:
+        try:
+            mode = directory.stat().st_mode
+        except OSError:
+            return directory
+        if not mode & 0o011:
+            return directory
+    return None

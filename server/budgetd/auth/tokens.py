@@ -19,6 +19,7 @@ in force). Every bound is a named constant below.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -220,14 +221,15 @@ def rate_of(entry: Mapping[str, object], default: Rate | None, role: Role) -> Ra
 
 
 def entry_text(name: str, token: str, role: str, scope: Iterable[tuple[str, str]] = ()) -> str:
-    """The `[[tokens]]` entry of a new token (what `python -m budgetd.auth new` prints)."""
+    """The `[[tokens]]` entry of a new token (what `python -m budgetd.auth new` prints).
+    JSON strings are TOML basic strings: values are quoted and escaped alike."""
     lines = [
         "[[tokens]]",
-        f'name = "{name}"',
+        f"name = {json.dumps(name)}",
         f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"',
-        f'role = "{role}"',
+        f"role = {json.dumps(role)}",
     ]
-    pairs = ", ".join(f'{key} = "{value}"' for key, value in scope)
+    pairs = ", ".join(f"{json.dumps(key)} = {json.dumps(value)}" for key, value in scope)
     if pairs:
         lines.append(f"scope = {{ {pairs} }}")
     return "\n".join(lines) + "\n"
