@@ -117,7 +117,16 @@ def i64(value: int) -> int:
 # --- time ----------------------------------------------------------------------------
 
 
+# The range of google.protobuf.Timestamp: 0001-01-01 .. 9999-12-31T23:59:59 UTC.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
 def timestamp(seconds: float) -> Timestamp:
+    """An instant on the wire, clamped to the Timestamp range (never an error: a far
+    deadline or window end is reported as the latest instant the wire can carry)."""
+    if not MIN_TIMESTAMP_S <= seconds <= MAX_TIMESTAMP_S:  # NaN too
+        seconds = MIN_TIMESTAMP_S if seconds < MIN_TIMESTAMP_S else MAX_TIMESTAMP_S
     whole = int(seconds // 1)
     return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
 

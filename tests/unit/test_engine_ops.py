@@ -758,9 +758,14 @@ def test_set_ledger_limits_overrides_one_ledger_and_an_empty_list_reverts() -> N
     assert reverted.state is LedgerState.OK
 
 
-def test_set_ledger_limits_creates_the_ledger_and_validates() -> None:
-    """Overriding a ledger that does not exist yet creates it; bad caps and keys fail."""
+def test_set_ledger_limits_needs_an_existing_ledger_and_validates() -> None:
+    """As the contract says: a ledger that does not exist is NOT_FOUND (nothing is
+    created); bad caps and keys fail first."""
     engine = Engine([users(1000)])
+    with pytest.raises(NotFound):
+        engine.set_ledger_limits("users{user=new}", [(TOTAL, 7)], T0)
+    assert engine.ledger_count == 0
+    engine.consume({"user": "new"}, tokens(1), "c", T0)
     status, _ = engine.set_ledger_limits("users{user=new}", [(TOTAL, 7)], T0)
     assert (status.key, status.dimensions[0].limit) == ("users{user=new}", 7)
     assert engine.get_ledger("users{user=new}", T0).labels == {"user": "new"}

@@ -540,9 +540,10 @@ class BudgetMachine(RuleBasedStateMachine):
     def commit(self, data: st.DataObject, actual: Usage) -> None:
         reservation_id = data.draw(st.sampled_from(self.reservation_ids()), "reservation_id")
         request_id = self.next_request_id()
+        sent = actual  # a retry repeats the call as sent (`actual` is rebound below)
 
         def call(now: float) -> Any:
-            return self.engine.commit(reservation_id, actual, request_id, now)
+            return self.engine.commit(reservation_id, sent, request_id, now)
 
         hold = self.holds.get(reservation_id)
         late = hold is None

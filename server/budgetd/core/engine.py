@@ -157,6 +157,10 @@ class Engine:
         self._done: dict[str, Remembered] = {}
         self._done_order: deque[str] = deque()
         self._routes: OrderedDict[RouteKey, Route] = OrderedDict()
+        # Bumped whenever a ledger may have become evictable (a hold or run let go, a
+        # policy changed); `_make_room` skips a full scan that already found nothing.
+        self._freed = 0
+        self._full_at = -1
         # Ledgers of policies with an idle ttl, by when they may next be idle long enough.
         self._idle_heap: list[tuple[float, int, Ident]] = []
         # Bumped by every policy change: a hold made under another epoch re-resolves.
@@ -271,7 +275,8 @@ class Engine:
             self.rules.labels(selector, "selector")
         after = -1
         if page_token:
-            if not page_token.isdigit() or len(page_token) > 20:
+            # ASCII only: str.isdigit() also accepts "²" and "١٢", which int() refuses.
+            if not (page_token.isascii() and page_token.isdigit()) or len(page_token) > 20:
                 raise InvalidArgument("page_token", "not a token this server returned")
             after = int(page_token)
         chrono = self._chrono
@@ -538,7 +543,7 @@ class Engine:
                 if now >= ledger.window_end:
                     ledger.roll(now, events)
                     self._schedule_roll(ledger)
-            release(ledgers, reservation.amounts)
+            self._let_go(ledgers, reservation.amounts)
             record_usage(ledgers, delta, now, events)
         else:
             subject = self.subject_of(labels, actual)
@@ -1021,7 +1026,7 @@ class Engine:
     def set_ledger_limits(
         self, key: str, caps: Iterable[tuple[Dimension, int]], now: float
     ) -> Outcome[LedgerStatus]:
-        """Override one ledger's caps (creating it if needed); no caps = the policy's."""
+        """Override one existing ledger's caps; no caps = the policy's."""
         parsed = parse_key(key)
         if parsed is None:
             raise InvalidArgument("key", "must look like policy{key=value,...}")
@@ -1035,7 +1040,9 @@ class Engine:
         self.rules.labels(labels, "key")
         events: list[Event] = []
         ident = self._ident(policy, values)
-        ledger = self._ledgers.get(ident) or self._create([(policy, ident)], now, events)[0]
+        ledger = self._ledgers.get(ident)
+        if ledger is None:
+            raise NotFound("ledger", key)
         if now >= ledger.window_end:
             ledger.roll(now, events)
             self._schedule_roll(ledger)
@@ -1193,6 +1200,7 @@ class Engine:
 
     def _install(self, policy: Policy, origin: str) -> None:
         self._epoch += 1
+        self._freed += 1  # its ledgers may have become evictable
         self._policies[policy.name] = policy
         self._origins[policy.name] = origin
         self._policy_list = tuple(self._policies.values())
@@ -1348,37 +1356,55 @@ class Engine:
             self._schedule_roll(ledger)
             self._watch_idle(ledger)
             created.append(ledger)
+        self._freed += 1  # new ledgers are idle
         return created
 
     def _make_room(
         self, needed: int, now: float, events: list[Event], protected: list[Ledger]
     ) -> None:
         """Evict idle ledgers of evictable policies (least recently used among a bounded
-        scan) until `needed` more fit, or raise before evicting anything."""
+        scan from the hand) until `needed` more fit, or raise before evicting anything.
+
+        When the bounded scan finds too few, the rest of the table is scanned too (a
+        window of busy or unevictable ledgers must not refuse every new ledger for good);
+        a full scan that found nothing is not repeated until some ledger may have become
+        evictable. The hand moves only when room was made: a refusal changes no state,
+        so a replayed journal evicts the same ledgers."""
         shortfall = len(self._ledgers) + needed - self.limits.max_ledgers
         if shortfall <= 0:
             return
+        if self._full_at == self._freed:
+            raise self._no_room()
         chrono = self._chrono
-        scan = min(len(chrono), self.limits.eviction_scan * shortfall * 16)
+        wanted = shortfall * self.limits.eviction_scan
+        window = min(len(chrono), self.limits.eviction_scan * shortfall * 16)
         candidates: list[Ledger] = []
         hand = self._hand % len(chrono) if chrono else 0
-        for step in range(scan):
+        scanned = 0
+        for step in range(len(chrono)):
+            if step >= window and len(candidates) >= shortfall:
+                break
             ledger = chrono[(hand + step) % len(chrono)]
+            scanned = step + 1
             if ledger.alive and ledger.policy.evictable and ledger.idle and ledger not in protected:
                 candidates.append(ledger)
-                if len(candidates) >= shortfall * self.limits.eviction_scan:
-                    scan = step + 1
+                if len(candidates) >= wanted:
                     break
         if len(candidates) < shortfall:
-            raise LimitReached(
-                "max_ledgers",
-                self.limits.max_ledgers,
-                "no idle ledger of an evictable policy to make room",
-            )
-        self._hand = hand + scan
+            if scanned == len(chrono):
+                self._full_at = self._freed
+            raise self._no_room()
+        self._hand = hand + scanned
         candidates.sort(key=lambda ledger: ledger.last_use or ledger.anchor)
         for ledger in candidates[:shortfall]:
             self._remove(ledger, LedgerClosedReason.EVICTED, now, events)
+
+    def _no_room(self) -> LimitReached:
+        return LimitReached(
+            "max_ledgers",
+            self.limits.max_ledgers,
+            "no idle ledger of an evictable policy to make room",
+        )
 
     def _remove(
         self, ledger: Ledger, reason: LedgerClosedReason, now: float, events: list[Event]
@@ -1390,6 +1416,7 @@ class Engine:
         )
         del self._ledgers[ledger.ident]
         ledger.alive = False
+        self._freed += 1
         self._dead += 1
         if self._dead > 1024 and self._dead * 2 > len(self._chrono):
             self._chrono = [x for x in self._chrono if x.alive]
@@ -1426,11 +1453,15 @@ class Engine:
     # Internals: decisions, holds, runs, memory
     # ==================================================================================
 
+    def _let_go(self, ledgers: Sequence[Ledger], amounts: tuple[int, ...]) -> None:
+        release(ledgers, amounts)
+        self._freed += 1  # they may be evictable now
+
     def _drop_reservation(self, reservation: Reservation, now: float) -> None:
         del self._reservations[reservation.id]
         # A ledger closed since (policy changed or deleted) is dead: nothing to release.
         alive = [x for x in reservation.ledgers if x.alive]
-        release(alive, reservation.amounts)
+        self._let_go(alive, reservation.amounts)
         for ledger in alive:
             ledger.freed_at = now
 
@@ -1496,6 +1527,7 @@ class Engine:
                     ledger.roll(now, events)
                     self._schedule_roll(ledger)
                 ledger.close_slot(duration_ms, now, events)
+                self._freed += 1
         run.totals[RUN_DURATION] += duration_ms
         del self._runs[run.id]
         self._ended_runs[run.id] = EndedRun(
