@@ -402,10 +402,11 @@ def watch(ctl: Ctl) -> int:
     if args.after_seq is not None:
         request.after_seq = args.after_seq
     _interruptible()
-    stream = ctl.budget.Subscribe(request)  # no deadline: a watch lasts until stopped
     last_seq: int | None = args.after_seq
     shown = 0
     try:
+        # Inside the try: a Ctrl-C during the call's start is a clean stop too.
+        stream = ctl.budget.Subscribe(request)  # no deadline: a watch lasts until stopped
         for response in stream:
             _show_event(ctl, response.event)
             last_seq = response.event.seq
