@@ -29,6 +29,7 @@ from budgetd.core import (
 from budgetd.core import events as ev
 from budgetd.core.dimensions import DIMENSION_NAMES
 from budgetd.core.ledger import parse_key
+from budgetd.core.limits import Limits
 from budgetd.core.policy import CalendarUnit, WindowKind
 from budgetd.core.prices import PriceEntry, PriceMatch
 from budgetd.core.results import (
@@ -151,7 +152,7 @@ def ttl_seconds(message: Any, field: str, default_s: float) -> float:
 # --- requests ------------------------------------------------------------------------
 
 
-MAX_LATENCY_MS = 86_400_000
+MAX_LATENCY_MS = Limits().max_latency_ms  # the default bound, in whole milliseconds
 
 
 def usage(message: pb.Usage, field: str = "usage") -> Usage:

@@ -1596,10 +1596,9 @@ def _agrees_with_usage(labels: Labels, usage: Usage, field: str) -> None:
 
 def _ident_with_defaults(policy: Policy, labels: Labels) -> Ident:
     """The ledger of a policy with `missing` defaults: a lacking per key takes its own."""
-    defaults = dict(policy.missing)
-    return (policy.name, *[labels.get(key, defaults.get(key, "")) for key in policy.per])
+    return (policy.name, *[labels.get(key, default) for key, default in policy.per_defaults])
 
 
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:
-    labels = ledger.labels()
+    labels = ledger.label_map
     return all(labels.get(key) == value for key, value in selector.items())

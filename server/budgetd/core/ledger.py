@@ -478,9 +478,24 @@ def record_usage(
     usage record, and the optional aggregates are skipped when zero. Windows must be
     current (rolled).
     """
-    total, input_tokens, output_tokens, cost, requests = delta[:5]
-    cached, unpriced, latency, samples = delta[7:11]
-    written, reasoning, unpriced_tokens = delta[12:]
+    # One unpacking, no slices: nothing is allocated per call.
+    (
+        total,
+        input_tokens,
+        output_tokens,
+        cost,
+        requests,
+        _,
+        _,
+        cached,
+        unpriced,
+        latency,
+        samples,
+        _,
+        written,
+        reasoning,
+        unpriced_tokens,
+    ) = delta
     for ledger in ledgers:
         used = ledger.used
         used[0] += total

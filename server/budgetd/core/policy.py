@@ -114,8 +114,9 @@ class Policy:
     idle_ttl_s: int = 0
     # Label requirements derived from match and per, checked in one loop per request.
     requirements: tuple[tuple[str, str | None], ...] = field(init=False, compare=False)
-    # The cap on cost, if any (read per request to judge unpriced estimates).
-    cost_cap: int | None = field(init=False, compare=False)
+    # `per` keys with their `missing` default ("" for keys without one: those are
+    # required by `requirements`, so a matching request always has them).
+    per_defaults: tuple[tuple[str, str], ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         required: dict[str, str | None] = {k: (None if v == "*" else v) for k, v in self.match}
@@ -124,7 +125,10 @@ class Policy:
             if key not in defaulted:
                 required.setdefault(key, None)
         object.__setattr__(self, "requirements", tuple(required.items()))
-        object.__setattr__(self, "cost_cap", self.cap(Dimension.COST_MICRO_USD))
+        defaults = dict(self.missing)
+        object.__setattr__(
+            self, "per_defaults", tuple((key, defaults.get(key, "")) for key in self.per)
+        )
 
     @property
     def is_meter(self) -> bool:
