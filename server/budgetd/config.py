@@ -764,7 +764,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--snapshot-seconds", metavar="SECONDS", help="snapshot interval, 0.1..86400 (5)"
     )
-    group.add_argument("--prices", metavar="FILE", help="price file (TOML)")
+    group.add_argument("--prices", metavar="FILE", help="price file (TOML or LiteLLM JSON)")
 
 
 # ---------------------------------------------------------------------------------------
