@@ -3,8 +3,8 @@
     python -m tests.e2e.as_user UID GID TARGET CALL...
 
 It starts as root (the suite runs as root in CI), imports everything it needs, then
-gives up root for UID/GID (groups, gid, uid, in that order) before it opens any
-connection: the kernel records the new credentials at connect(), so the daemon sees this
+gives up root for UID/GID (groups, gid, uid, in that order) before its first call
+connects: the kernel records the new credentials at connect(), so the daemon sees this
 process as that user. Dropping inside the process, not with `preexec_fn`, keeps the
 interpreter, which may live under a directory that user cannot read, working.
 `BUDGETD_TEST_TOKEN` in the environment is sent as a bearer token.
@@ -65,11 +65,15 @@ def main(argv: list[str]) -> int:
     uid, gid, target, *names = argv
     token = os.environ.get("BUDGETD_TEST_TOKEN")
     metadata = (("authorization", f"Bearer {token}"),) if token else None
+    # The channel and stubs are made while still root: grpc imports modules lazily the
+    # first time (grpc._channel), and the checkout may sit in a directory the other user
+    # cannot read (mktemp -d is 0700). A new channel is idle: it connects on the first
+    # call, after the credentials changed.
+    channel = grpc.insecure_channel(target)
+    calls = _calls(channel)
     os.setgroups([])
     os.setgid(int(gid))
     os.setuid(int(uid))
-    channel = grpc.insecure_channel(target)
-    calls = _calls(channel)
     for name in names:
         try:
             calls[name](metadata)
