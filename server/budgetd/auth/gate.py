@@ -4,8 +4,10 @@ No interceptor runs per call. `Registrar` stands in for the server while the gen
 `add_*_to_server` functions register their handlers, and replaces each handler by a
 wrapped one:
 
+- every deserializer: wrapped so that request bytes that do not decode answer
+  INVALID_ARGUMENT, not UNKNOWN (`budgetd.auth.decoding`);
 - a unary method on a server without identities (the owner-only socket), or of an open
-  service (health, reflection): not wrapped at all, no cost;
+  service (health, reflection): only that check;
 - a unary method on the gated server: who the caller is (`Identities.of`), whether its
   role allows the method, its rate, its label scope (for requests with labels), then
   the servicer with the caller set for `caller_of`;
@@ -30,6 +32,7 @@ import grpc
 
 from budgetd.auth import methods
 from budgetd.auth.caller import Caller, Rate, Role, set_caller
+from budgetd.auth.decoding import UNDECODABLE_LOG, RequestUndecodable, Undecodable, tolerant
 from budgetd.auth.ratelimit import RateLimiter
 from budgetd.auth.streams import StreamBounds
 from budgetd.auth.tls import CertificateRoles
@@ -130,22 +133,19 @@ class Gate:
         kinds = (handler.request_streaming, handler.response_streaming)
         gated = self.identities is not None and not methods.is_open(method)
         common = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": tolerant(method, handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if kinds == (False, False):
-            if not gated:
-                return handler
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), **common
-            )
+            unary = self._unary if gated else _decoded_unary
+            return grpc.unary_unary_rpc_method_handler(unary(method, handler.unary_unary), **common)
         if kinds == (False, True):
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream, gated), **common
+                self._stream(method, handler.unary_stream, gated, False), **common
             )
         if kinds == (True, True):
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, handler.stream_stream, gated), **common
+                self._stream(method, handler.stream_stream, gated, True), **common
             )
         return grpc.stream_unary_rpc_method_handler(
             self._stream_unary(method, handler.stream_unary, gated), **common
@@ -169,6 +169,8 @@ class Gate:
         admit = self.admit
 
         async def call(request: Any, context: Context) -> Any:
+            if request.__class__ is Undecodable:
+                await _undecodable(context, request)
             caller = await admit(method, allowed, context)
             if labeled and caller.scope_items:
                 violation = caller.scope_violation(request.labels)
@@ -193,16 +195,20 @@ class Gate:
             set_caller(caller)
         return caller, peer
 
-    def _stream(self, method: str, inner: Any, gated: bool) -> Any:
+    def _stream(self, method: str, inner: Any, gated: bool, streaming_requests: bool) -> Any:
         allowed = methods.roles_for(method)
         checks_messages = method == methods.CONSUME_STREAM
         bounds = self.bounds
 
         async def call(argument: Any, context: Context) -> AsyncIterator[Any]:
+            if argument.__class__ is Undecodable:
+                await _undecodable(context, argument)
             caller, peer = await self._open_stream(method, allowed, gated, context)
             try:
                 if checks_messages and caller and (caller.scope_items or caller.rate):
                     argument = self._messages(argument, caller)
+                elif streaming_requests:
+                    argument = _decoded_messages(argument)
                 result = inner(argument, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
@@ -211,6 +217,8 @@ class Gate:
                     await result
             except PermissionDenied as denied:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(denied))
+            except RequestUndecodable as undecodable:
+                await _undecodable(context, undecodable.args[0])
             finally:
                 bounds.close(peer)
 
@@ -237,6 +245,8 @@ class Gate:
         down rather than failing)."""
         rate, limiter = caller.rate, self.limiter
         async for item in requests:
+            if item.__class__ is Undecodable:
+                raise RequestUndecodable(item)
             if caller.scope_items and item.HasField("request"):
                 violation = caller.scope_violation(item.request.labels, "request.labels")
                 if violation is not None:
@@ -245,6 +255,32 @@ class Gate:
                 while wait := limiter.take(caller.key, rate, self.clock()):
                     await asyncio.sleep(wait)
             yield item
+
+
+def _decoded_unary(method: str, inner: Any) -> Any:
+    """An ungated unary method: only the check that its request decoded."""
+    del method
+
+    async def call(request: Any, context: Context) -> Any:
+        if request.__class__ is Undecodable:
+            await _undecodable(context, request)
+        return await inner(request, context)
+
+    return call
+
+
+async def _decoded_messages(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that ends with RequestUndecodable at a message that does not
+    decode (it has no sequence to answer it by: the stream ends)."""
+    async for item in requests:
+        if item.__class__ is Undecodable:
+            raise RequestUndecodable(item)
+        yield item
+
+
+async def _undecodable(context: Context, request: Undecodable) -> None:
+    UNDECODABLE_LOG.record(request.method, context.peer())
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message())
 
 
 async def _refuse(context: Context, caller: Caller, method: str, allowed: frozenset[Role]) -> None:
