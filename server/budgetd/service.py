@@ -421,6 +421,7 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
     ) -> pb.GetServerInfoResponse:
         runtime = self.runtime
         engine, store = runtime.engine, runtime.store
+        limits = engine.limits
         return pb.GetServerInfoResponse(
             version=__version__,
             started_at=convert.timestamp(runtime.started_at),
@@ -437,6 +438,14 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             journal_lsn=runtime.lsn,
             snapshot_lsn=store.snapshot_lsn if store is not None else 0,
             pid=os.getpid(),
+            idempotency_window=convert.duration(engine.idempotency_window(runtime.clock())),
+            remembered_requests=engine.remembered_requests,
+            remembered_requests_max=limits.idempotency_max_entries,
+            remembered_request_bytes=engine.remembered_request_bytes,
+            remembered_request_bytes_max=limits.idempotency_max_bytes,
+            idempotency_max_age=convert.duration(limits.idempotency_max_age_s),
+            label_bytes=engine.label_bytes,
+            label_bytes_max=limits.max_label_bytes,
         )
 
     @unary

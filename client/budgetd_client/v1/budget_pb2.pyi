@@ -918,7 +918,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid")
+    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid", "idempotency_window", "remembered_requests", "remembered_requests_max", "remembered_request_bytes", "remembered_request_bytes_max", "idempotency_max_age", "label_bytes", "label_bytes_max")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     LISTENERS_FIELD_NUMBER: _ClassVar[int]
@@ -934,6 +934,14 @@ class GetServerInfoResponse(_message.Message):
     JOURNAL_LSN_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_LSN_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_REQUESTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_REQUEST_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
     version: str
     started_at: _timestamp_pb2.Timestamp
     listeners: _containers.RepeatedScalarFieldContainer[str]
@@ -949,7 +957,15 @@ class GetServerInfoResponse(_message.Message):
     journal_lsn: int
     snapshot_lsn: int
     pid: int
-    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
+    idempotency_window: _duration_pb2.Duration
+    remembered_requests: int
+    remembered_requests_max: int
+    remembered_request_bytes: int
+    remembered_request_bytes_max: int
+    idempotency_max_age: _duration_pb2.Duration
+    label_bytes: int
+    label_bytes_max: int
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -55,9 +55,11 @@ from budgetd.core.ledger import (
     Ledger,
     format_key,
     hold,
+    ledger_text_bytes,
     parse_key,
     record_usage,
     release,
+    text_bytes,
 )
 from budgetd.core.limits import Limits
 from budgetd.core.mutations import MUTATING_OPS, Mutation
@@ -100,7 +102,8 @@ Outcome = tuple[T, list[Event]]
 RouteKey = tuple[tuple[tuple[str, str], ...], str, str]
 # What those resolved to: under which policy epoch, the subject, the ledgers.
 # (The key itself is kept too: requests remember it, so equal label sets share one.)
-Route = tuple[int, Labels, tuple[Ledger, ...], RouteKey]
+# Last, the UTF-8 bytes of the key's labels: what the memo and remembered requests hold.
+Route = tuple[int, Labels, tuple[Ledger, ...], RouteKey, int]
 
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
@@ -111,6 +114,12 @@ ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
 BRIEF = attrgetter("brief")  # a ledger's (key, state)
 SERIAL = attrgetter("serial")
+# What one remembered answer costs beyond its id and label text, in bytes: measured with
+# tracemalloc (895 bytes per Consume touching four ledgers with a 36-character id, 1,010
+# per Reserve or Commit: the Usage, the result, the fingerprint, the dict and deque
+# slots). A fixed figure, not a measure of each entry: the count must be the same in a
+# live engine and in one replayed from its journal.
+ANSWER_BYTES = 900
 # Where a policy came from: the config file (replaced by a reload) or the admin API (kept).
 FROM_FILE = "file"
 FROM_API = "api"
@@ -136,6 +145,7 @@ class Engine:
         self._origins: dict[str, str] = {}  # policy name -> FROM_FILE or FROM_API
         self._policy_list: tuple[Policy, ...] = ()
         self._ledgers: dict[Ident, Ledger] = {}
+        self._label_bytes = 0  # sum of the ledgers' label_bytes (limits.max_label_bytes)
         # Ledgers in creation order (serials ascending), for pagination and eviction; dead
         # entries are skipped and compacted away once they are half of the list.
         self._chrono: list[Ledger] = []
@@ -149,6 +159,7 @@ class Engine:
         self._reservation_count = 0
         self._expired_holds: OrderedDict[str, ExpiredHold] = OrderedDict()
         self._runs: dict[str, Run] = {}
+        self._run_order: list[str] = []  # open run ids, sorted: ListRuns pages by id
         self._run_heap: list[tuple[float, str]] = []
         self._ended_runs: OrderedDict[str, EndedRun] = OrderedDict()
         # Answers by request_id, and the ids oldest first. A plain dict and a deque: the
@@ -156,11 +167,14 @@ class Engine:
         # insert-and-evict than an OrderedDict.
         self._done: dict[str, Remembered] = {}
         self._done_order: deque[str] = deque()
+        self._done_bytes = 0  # what the entries count (limits.idempotency_max_bytes)
         self._routes: OrderedDict[RouteKey, Route] = OrderedDict()
+        self._route_bytes = 0  # label text of the memo's keys
         # Bumped whenever a ledger may have become evictable (a hold or run let go, a
-        # policy changed); `_make_room` skips a full scan that already found nothing.
+        # policy changed); `_make_room` skips a full scan that cannot find enough:
+        # (`_freed` when it ran, how many ledgers and label bytes it could evict).
         self._freed = 0
-        self._full_at = -1
+        self._full_scan = (-1, 0, 0)
         # Ledgers of policies with an idle ttl, by when they may next be idle long enough.
         self._idle_heap: list[tuple[float, int, Ident]] = []
         # Bumped by every policy change: a hold made under another epoch re-resolves.
@@ -208,6 +222,30 @@ class Engine:
     @property
     def run_count(self) -> int:
         return len(self._runs)
+
+    @property
+    def label_bytes(self) -> int:
+        """What the ledgers count against `limits.max_label_bytes`."""
+        return self._label_bytes
+
+    @property
+    def remembered_requests(self) -> int:
+        return len(self._done)
+
+    @property
+    def remembered_request_bytes(self) -> int:
+        """What the remembered requests count against `limits.idempotency_max_bytes`."""
+        return self._done_bytes
+
+    def idempotency_window(self, now: float) -> float:
+        """How far back, in seconds, a retry is recognised at `now`: the age of the
+        oldest request id remembered (ids are forgotten oldest first), at most
+        `limits.idempotency_max_age_s`; 0 when none is remembered."""
+        order = self._done_order
+        if not order:
+            return 0.0
+        age = now - self._done[order[0]][1]
+        return max(0.0, min(age, self.limits.idempotency_max_age_s))
 
     def run_totals(self, run_id: str) -> Totals:
         run = self._runs.get(run_id)
@@ -267,8 +305,9 @@ class Engine:
         page_size: int = 100,
         page_token: str = "",
     ) -> LedgerPage:
-        """Ledgers in creation order, filtered; a page may be short when the scan bound
-        is reached, and `next_page_token` continues from there."""
+        """Ledgers in creation order, filtered. At most `limits.list_scan_per_page`
+        ledgers are looked at, matching or not: a page may hold fewer than `page_size`
+        ledgers, or none, while `next_page_token` is set (it continues the scan)."""
         if not 0 < page_size <= self.limits.max_page_size:
             raise InvalidArgument("page_size", f"must be in 1..{self.limits.max_page_size}")
         if selector:
@@ -291,10 +330,9 @@ class Engine:
                 continue
             if selector and not _selected(ledger, selector):
                 continue
-            status = ledger.status(now)
-            if status.state < min_state:
-                continue
-            found.append(status)
+            if min_state and ledger.state_at(now) < min_state:
+                continue  # (building the status of each ledger scanned costs 20x more)
+            found.append(ledger.status(now))
             if len(found) == page_size:
                 break
         more = last < chrono[-1].serial if chrono else False
@@ -307,17 +345,20 @@ class Engine:
         page_size: int = 100,
         page_token: str = "",
     ) -> RunPage:
-        """Open runs by run id, filtered by labels; `next_page_token` continues."""
+        """Open runs by run id, filtered by labels. As with `list_ledgers`, at most
+        `limits.list_scan_per_page` runs are looked at: a page may be short, or empty,
+        while `next_page_token` (the last id looked at) is set."""
         if not 0 < page_size <= self.limits.max_page_size:
             raise InvalidArgument("page_size", f"must be in 1..{self.limits.max_page_size}")
         if selector:
             self.rules.labels(selector, "selector")
         if len(page_token) > self.limits.max_request_id_chars:
             raise InvalidArgument("page_token", "not a token this server returned")
-        ids = sorted(self._runs)  # at most max_runs: a read, not the hot path
+        ids = self._run_order
         found: list[RunInfo] = []
         index = bisect_right(ids, page_token) if page_token else 0
-        while index < len(ids) and len(found) < page_size:
+        scan_end = min(len(ids), index + self.limits.list_scan_per_page)
+        while index < scan_end and len(found) < page_size:
             run = self._runs[ids[index]]
             index += 1
             if selector and any(run.labels.get(k) != v for k, v in selector.items()):
@@ -368,7 +409,7 @@ class Engine:
             raise LimitReached("max_reservations", self.limits.max_reservations)
         run_blocker = self._run_gate(run_id, now) if run_id else None
         events: list[Event] = []
-        subject, ledgers = self._route(key, route, labels, estimate, now, events)
+        subject, ledgers, text = self._route(key, route, labels, estimate, now, events)
         cost = self.prices.cost_of(estimate)
         amounts = (
             estimate.input_tokens + estimate.output_tokens,
@@ -435,6 +476,7 @@ class Engine:
             now,
             result,
             (key[0], estimate, (ttl_s, run_id)),
+            text,
         )
         if self.recorder is not None:
             self._record(
@@ -615,7 +657,7 @@ class Engine:
         if run_id:
             rules.identifier(run_id, "run_id")
         events: list[Event] = []
-        subject, ledgers = self._route(key, route, labels, usage, now, events)
+        subject, ledgers, text = self._route(key, route, labels, usage, now, events)
         cost = self.prices.cost_of(usage)
         delta = usage_delta(usage, cost)
         record_usage(ledgers, delta, now, events)
@@ -624,7 +666,7 @@ class Engine:
         briefs = tuple(map(BRIEF, ledgers))
         result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
-        self._remember(request_id, "consume", now, result, (key[0], usage, (run_id,)))
+        self._remember(request_id, "consume", now, result, (key[0], usage, (run_id,)), text)
         if self.recorder is not None:
             self._record(
                 "consume", now, labels=labels, usage=usage, request_id=request_id, run_id=run_id
@@ -689,6 +731,7 @@ class Engine:
             for ledger in ledgers:
                 ledger.open_slot(now, events)
             self._runs[run_id] = run
+            insort(self._run_order, run_id)  # O(runs) moves, at most max_runs: not hot
             self._ended_runs.pop(run_id, None)
             heapq.heappush(self._run_heap, (run.next_due(), run_id))
             events.append(RunOpened(now, run_id, run.labels))
@@ -708,6 +751,7 @@ class Engine:
             now,
             result,
             (tuple(labels.items()), None, (run_id, ttl_s)),
+            _pairs_bytes(tuple(labels.items())),
         )
         self._record(
             "open_run", now, labels=labels, run_id=run_id, ttl_s=ttl_s, request_id=request_id
@@ -873,7 +917,7 @@ class Engine:
         done, order = self._done, self._done_order
         oldest = now - self.limits.idempotency_max_age_s
         while order and done[order[0]][1] < oldest:
-            del done[order.popleft()]
+            self._done_bytes -= done.pop(order.popleft())[4]
             changed = True
         holds = self._expired_holds
         oldest = now - self.limits.max_reservation_ttl_s
@@ -1085,8 +1129,9 @@ class Engine:
                     at,
                     state.to_plain(result) if plain_answers else result,
                     digest_of(op, remembered) if plain_answers else remembered,
+                    size,
                 ]
-                for request_id, (op, at, result, remembered) in self._done.items()
+                for request_id, (op, at, result, remembered, size) in self._done.items()
             ],
         }
 
@@ -1135,6 +1180,8 @@ class Engine:
         e._reservation_count = data["reservation_count"]
         for item in data["ledgers"]:
             ledger = state.ledger_from_plain(e.policy(item["ident"][0]), item)
+            ledger.label_bytes = ledger_text_bytes(ledger.ident, ledger.key)
+            e._label_bytes += ledger.label_bytes  # counted again, not trusted from the state
             e._ledgers[ledger.ident] = ledger
             e._chrono.append(ledger)
             e._schedule_roll(ledger)
@@ -1164,8 +1211,10 @@ class Engine:
         for item in data["runs"]:
             run = state.run_from_plain(e._ledgers, item)
             e._runs[run.id] = run
+            e._run_order.append(run.id)
             e._run_heap.append((run.next_due(), run.id))
         heapq.heapify(e._run_heap)
+        e._run_order.sort()
         for run_id, reason, at, deadline in data["ended_runs"]:
             e._ended_runs[run_id] = EndedRun(
                 RunEndReason(reason), at, state.deadline_from_plain(deadline) if deadline else None
@@ -1173,7 +1222,8 @@ class Engine:
         for entry in data["done"]:
             request_id, op, at, result = entry[:4]
             digest = entry[4] if len(entry) > 4 else None  # format 1 kept no digests
-            e._remember(request_id, op, at, state.from_plain(result), digest)
+            size = entry[5] if len(entry) > 5 else 0  # nor did states before sizes
+            e._remember(request_id, op, at, state.from_plain(result), digest, size=size)
         return e
 
     # ==================================================================================
@@ -1243,15 +1293,15 @@ class Engine:
         usage: Usage,
         now: float,
         events: list[Event],
-    ) -> tuple[Labels, tuple[Ledger, ...]]:
-        """The subject and ledgers of a request whose labels are valid (checked, or known
-        from `route`): the memo's while every ledger in it is alive, else resolved afresh
-        (see `_resolve`) and remembered.
+    ) -> tuple[Labels, tuple[Ledger, ...], int]:
+        """The subject, ledgers and label text bytes of a request whose labels are
+        valid (checked, or known from `route`): the memo's while every ledger in it is
+        alive, else resolved afresh (see `_resolve`) and remembered.
 
         The subject returned may be shared with earlier events: it is never mutated.
         """
         if route is not None:
-            _, subject, known, _ = route
+            _, subject, known, _, text = route
             for ledger in known:
                 if not ledger.alive:
                     break  # closed since (evicted, run closed): resolve afresh
@@ -1260,16 +1310,32 @@ class Engine:
                     if now >= ledger.window_end:
                         ledger.roll(now, events)
                         self._schedule_roll(ledger)
-                return subject, known
+                return subject, known, text
         subject = self.subject_of(labels, usage)
         if subject is labels:
             subject = dict(labels)  # the caller's dict may change after the call
         ledgers = tuple(self._resolve(subject, now, events))
+        text = _pairs_bytes(key[0]) + text_bytes(key[1]) + text_bytes(key[2])
+        self._memoize((self._epoch, subject, ledgers, key, text))
+        return subject, ledgers, text
+
+    def _memoize(self, route: Route) -> None:
+        """Keep `route`, dropping the oldest entries beyond route_memo_entries or
+        route_memo_label_bytes (a label set larger than the whole budget is not kept)."""
+        key, text = route[3], route[4]
         routes = self._routes
-        if key not in routes and len(routes) >= self.limits.route_memo_entries:
-            routes.popitem(last=False)
-        routes[key] = (self._epoch, subject, ledgers, key)
-        return subject, ledgers
+        old = routes.pop(key, None)
+        if old is not None:
+            self._route_bytes -= old[4]
+        limit = self.limits.route_memo_label_bytes
+        if text > limit:
+            return
+        entries = self.limits.route_memo_entries
+        while routes and (len(routes) >= entries or self._route_bytes + text > limit):
+            _, dropped = routes.popitem(last=False)
+            self._route_bytes -= dropped[4]
+        routes[key] = route
+        self._route_bytes += text
 
     def _matching(self, labels: Labels) -> list[Policy]:
         matched = []
@@ -1346,11 +1412,17 @@ class Engine:
         events: list[Event],
         protected: list[Ledger] | None = None,
     ) -> list[Ledger]:
-        self._make_room(len(wanted), now, events, protected or [])
+        keys = [format_key(ident, policy.per) for policy, ident in wanted]
+        sizes = [
+            ledger_text_bytes(ident, key) for (_, ident), key in zip(wanted, keys, strict=True)
+        ]
+        self._make_room(len(wanted), sum(sizes), now, events, protected or [])
         created = []
-        for policy, ident in wanted:
+        for (policy, ident), key, size in zip(wanted, keys, sizes, strict=True):
             self._serial += 1
-            ledger = Ledger(ident, format_key(ident, policy.per), policy, now, self._serial)
+            ledger = Ledger(ident, key, policy, now, self._serial)
+            ledger.label_bytes = size
+            self._label_bytes += size
             self._ledgers[ident] = ledger
             self._chrono.append(ledger)
             self._schedule_roll(ledger)
@@ -1360,50 +1432,82 @@ class Engine:
         return created
 
     def _make_room(
-        self, needed: int, now: float, events: list[Event], protected: list[Ledger]
+        self,
+        needed: int,
+        needed_bytes: int,
+        now: float,
+        events: list[Event],
+        protected: list[Ledger],
     ) -> None:
         """Evict idle ledgers of evictable policies (least recently used among a bounded
-        scan from the hand) until `needed` more fit, or raise before evicting anything.
+        scan from the hand) until `needed` more ledgers holding `needed_bytes` of label
+        text fit under max_ledgers and max_label_bytes, or raise before evicting anything.
 
         When the bounded scan finds too few, the rest of the table is scanned too (a
         window of busy or unevictable ledgers must not refuse every new ledger for good);
-        a full scan that found nothing is not repeated until some ledger may have become
-        evictable. The hand moves only when room was made: a refusal changes no state,
-        so a replayed journal evicts the same ledgers."""
-        shortfall = len(self._ledgers) + needed - self.limits.max_ledgers
-        if shortfall <= 0:
+        a full scan is not repeated for as much or more until some ledger may have
+        become evictable. The hand moves only when room was made: a refusal changes no
+        state, so a replayed journal evicts the same ledgers."""
+        limits = self.limits
+        shortfall = len(self._ledgers) + needed - limits.max_ledgers
+        bytes_over = self._label_bytes + needed_bytes - limits.max_label_bytes
+        if shortfall <= 0 and bytes_over <= 0:
             return
-        if self._full_at == self._freed:
-            raise self._no_room()
+        if needed_bytes > limits.max_label_bytes:
+            raise self._no_room("max_label_bytes", "the new ledgers' labels alone exceed it")
+        count_over = shortfall
+        shortfall = max(shortfall, 1)  # evicting for bytes evicts one ledger at least
+        full_at, full_count, full_bytes = self._full_scan
+        if full_at == self._freed and (shortfall > full_count or bytes_over > full_bytes):
+            raise self._no_room("max_ledgers" if count_over > full_count else "max_label_bytes")
+        hand, candidates, scanned = self._candidates(shortfall, bytes_over, protected)
+        found_bytes = sum(ledger.label_bytes for ledger in candidates)
+        if len(candidates) < shortfall or found_bytes < bytes_over:
+            if scanned == len(self._chrono):
+                self._full_scan = (self._freed, len(candidates), found_bytes)
+            raise self._no_room(
+                "max_ledgers" if count_over > len(candidates) else "max_label_bytes"
+            )
+        self._hand = hand + scanned
+        candidates.sort(key=lambda ledger: ledger.last_use or ledger.anchor)
+        for ledger in candidates:
+            if shortfall <= 0 and bytes_over <= 0:
+                break
+            shortfall -= 1
+            bytes_over -= ledger.label_bytes
+            self._remove(ledger, LedgerClosedReason.EVICTED, now, events)
+
+    def _candidates(
+        self, shortfall: int, bytes_over: int, protected: list[Ledger]
+    ) -> tuple[int, list[Ledger], int]:
+        """Evictable ledgers from the hand on: `eviction_scan` per ledger needed among a
+        window of 16 times that, further only until enough count and bytes are found.
+        Returns where the scan started, them and how many places were looked at."""
         chrono = self._chrono
-        wanted = shortfall * self.limits.eviction_scan
-        window = min(len(chrono), self.limits.eviction_scan * shortfall * 16)
+        scan = self.limits.eviction_scan
+        wanted = shortfall * scan
+        window = min(len(chrono), scan * shortfall * 16)
         candidates: list[Ledger] = []
+        found_bytes = 0
         hand = self._hand % len(chrono) if chrono else 0
         scanned = 0
         for step in range(len(chrono)):
-            if step >= window and len(candidates) >= shortfall:
+            enough = len(candidates) >= shortfall and found_bytes >= bytes_over
+            if step >= window and enough:
                 break
             ledger = chrono[(hand + step) % len(chrono)]
             scanned = step + 1
             if ledger.alive and ledger.policy.evictable and ledger.idle and ledger not in protected:
                 candidates.append(ledger)
-                if len(candidates) >= wanted:
+                found_bytes += ledger.label_bytes
+                if len(candidates) >= wanted and found_bytes >= bytes_over:
                     break
-        if len(candidates) < shortfall:
-            if scanned == len(chrono):
-                self._full_at = self._freed
-            raise self._no_room()
-        self._hand = hand + scanned
-        candidates.sort(key=lambda ledger: ledger.last_use or ledger.anchor)
-        for ledger in candidates[:shortfall]:
-            self._remove(ledger, LedgerClosedReason.EVICTED, now, events)
+        return hand, candidates, scanned
 
-    def _no_room(self) -> LimitReached:
+    def _no_room(self, bound: str, why: str = "") -> LimitReached:
+        limit = self.limits.max_ledgers if bound == "max_ledgers" else self.limits.max_label_bytes
         return LimitReached(
-            "max_ledgers",
-            self.limits.max_ledgers,
-            "no idle ledger of an evictable policy to make room",
+            bound, limit, why or "no idle ledger of an evictable policy to make room"
         )
 
     def _remove(
@@ -1415,6 +1519,7 @@ class Engine:
             )
         )
         del self._ledgers[ledger.ident]
+        self._label_bytes -= ledger.label_bytes
         ledger.alive = False
         self._freed += 1
         self._dead += 1
@@ -1530,6 +1635,8 @@ class Engine:
                 self._freed += 1
         run.totals[RUN_DURATION] += duration_ms
         del self._runs[run.id]
+        order = self._run_order
+        del order[bisect_left(order, run.id)]
         self._ended_runs[run.id] = EndedRun(
             reason, now, run.hard_deadline if reason is RunEndReason.DURATION_EXCEEDED else None
         )
@@ -1545,20 +1652,47 @@ class Engine:
         return CloseRunResult(run.id, totals, duration_s, tuple(closed))
 
     def _remember(
-        self, request_id: str, op: str, now: float, result: Result, remembered: Remembrance
+        self,
+        request_id: str,
+        op: str,
+        now: float,
+        result: Result,
+        remembered: Remembrance,
+        text: int = 0,
+        size: int = 0,
     ) -> None:
         """Keep the answer to a new request_id (never one already remembered) with what
-        the request was (see `budgetd.core.digest`)."""
-        self._done[request_id] = (op, now, result, remembered)
+        the request was (see `budgetd.core.digest`); `text` is the UTF-8 bytes of its
+        labels. It counts `size`, else ANSWER_BYTES + its id + `text`: a pure function of
+        the request, so a replayed journal forgets the same ids as the live engine."""
+        if not size:
+            size = ANSWER_BYTES + len(request_id) + text
+        done = self._done
+        done[request_id] = (op, now, result, remembered, size)
         order = self._done_order
         order.append(request_id)
-        if len(order) > self.limits.idempotency_max_entries:
-            del self._done[order.popleft()]
+        total = self._done_bytes + size
+        limits = self.limits
+        if len(order) > limits.idempotency_max_entries:  # the usual case once full
+            total -= done.pop(order.popleft())[4]
+        self._done_bytes = total
+        if total > limits.idempotency_max_bytes:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Forget the oldest ids until both bounds hold again (the newest always stays:
+        a retry of the call just answered must be recognised)."""
+        done, order, limits = self._done, self._done_order, self.limits
+        while len(order) > 1 and (
+            len(order) > limits.idempotency_max_entries
+            or self._done_bytes > limits.idempotency_max_bytes
+        ):
+            self._done_bytes -= done.pop(order.popleft())[4]
 
     def _replay(
         self, prior: Remembered, op: str, kind: type[R], request: Fingerprint
     ) -> Outcome[R]:
-        prior_op, _, result, remembered = prior
+        prior_op, _, result, remembered, _ = prior
         if prior_op != op or not isinstance(result, kind):
             raise Conflict(f"request_id: already used by a {prior_op} request")
         if differs(op, remembered, request):
@@ -1597,6 +1731,14 @@ def _agrees_with_usage(labels: Labels, usage: Usage, field: str) -> None:
 def _ident_with_defaults(policy: Policy, labels: Labels) -> Ident:
     """The ledger of a policy with `missing` defaults: a lacking per key takes its own."""
     return (policy.name, *[labels.get(key, default) for key, default in policy.per_defaults])
+
+
+def _pairs_bytes(pairs: tuple[tuple[str, str], ...]) -> int:
+    """UTF-8 bytes of a label set's keys and values."""
+    size = 0
+    for key, value in pairs:
+        size += text_bytes(key) + text_bytes(value)
+    return size
 
 
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:

@@ -61,6 +61,7 @@ class Ledger:
         "holds",
         "ident",
         "key",
+        "label_bytes",
         "label_map",
         "last_use",
         "policy",
@@ -82,6 +83,9 @@ class Ledger:
         self.caps = policy.caps
         self.caps_overridden = False
         self.label_map: Mapping[str, str] = self.labels()  # built once: events carry it
+        # What it counts against limits.max_label_bytes (set by the engine when it keeps
+        # the ledger: a ledger built for a read never counts).
+        self.label_bytes = 0
         self.used = zero_vector()
         self.reserved = [0] * HELD_SIZE
         self.holds = 0
@@ -348,6 +352,11 @@ class Ledger:
         held = self.reserved[dimension] if dimension < HELD_SIZE else 0
         return max(0, limit - self.used[dimension] - held)
 
+    def state_at(self, now: float) -> LedgerState:
+        """`status(now).state` without building the status (a List filter's test)."""
+        used = self.effective_used(now)
+        return self.compute_state(used) if used is not self.used else self.state
+
     def status(self, now: float) -> LedgerStatus:
         used = self.effective_used(now)
         stale = used is not self.used
@@ -539,6 +548,20 @@ def _escape(value: str) -> str:
         if raw in value:
             value = value.replace(raw, escaped)
     return value
+
+
+def text_bytes(text: str) -> int:
+    """UTF-8 bytes of `text` (labels may carry lone surrogates: they count as 3)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def ledger_text_bytes(ident: Ident, key: str) -> int:
+    """The text a ledger holds of its own: its key and its per-key values (its labels'
+    other strings are the policy's, shared by all its ledgers)."""
+    size = text_bytes(key)
+    for value in ident[1:]:
+        size += text_bytes(value)
+    return size
 
 
 def format_key(ident: Ident, per: tuple[str, ...]) -> str:

@@ -98,5 +98,6 @@ class EndedRun(NamedTuple):
 
 
 # The stored answer to a request_id, returned again on a retry: (op, at, result, what
-# the request was: see budgetd.core.digest).
-Remembered = tuple[str, float, Result, Remembrance]
+# the request was: see budgetd.core.digest, the bytes it counts against
+# limits.idempotency_max_bytes).
+Remembered = tuple[str, float, Result, Remembrance, int]

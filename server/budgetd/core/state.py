@@ -130,8 +130,8 @@ def _untime(value: float | None) -> float:
 def plain_done(state: dict[str, Any]) -> None:
     """Finish an `export_state(..., plain_answers=False)`: answers to plain data."""
     state["done"] = [
-        [rid, op, at, to_plain(result), digest_of(op, remembered)]
-        for rid, op, at, result, remembered in state["done"]
+        [rid, op, at, to_plain(result), digest_of(op, remembered), size]
+        for rid, op, at, result, remembered, size in state["done"]
     ]
 
 
