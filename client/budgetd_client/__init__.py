@@ -25,9 +25,12 @@ from budgetd_client.errors import (
     BudgetdUnavailable,
     BudgetExhausted,
     ClientClosed,
+    CredentialsError,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
     ServerBusy,
+    Unauthenticated,
     WrongEventLoop,
 )
 from budgetd_client.events import Event
@@ -72,6 +75,7 @@ __all__ = [
     "ClientClosed",
     "CommitResult",
     "ConsumeResult",
+    "CredentialsError",
     "Crossing",
     "Decision",
     "Dimension",
@@ -88,6 +92,7 @@ __all__ = [
     "NotFound",
     "Overrun",
     "PendingReservation",
+    "PermissionDenied",
     "Reservation",
     "ReserveResult",
     "Run",
@@ -98,6 +103,7 @@ __all__ = [
     "Severity",
     "Subscription",
     "Totals",
+    "Unauthenticated",
     "Usage",
     "WrongEventLoop",
 ]

@@ -6,7 +6,10 @@ oldest first. Each item is its call (the Consume, the Reserve again with its own
 request_id, or the CloseRun of a run opened offline), then its follow-up, if any (the
 Release of a reservation). `BudgetdUnavailable` stops the
 replay with the item still at the head: sending it again later is safe, every call in it
-carries its request_id.
+carries its request_id. So does `Unauthenticated`: it says nothing about the record (the
+daemon did not look at it) but that this client's token is not, or no longer, known, and
+the records stay for when it is fixed. PERMISSION_DENIED is about the record (its labels
+outside the token's scope): that record is rejected, like an invalid one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from google.protobuf.message import Message
 from budgetd_client._core import Core
 from budgetd_client._transport import Transport
 from budgetd_client.buffer import Item, Queue
-from budgetd_client.errors import BudgetdError, BudgetdUnavailable
+from budgetd_client.errors import BudgetdError, BudgetdUnavailable, Unauthenticated
 
 log = logging.getLogger("budgetd_client")
 
@@ -41,7 +44,7 @@ def _drain(queue: Queue[Item], unary: Unary) -> None:
     while (item := queue.head()) is not None:
         try:
             response = unary(*item.first())
-        except BudgetdUnavailable:
+        except (BudgetdUnavailable, Unauthenticated):
             raise
         except BudgetdError as error:
             queue.settle(item, error)
@@ -66,7 +69,7 @@ async def _drain_async(queue: Queue[Item], unary: AsyncUnary) -> None:
     while (item := queue.head()) is not None:
         try:
             response = await unary(*item.first())
-        except BudgetdUnavailable:
+        except (BudgetdUnavailable, Unauthenticated):
             raise
         except BudgetdError as error:
             queue.settle(item, error)

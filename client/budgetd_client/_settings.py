@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from budgetd_client._credentials import PLAINTEXT, Credentials, check_transport, tls_options
 from budgetd_client.paths import as_target, default_target
 from budgetd_client.retry import Backoff
 
@@ -33,6 +34,7 @@ class Settings:
     resubscribe_attempts: int = 30
     resubscribe_backoff: Backoff = RESUBSCRIBE_BACKOFF
     offline_recheck_s: float = 5.0
+    credentials: Credentials = PLAINTEXT
 
     @classmethod
     def of(
@@ -45,6 +47,7 @@ class Settings:
         resubscribe_attempts: int,
         resubscribe_backoff: Backoff | None,
         offline_recheck_s: float,
+        credentials: Credentials = PLAINTEXT,
     ) -> Settings:
         """The settings of a client constructor's arguments (None: the default)."""
         return cls(
@@ -56,6 +59,7 @@ class Settings:
             resubscribe_attempts=resubscribe_attempts,
             resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
             offline_recheck_s=offline_recheck_s,
+            credentials=credentials,
         )
 
     def __post_init__(self) -> None:
@@ -71,6 +75,7 @@ class Settings:
             raise ValueError(f"resubscribe_attempts must be >= 0, got {self.resubscribe_attempts}")
         if self.offline_recheck_s < 0:
             raise ValueError(f"offline_recheck_s must be >= 0, got {self.offline_recheck_s}")
+        check_transport(self.target, self.credentials)
 
     @property
     def fails_open(self) -> bool:
@@ -81,7 +86,8 @@ class Settings:
         """gRPC waits up to 120 s between reconnection attempts by default, and fails every
         call fast meanwhile: a daemon back after a restart would look dead for minutes.
         The channel reconnects at the pace of the client's own backoff instead."""
-        return [
+        options: list[tuple[str, Any]] = [
             ("grpc.initial_reconnect_backoff_ms", max(1, int(self.backoff.initial_s * 1000))),
             ("grpc.max_reconnect_backoff_ms", max(1, int(self.backoff.max_s * 1000))),
         ]
+        return options + tls_options(self.credentials)

@@ -9,6 +9,11 @@ With `on_unavailable="allow"` a circuit breaker (`budgetd_client._breaker`) stan
 front of the retry loop: right after a call found the daemon unreachable, calls are not
 sent at all (`BudgetdUnavailable` with `attempts == 0`) until a probe gets an answer.
 `force=True` (an explicit `flush()`) goes past it.
+
+Every call, streams included, carries the client's call metadata (`authorization:
+Bearer <token>` when it has a token). UNAUTHENTICATED and PERMISSION_DENIED are answers,
+not failures to reach the daemon: raised at once (`Unauthenticated`, `PermissionDenied`),
+never retried, and they never open the breaker or make the client fail open.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import grpc
 from google.protobuf.message import Message
 
 from budgetd_client._breaker import Breaker, Gate
+from budgetd_client._credentials import open_aio_channel, open_channel
 from budgetd_client._settings import Settings
 from budgetd_client.errors import (
     BudgetdError,
@@ -87,7 +93,7 @@ class _Attempts:
 
 
 class Transport:
-    """Blocking calls over `grpc.insecure_channel` (thread-safe, like the channel).
+    """Blocking calls over one channel, TLS or plaintext (thread-safe, like the channel).
 
     No call is ever started on a closed channel (grpc raises ValueError for that, or
     crashes the process when the channel has interceptors): `close()` waits for nothing,
@@ -101,7 +107,10 @@ class Transport:
         self.closed = False
         self._in_flight = 0
         self._lock = threading.Lock()
-        channel = grpc.insecure_channel(settings.target, options=settings.channel_options)
+        self._metadata = settings.credentials.metadata
+        channel = open_channel(
+            settings.target, settings.credentials, options=settings.channel_options
+        )
         self._channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self._stub = rpc.BudgetServiceStub(self._channel)
 
@@ -141,6 +150,7 @@ class Transport:
                         response = invoke(
                             request,
                             timeout=timeout_s or self.settings.timeout_s,
+                            metadata=self._metadata,
                             wait_for_ready=wait_for_ready,
                         )
                 except grpc.RpcError as error:
@@ -159,7 +169,7 @@ class Transport:
         with self._lock:  # starting a stream does not block: under the lock
             if self.closed:
                 raise ClientClosed("the client is closed")
-            return self._stub.Subscribe(request)
+            return self._stub.Subscribe(request, metadata=self._metadata)
 
     def close(self) -> None:
         with self._lock:
@@ -172,7 +182,7 @@ class Transport:
 
 
 class AsyncTransport:
-    """Awaitable calls over `grpc.aio.insecure_channel`.
+    """Awaitable calls over one grpc.aio channel, TLS or plaintext.
 
     A grpc.aio channel belongs to the event loop it is created in, so it is created on
     first use, inside the caller's loop, and that loop is the only one it serves.
@@ -185,6 +195,7 @@ class AsyncTransport:
         self.breaker = Breaker(settings.offline_recheck_s if settings.fails_open else 0)
         self.closed = False
         self._interceptors = list(interceptors)
+        self._metadata = settings.credentials.metadata
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stub: Any = None
@@ -205,8 +216,9 @@ class AsyncTransport:
         self.check_loop()
         if self._channel is None:
             self._loop = asyncio.get_running_loop()
-            self._channel = grpc.aio.insecure_channel(
+            self._channel = open_aio_channel(
                 self.settings.target,
+                self.settings.credentials,
                 options=self.settings.channel_options,
                 interceptors=self._interceptors or None,
             )
@@ -231,6 +243,7 @@ class AsyncTransport:
                     response = await invoke(
                         request,
                         timeout=timeout_s or self.settings.timeout_s,
+                        metadata=self._metadata,
                         wait_for_ready=wait_for_ready,
                     )
                 except grpc.RpcError as error:
@@ -245,7 +258,7 @@ class AsyncTransport:
             plan.abandoned()
 
     def subscribe(self, request: pb.SubscribeRequest) -> Any:
-        return self.stub.Subscribe(request)
+        return self.stub.Subscribe(request, metadata=self._metadata)
 
     async def close(self) -> None:
         """Close the channel; from another loop than its own (or once that loop is gone)

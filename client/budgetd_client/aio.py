@@ -23,6 +23,7 @@ from typing import TypeVar
 import grpc
 
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
+from budgetd_client._credentials import PathLike, resolve
 from budgetd_client._replay import exit_flush, flush_at_exit, replay_async
 from budgetd_client._settings import OnUnavailable, Settings
 from budgetd_client._state import ClientState
@@ -49,7 +50,8 @@ T = TypeVar("T")
 
 
 class AsyncBudgetClient(ClientState):
-    """A connection to budgetd for asyncio code (default target as `BudgetClient`)."""
+    """A connection to budgetd for asyncio code (default target and credentials as
+    `BudgetClient`)."""
 
     def __init__(
         self,
@@ -64,7 +66,23 @@ class AsyncBudgetClient(ClientState):
         resubscribe_backoff: Backoff | None = None,
         offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        token: str | None = None,
+        token_file: PathLike | None = None,
+        tls: bool | None = None,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
+        credentials = resolve(
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
+        )
         settings = Settings.of(
             target,
             on_unavailable,
@@ -74,6 +92,7 @@ class AsyncBudgetClient(ClientState):
             resubscribe_attempts,
             resubscribe_backoff,
             offline_recheck_s,
+            credentials,
         )
         self._core = Core(settings, buffer_size)
         self._transport = AsyncTransport(settings, interceptors)

@@ -27,12 +27,19 @@ from typing import TypeVar
 import grpc
 
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
+from budgetd_client._credentials import PathLike, resolve
 from budgetd_client._replay import EXIT_FLUSH_S, exit_flush, flush_at_exit, replay
 from budgetd_client._settings import OnUnavailable, Settings
 from budgetd_client._state import ClientState
 from budgetd_client._transport import Transport
 from budgetd_client.enums import EventKind, LedgerState, Severity
-from budgetd_client.errors import BudgetdError, BudgetdUnavailable, ClientClosed, NotFound
+from budgetd_client.errors import (
+    BudgetdError,
+    BudgetdUnavailable,
+    ClientClosed,
+    NotFound,
+    Unauthenticated,
+)
 from budgetd_client.models import (
     CheckResult,
     CommitResult,
@@ -54,7 +61,16 @@ T = TypeVar("T")
 
 class BudgetClient(ClientState):
     """A connection to budgetd (default target: `budgetd_client.paths.default_target()`; a bare
-    path is a Unix socket)."""
+    path is a Unix socket).
+
+    Credentials, for a daemon's TCP listener that requires them: `token=` or
+    `token_file=` (else $BUDGETD_TOKEN / $BUDGETD_TOKEN_FILE) is sent as `authorization:
+    Bearer <token>` on every call; `tls_ca=` (the CA that signed the daemon's
+    certificate), `tls_cert=` and `tls_key=` (a client certificate, for mTLS), or
+    `tls=True` (the system's roots), else $BUDGETD_TLS_CA, ..., connect over TLS;
+    `tls_server_name=` overrides the name the daemon's certificate must have. Files are
+    read here: a bad one raises `CredentialsError` naming it. A token is never sent in
+    plaintext beyond loopback (`CredentialsError` too)."""
 
     def __init__(
         self,
@@ -69,7 +85,23 @@ class BudgetClient(ClientState):
         resubscribe_backoff: Backoff | None = None,
         offline_recheck_s: float = 5.0,
         interceptors: Sequence[grpc.Interceptor] = (),
+        token: str | None = None,
+        token_file: PathLike | None = None,
+        tls: bool | None = None,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
+        credentials = resolve(
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
+        )
         settings = Settings.of(
             target,
             on_unavailable,
@@ -79,6 +111,7 @@ class BudgetClient(ClientState):
             resubscribe_attempts,
             resubscribe_backoff,
             offline_recheck_s,
+            credentials,
         )
         self._core = Core(settings, buffer_size)
         self._transport = Transport(settings, interceptors)
@@ -266,7 +299,7 @@ class BudgetClient(ClientState):
     def _flush(self) -> int:
         try:
             self._replay(force=True)
-        except BudgetdUnavailable as error:
+        except (BudgetdUnavailable, Unauthenticated) as error:
             log.warning("budgetd_client: %d records stay buffered: %s", self.buffered, error)
         return self.buffered
 

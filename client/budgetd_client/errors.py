@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -104,6 +105,29 @@ class BudgetdUnavailable(BudgetdError):
         self.attempts = attempts
 
 
+class Unauthenticated(BudgetdError):
+    """UNAUTHENTICATED: the daemon does not know who is calling: no token (or client
+    certificate) where one is needed, or a token no token file lists (a typo, or one
+    removed by a reload). Never retried: the same credentials get the same answer."""
+
+
+class PermissionDenied(BudgetdError):
+    """PERMISSION_DENIED: the daemon knows the caller, and its role or label scope does
+    not allow this call (a reader's Consume, labels outside a scoped token's scope).
+    Never retried."""
+
+
+class CredentialsError(BudgetdError, ValueError):
+    """The client's own credentials cannot be used: a token or TLS file that is missing,
+    unreadable or not what it should be (`path` names it), contradicting options, or a
+    token that would go in plaintext beyond loopback. Raised when the client is made,
+    before anything is sent; a ValueError too, like the constructor's other checks."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ClientClosed(BudgetdError):
     """A call on a client after its `close()`: a closed client is never reopened."""
 
@@ -118,6 +142,8 @@ _BY_CODE: dict[grpc.StatusCode, type[BudgetdError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusy,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAVAILABLE: BudgetdUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: BudgetdUnavailable,
 }
@@ -134,4 +160,6 @@ def from_rpc_error(error: grpc.RpcError, target: str, attempts: int = 1) -> Budg
         return BudgetdUnavailable(details, code, attempts)
     if kind is BudgetdError:
         details = f"{code.name}: {details}"
+    elif kind is Unauthenticated:
+        details = f"budgetd at {target} does not know this caller: {details}"
     return kind(details, code)

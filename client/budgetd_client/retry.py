@@ -5,7 +5,9 @@ idempotent by nature, and each mutation carries one `request_id` that the SDK re
 every attempt, so the server answers a repeat with its stored answer (`replayed`) and
 counts nothing twice. So UNAVAILABLE (daemon starting, draining or gone) and
 DEADLINE_EXCEEDED (the answer may have been lost) are retried for every call; any other
-status is an answer and is raised at once.
+status is an answer and is raised at once: UNAUTHENTICATED and PERMISSION_DENIED above
+all (the same credentials get the same refusal; retrying would only hammer the daemon's
+gate and hide a configuration mistake behind the backoff).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from dataclasses import dataclass
 import grpc
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Refusals of the caller itself: never retried, resubscribed or failed open.
+NOT_ALLOWED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 # A Subscribe stream that breaks with these is resumed from the last seq received:
 # UNAVAILABLE (daemon restarting) and RESOURCE_EXHAUSTED (cut off for being too slow, or
 # too many subscribers right now).
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+assert not NOT_ALLOWED & (RETRYABLE | RESUMABLE), "a refusal of the caller is final"
 
 
 @dataclass(frozen=True, slots=True)

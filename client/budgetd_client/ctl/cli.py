@@ -8,18 +8,35 @@ and an exit code a script can branch on (see EXIT_CODES).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
 from budgetd_client import __version__
+from budgetd_client._credentials import (
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TLS_SERVER_NAME,
+    ENV_TOKEN,
+    ENV_TOKEN_FILE,
+    Credentials,
+    check_transport,
+    open_channel,
+    resolve,
+    tls_options,
+)
 from budgetd_client.ctl import commands, operator, prices
 from budgetd_client.ctl.errors import CtlError, Exit, from_rpc
 from budgetd_client.ctl.events import KIND_NAMES
 from budgetd_client.ctl.output import Output
+from budgetd_client.errors import CredentialsError
 from budgetd_client.paths import as_target, default_target
 from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as rpc
@@ -79,8 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     target = args.target
+    credentials: Credentials = args.credentials
     out = Output.open(args.color)
-    with grpc.insecure_channel(target) as channel:
+    channel = open_channel(target, credentials, tls_options(credentials))
+    if credentials.metadata is not None:
+        channel = grpc.intercept_channel(channel, _Metadata(credentials.metadata))
+    with channel:
         ctl = commands.Ctl(
             args,
             out,
@@ -94,6 +115,43 @@ def _run(args: argparse.Namespace) -> int:
             return int(handler(ctl))
         except grpc.RpcError as error:
             raise from_rpc(error, target, args.timeout) from None
+
+
+class _Metadata(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds the credentials' metadata (the bearer token) to every call, `watch`'s stream
+    too: the commands use the raw stubs and need not know about tokens."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), *self._metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """gRPC's ClientCallDetails is abstract: the documented way is a namedtuple."""
 
 
 def _fail(error: CtlError) -> int:
@@ -115,6 +173,7 @@ def _detach_stdout() -> None:
 def _normalise(args: argparse.Namespace) -> None:
     """Turn the strings argparse collected into what the commands send."""
     args.target = _target(args.target) if args.target else default_target()
+    args.credentials = _credentials(args)
     args.selector = _selector(getattr(args, "selector", None) or [])
     state = getattr(args, "min_state", None)
     args.min_state = pb.LedgerState.Value(f"LEDGER_STATE_{state.upper()}") if state else 0
@@ -130,10 +189,11 @@ def _target(text: str) -> str:
     itself would pick 443); a URL is a usage error (gRPC targets have no scheme://)."""
     if text.startswith(("http://", "https://")):
         rest = text.split("://", 1)[1].rstrip("/")
+        tls = " --tls" if text.startswith("https://") else ""
         raise CtlError(
             Exit.USAGE,
-            f"--target takes a gRPC address, not a URL: try --target {rest or 'HOST:PORT'} "
-            "(HOST:PORT, unix:/path/budgetd.sock or /path/budgetd.sock)",
+            f"--target takes a gRPC address, not a URL: try --target {rest or 'HOST:PORT'}"
+            f"{tls} (HOST:PORT, unix:/path/budgetd.sock or /path/budgetd.sock)",
         )
     if text.startswith(("unix:", "/", "dns:", "ipv4:", "ipv6:")):
         return as_target(text)
@@ -142,6 +202,41 @@ def _target(text: str) -> str:
     if bracketed or not host or host.endswith(":") or "]" in port:
         return f"{text}:{DEFAULT_PORT}"  # no port (a name, an IPv4 or a [v6] address)
     return text
+
+
+def _credentials(args: argparse.Namespace) -> Credentials:
+    """The token and TLS of the flags, else of the environment (as the SDK reads them);
+    a file that cannot be used, or a token bound for plaintext beyond loopback, is a
+    usage error naming it."""
+    try:
+        credentials = resolve(
+            token=args.token,
+            token_file=args.token_file,
+            tls=True if args.tls else None,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_server_name=args.tls_server_name,
+        )
+        check_transport(args.target, credentials)
+    except CredentialsError as error:
+        raise CtlError(Exit.USAGE, _flag_names(error.message)) from None
+    return credentials
+
+
+_SDK_NAMES = re.compile(
+    r"\b(?:token=|token_file=|tls=True|tls_ca|tls_cert|tls_key|tls_server_name)"
+)
+
+
+def _flag_names(message: str) -> str:
+    """The SDK's argument names as budgetctl's flags (`tls_ca` -> `--tls-ca`)."""
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group().removesuffix("=True").removesuffix("=")
+        return "--" + name.replace("_", "-")
+
+    return _SDK_NAMES.sub(flag, message)
 
 
 def _selector(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -213,6 +308,60 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         choices=("auto", "always", "never"),
         default=default("auto"),
         help="tables and colour: auto = when stdout is a terminal (default)",
+    )
+    _credential_options(parser, default)
+
+
+def _credential_options(
+    parser: argparse.ArgumentParser, default: Callable[[object], object]
+) -> None:
+    """Token and TLS flags; each group falls back to its environment variables when
+    none of its flags is given (read by the SDK's resolver, `_credentials`)."""
+    group = parser.add_argument_group("credentials (for a daemon's TCP listener)")
+    group.add_argument(
+        "--token",
+        default=default(None),
+        metavar="TOKEN",
+        help=f"bearer token (default: ${ENV_TOKEN}); visible to other local users in ps: "
+        "prefer --token-file",
+    )
+    group.add_argument(
+        "--token-file",
+        default=default(None),
+        metavar="FILE",
+        help=f"file holding the bearer token (default: ${ENV_TOKEN_FILE})",
+    )
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="connect with TLS (implied by the --tls-* flags); without --tls-ca the "
+        "system's trusted roots verify the daemon",
+    )
+    group.add_argument(
+        "--tls-ca",
+        default=default(None),
+        metavar="FILE",
+        help=f"PEM CA that signed the daemon's certificate (default: ${ENV_TLS_CA})",
+    )
+    group.add_argument(
+        "--tls-cert",
+        default=default(None),
+        metavar="FILE",
+        help=f"PEM client certificate, for mTLS (default: ${ENV_TLS_CERT})",
+    )
+    group.add_argument(
+        "--tls-key",
+        default=default(None),
+        metavar="FILE",
+        help=f"PEM key of --tls-cert (default: ${ENV_TLS_KEY})",
+    )
+    group.add_argument(
+        "--tls-server-name",
+        default=default(None),
+        metavar="NAME",
+        help="the name the daemon's certificate must have, when not the --target host "
+        f"(default: ${ENV_TLS_SERVER_NAME})",
     )
 
 

@@ -100,6 +100,11 @@ def _message(status: grpc.StatusCode, details: str | None, target: str, timeout:
             f"the server at {target} does not implement this call "
             f"(an older budgetd, or not budgetd): {details}"
         )
+    if status is grpc.StatusCode.UNAUTHENTICATED:
+        return (
+            f"unauthenticated: {details} (a TCP listener needs a token: --token-file, "
+            "--token or $BUDGETD_TOKEN; or a client certificate: --tls-cert and --tls-key)"
+        )
     if status in _SELF_EXPLAINED:
         return details
     return f"{status.name.lower().replace('_', ' ')}: {details}"
