@@ -8,7 +8,8 @@ failed handshake or a refusal later, and never a traceback.
 
 Each option is an argument, else its environment variable (`ENV_*` below); an argument
 of a group (`token=` / `token_file=`, or any `tls_*`) makes the environment of that group
-ignored, so a program that says what it wants gets exactly that. A token is never sent
+ignored, so a program that says what it wants gets exactly that (`tls=True` alone only
+asks for TLS: the files may still come from the environment). A token is never sent
 in plaintext beyond loopback: whoever sees it can spend as its holder.
 """
 
@@ -162,15 +163,13 @@ def _read(path: Path, where: str, limit: int) -> bytes:
     return data
 
 
-def _flag(value: bool | None, env: Mapping[str, str]) -> bool | None:
-    if value is not None:
-        return value
+def _env_flag(env: Mapping[str, str]) -> bool:
+    """$BUDGETD_TLS: 1 forces TLS (the system's roots without a CA file); 0 or unset
+    leaves it to the TLS variables."""
     raw = env.get(ENV_TLS, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return None  # unset or off: decided by the files
-    raise CredentialsError(f"${ENV_TLS} must be 1 or 0 (true/false), not {raw!r}")
+    if raw not in _TRUE + _FALSE:
+        raise CredentialsError(f"${ENV_TLS} must be 1 or 0 (true/false), not {raw!r}")
+    return raw in _TRUE
 
 
 def _tls(
@@ -181,24 +180,28 @@ def _tls(
     server_name: str | None,
     env: Mapping[str, str],
 ) -> Tls | None:
-    """TLS settings: on when asked (`tls=True`, $BUDGETD_TLS=1) or when any TLS file or a
+    """TLS settings: on when asked (`tls=True`, $BUDGETD_TLS=1) or when a TLS file or a
     server name is given; `tls=False` with one of them is a contradiction, not a choice."""
-    given = (ca, cert, key, server_name)
-    if tls is None and not any(v is not None for v in given):
-        ca, cert, key = env.get(ENV_TLS_CA), env.get(ENV_TLS_CERT), env.get(ENV_TLS_KEY)
-        server_name = env.get(ENV_TLS_SERVER_NAME) or None
-        ca, cert, key = ca or None, cert or None, key or None
-        tls = _flag(None, env)
-    files = {"tls_ca": ca, "tls_cert": cert, "tls_key": key}
+    named = [
+        name
+        for name, value in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key),
+                            ("tls_server_name", server_name))
+        if value is not None
+    ]  # fmt: skip
     if tls is False:
-        named = [name for name, value in files.items() if value is not None]
-        if server_name is not None:
-            named.append("tls_server_name")
         if named:
             raise CredentialsError(f"tls=False, but {', '.join(named)} given")
         return None
-    if tls is None and not any(files.values()) and server_name is None:
-        return None
+    if not named:
+        # No TLS argument: the environment's (with tls=True too: the flag says "TLS",
+        # the variables may say with which files).
+        ca, cert, key, server_name = (
+            env.get(name) or None for name in (ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY,
+                                               ENV_TLS_SERVER_NAME)
+        )  # fmt: skip
+        tls = tls or _env_flag(env)
+        if not tls and ca is None and cert is None and key is None and server_name is None:
+            return None
     if (cert is None) != (key is None):
         raise CredentialsError("a client certificate needs both tls_cert and tls_key")
     if server_name is not None and not server_name.strip():

@@ -242,22 +242,10 @@ function readFile(file, where) {
 
 function resolveTls(option, env) {
   if (option === false) return null;
-  let given = option === true ? {} : option;
-  if (given == null) {
-    const on = (env[ENV.tls] || "").trim().toLowerCase();
-    if (!["", "0", "1", "true", "false", "yes", "no", "on", "off"].includes(on)) {
-      const shown = JSON.stringify(on);
-      throw new CredentialsError(`$${ENV.tls} must be 1 or 0 (true/false), not ${shown}`);
-    }
-    given = {
-      caFile: env[ENV.ca] || undefined,
-      certFile: env[ENV.cert] || undefined,
-      keyFile: env[ENV.key] || undefined,
-      serverName: env[ENV.serverName] || undefined,
-    };
-    const any = Object.values(given).some((value) => value !== undefined);
-    if (!any && !["1", "true", "yes", "on"].includes(on)) return null;
-  }
+  // `tls: true` asks for TLS; the files may still come from the environment.
+  const given = option != null && option !== true ? option : tlsFromEnv(env);
+  const any = Object.values(given).some((value) => value != null);
+  if (option == null && !any && !tlsForced(env)) return null;
   const ca = pem(given.ca, given.caFile, "ca");
   const cert = pem(given.cert, given.certFile, "cert");
   const key = pem(given.key, given.keyFile, "key");
@@ -283,6 +271,24 @@ function resolveTls(option, env) {
     throw new CredentialsError(`tls: ${which ?? "the PEM given"}: ${error.message}`, which);
   }
   return { ca, cert, key, serverName: given.serverName ?? null };
+}
+
+function tlsFromEnv(env) {
+  return {
+    caFile: env[ENV.ca] || undefined,
+    certFile: env[ENV.cert] || undefined,
+    keyFile: env[ENV.key] || undefined,
+    serverName: env[ENV.serverName] || undefined,
+  };
+}
+
+/** $BUDGETD_TLS: 1 forces TLS (the system's roots without a CA file). */
+function tlsForced(env) {
+  const value = (env[ENV.tls] || "").trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(value)) return true;
+  if (["", "0", "false", "no", "off"].includes(value)) return false;
+  const shown = JSON.stringify(value);
+  throw new CredentialsError(`$${ENV.tls} must be 1 or 0 (true/false), not ${shown}`);
 }
 
 /** PEM text given inline, else read from `file`; null when neither. */

@@ -516,3 +516,26 @@ def test_budgetctl_over_tls_and_mtls(
         "--tls-cert", str(cert), "--tls-key", str(key), "status", "--json",
     )  # fmt: skip
     assert code == Exit.OK, err  # the planner's certificate is an agent: it may read
+
+
+def test_tls_from_the_environment(
+    tls_daemon: Daemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUDGETD_TLS_CA", str(tls_daemon.ca_file))
+    monkeypatch.setenv("BUDGETD_TLS_SERVER_NAME", "localhost")
+    monkeypatch.setenv("BUDGETD_TOKEN", "tok-agent")
+    with BudgetClient(tls_daemon.target, timeout_s=30) as budget:
+        budget.consume(LABELS, USAGE)
+    with BudgetClient(tls_daemon.target, tls=True, timeout_s=30) as budget:  # files: env's
+        budget.consume(LABELS, USAGE)
+    code, out, err = _ctl(capsys, "--target", tls_daemon.target, "--tls", "status", "--json")
+    assert code == Exit.OK, err
+    assert json.loads(out)["ledgers"]
+    # An explicit TLS argument replaces the environment's: this CA does not exist.
+    with pytest.raises(CredentialsError, match=r"tls_ca /nonexistent\.pem: cannot read"):
+        BudgetClient(tls_daemon.target, tls_ca="/nonexistent.pem")
+    with (
+        BudgetClient(tls_daemon.localhost, tls=False, retries=0) as plaintext,
+        pytest.raises(BudgetdUnavailable),  # tls=False: plaintext, to a TLS listener
+    ):
+        plaintext.get_ledger("daily")
