@@ -484,7 +484,11 @@ def test_budgetctl_credential_mistakes_are_usage_errors(
         (["--tls-ca", str(missing)], f"--tls-ca {missing}: cannot read"),
         (["--tls-cert", str(missing)], "needs both --tls-cert and --tls-key"),
         (["--token", "a", "--token-file", str(missing)], "give --token or --token-file"),
-        (["--target", "10.0.0.7:50051", "--token", "tok"], "refusing to send the bearer token"),
+        (["--target", "10.0.0.7:50051", "--token", "tok"], "the bearer token (--token) in"),
+        (
+            ["--target", "10.0.0.7:50051", "--token-file", str(_secret(tmp_path, "agent"))],
+            f"the bearer token (--token-file {tmp_path / 'agent.token'}) in plaintext",
+        ),
     ]
     for flags, message in cases:
         argv = ["--target", "127.0.0.1:1", *flags, "status"]

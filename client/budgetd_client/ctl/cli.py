@@ -225,7 +225,7 @@ def _credentials(args: argparse.Namespace) -> Credentials:
 
 
 _SDK_NAMES = re.compile(
-    r"\b(?:token=|token_file=|tls=True|tls_ca|tls_cert|tls_key|tls_server_name)"
+    r"\b(?:token=|token_file=|token_file(?= )|tls=True|tls_ca|tls_cert|tls_key|tls_server_name)"
 )
 
 
