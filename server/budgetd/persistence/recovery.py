@@ -52,7 +52,7 @@ def recover(
         if journals:
             raise StateDirError(state.path, f"journal {journals[0][1].name} but no snapshot")
         return Recovered(None, 0, 0, 0, [], None, 0, False)
-    engine = Engine.from_state(loaded.state, limits=limits, prices=prices)
+    engine = _engine_of(state, loaded, limits, prices)
     lsn, replayed, truncated = loaded.lsn, 0, False
     events: list[ev.Event] = []
     for index, (first, path) in enumerate(journals):
@@ -64,7 +64,8 @@ def recover(
         records, cut = _read_segment(path, last_segment, journals[index + 1 :], lsn)
         truncated |= cut
         for record in records:
-            number = int(str(record["lsn"]))
+            number = record["lsn"]
+            assert isinstance(number, int)  # checked by _record
             if number <= lsn:
                 continue  # covered by the snapshot, or written twice after a disk error
             if number != lsn + 1:
@@ -78,6 +79,22 @@ def recover(
         ),
     )
     return Recovered(engine, lsn, loaded.lsn, loaded.seq, events, loaded.path, replayed, truncated)
+
+
+def _engine_of(
+    state: StateDir, loaded: snapshot.Loaded, limits: Limits, prices: PriceTable
+) -> Engine:
+    """The snapshot's engine. A snapshot whose checksums hold but whose state does not
+    load (written under other [limits] or policies, or by hand) stops the start as a
+    record that does not replay does: falling back would silently lose its records."""
+    try:
+        return Engine.from_state(loaded.state, limits=limits, prices=prices)
+    except Exception as error:
+        raise StateDirError(
+            state.path,
+            f"{loaded.path.name}: the state does not load: {type(error).__name__}: {error} "
+            "(were [limits] or policies changed since it was written?)",
+        ) from None
 
 
 def _newest_snapshot(state: StateDir) -> snapshot.Loaded | None:
@@ -104,7 +121,7 @@ def _read_segment(
 ) -> tuple[list[dict[str, object]], bool]:
     data = path.read_bytes()
     payloads, damage = read_frames(data)
-    records = [json.loads(payload) for payload in payloads]
+    records = [_record(path, i, payload) for i, payload in enumerate(payloads)]
     if damage is None:
         return records, False
     if frame_follows(data, damage.offset):
@@ -136,6 +153,23 @@ def _read_segment(
         handle.flush()
         os.fsync(handle.fileno())
     return records, True
+
+
+def _record(path: Path, index: int, payload: bytes) -> dict[str, object]:
+    """One frame's record. Its checksum holds, so it is what was written: a payload that
+    is no record (a JSON object with an integer lsn) is not a torn write but a file
+    budgetd did not write, and stops the start."""
+    try:
+        record = json.loads(payload)
+    except (ValueError, RecursionError) as error:  # not JSON, or not UTF-8
+        reason = f"not JSON ({type(error).__name__})"
+    else:
+        number = record.get("lsn") if isinstance(record, dict) else None
+        if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+            checked: dict[str, object] = record
+            return checked
+        reason = "not a journal record (a JSON object with a positive integer lsn)"
+    raise StateDirError(path.parent, f"{path.name}: frame {index + 1} is {reason}")
 
 
 def _replay(

@@ -118,12 +118,27 @@ def load(path: Path) -> Loaded:
         raise SnapshotCorrupt(path, reason)
     try:
         header = json.loads(payloads[0])
+        if not isinstance(header, dict):
+            raise SnapshotCorrupt(path, "the header is not a JSON object")
         if header.get("format") != FORMAT:
             raise SnapshotCorrupt(path, f"format {header.get('format')!r}, expected {FORMAT!r}")
+        lsn, seq, taken_at = header["lsn"], header["seq"], header["taken_at"]
+        if not all(_count(value) for value in (lsn, seq)):
+            raise SnapshotCorrupt(path, "lsn and seq must be non-negative integers")
+        if isinstance(taken_at, bool) or not isinstance(taken_at, int | float):
+            raise SnapshotCorrupt(path, "taken_at must be a number")
         state = json.loads(payloads[1])
-        return Loaded(path, int(header["lsn"]), int(header["seq"]), header["taken_at"], state)
-    except (ValueError, KeyError, TypeError) as error:
-        raise SnapshotCorrupt(path, f"unreadable content: {error}") from None
+        if not isinstance(state, dict):
+            raise SnapshotCorrupt(path, "the body is not a JSON object")
+        return Loaded(path, lsn, seq, float(taken_at), state)
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise SnapshotCorrupt(
+            path, f"unreadable content: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 async def write_in_child(
