@@ -17,7 +17,16 @@ from typing import Any, TypeVar
 import grpc
 
 from budgetd import __version__, convert
-from budgetd.core import COMPILED, BudgetError, Engine, InvalidArgument, LedgerState, Policy
+from budgetd.auth.caller import Caller, caller_of
+from budgetd.core import (
+    COMPILED,
+    BudgetError,
+    Engine,
+    InvalidArgument,
+    LedgerState,
+    NotFound,
+    Policy,
+)
 from budgetd.core import events as ev
 from budgetd.core.engine import FROM_FILE
 from budgetd.core.results import RunInfo
@@ -67,6 +76,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
+        if request.run_id:
+            self._own_run(request.run_id)
         result = self.runtime.reader().check(
             dict(request.labels),
             convert.usage(request.estimate, "estimate"),
@@ -78,6 +89,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     @unary
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RESERVATION_TTL_S)
+        if request.run_id:
+            self._own_run(request.run_id)
         result = await self.runtime.apply(
             "reserve",
             {
@@ -92,6 +105,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
+        self._own_reservation(request.reservation_id)
         result = await self.runtime.apply(
             "commit",
             {
@@ -104,6 +118,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        self._own_reservation(request.reservation_id)
         result = await self.runtime.apply(
             "release",
             {"reservation_id": request.reservation_id, "request_id": request.request_id},
@@ -118,6 +133,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return convert.consume_response(result)
 
     def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:
+        if request.run_id:
+            self._own_run(request.run_id)
         return self.runtime.submit(
             "consume",
             {
@@ -191,6 +208,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
+        self._own_run(request.run_id)
         result = await self.runtime.apply("heartbeat", {"run_id": request.run_id})
         response = pb.HeartbeatResponse(expires_at=convert.timestamp(result.expires_at))
         if result.deadline is not None:
@@ -199,6 +217,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def CloseRun(self, request: pb.CloseRunRequest, context: Context) -> pb.CloseRunResponse:
+        self._own_run(request.run_id)
         result = await self.runtime.apply(
             "close_run", {"run_id": request.run_id, "request_id": request.request_id}
         )
@@ -209,12 +228,29 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             replayed=result.replayed,
         )
 
+    def _own_reservation(self, reservation_id: str) -> None:
+        """A scoped caller's reservation must carry labels inside its scope: another
+        tenant's answers exactly like a missing one."""
+        caller = caller_of()
+        if caller.scope_items:
+            labels = self.runtime.reader().reservation_labels(reservation_id)
+            if labels is not None and not caller.sees(labels):
+                raise NotFound("reservation", reservation_id)
+
+    def _own_run(self, run_id: str) -> None:
+        """As `_own_reservation`, for an open run (spending into it, or ending it)."""
+        caller = caller_of()
+        if caller.scope_items:
+            labels = self.runtime.reader().run_labels(run_id)
+            if labels is not None and not caller.sees(labels):
+                raise NotFound("run", run_id)
+
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
         events = self.runtime.events
         try:
-            event_filter = _event_filter(request, self.runtime.reader())
+            event_filter = _event_filter(request, self.runtime.reader(), caller_of())
             after = request.after_seq if request.HasField("after_seq") else None
             subscription = events.subscribe(event_filter, after)
         except Draining:
@@ -254,6 +290,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         self, request: pb.GetLedgerRequest, context: Context
     ) -> pb.GetLedgerResponse:
         status = self.runtime.reader().get_ledger(request.key, self.runtime.clock())
+        if not caller_of().sees(status.labels):  # answered exactly as a missing ledger
+            raise NotFound("ledger", request.key)
         return pb.GetLedgerResponse(ledger=convert.ledger_status(status))
 
     @unary
@@ -266,10 +304,14 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         if request.min_state != pb.LEDGER_STATE_UNSPECIFIED:
             min_state = convert.enum_value(convert.STATE_FROM_WIRE, request.min_state, "min_state")
         engine = self.runtime.reader()
+        selector = caller_of().narrow(request.selector)
+        if selector is None:  # asks for another tenant: nothing this caller may see
+            engine.rules.labels(dict(request.selector), "selector")
+            return pb.ListLedgersResponse()
         page = engine.list_ledgers(
             self.runtime.clock(),
             policy=request.policy,
-            selector=dict(request.selector),
+            selector=selector,
             min_state=min_state,
             page_size=min(request.page_size or 100, engine.limits.max_page_size),
             page_token=request.page_token,
@@ -284,8 +326,12 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must be >= 0 (0 = 100)")
         engine = self.runtime.reader()
+        selector = caller_of().narrow(request.selector)
+        if selector is None:
+            engine.rules.labels(dict(request.selector), "selector")
+            return pb.ListRunsResponse()
         page = engine.list_runs(
-            selector=dict(request.selector),
+            selector=selector,
             page_size=min(request.page_size or 100, engine.limits.max_page_size),
             page_token=request.page_token,
         )
@@ -317,20 +363,30 @@ def _run_status(run: RunInfo) -> pb.RunStatus:
     return status
 
 
-def _event_filter(request: pb.SubscribeRequest, engine: Engine) -> EventFilter:
-    selector = dict(request.selector)
-    engine.rules.labels(selector, "selector")
+def _event_filter(request: pb.SubscribeRequest, engine: Engine, caller: Caller) -> EventFilter:
+    """The subscription's filter; for a scoped caller, narrowed to its scope and without
+    policy changes (a policy names other tenants' labels)."""
+    engine.rules.labels(dict(request.selector), "selector")
+    selector = caller.narrow(request.selector)
     kinds: list[type[object]] = []
     for i, wire in enumerate(request.kinds):
         if wire == pb.EVENT_KIND_GAP:
             continue  # gaps are always delivered
         kinds.append(convert.enum_value(KIND_FROM_WIRE, wire, f"kinds[{i}]"))
+    if caller.scope_items:
+        kinds = [kind for kind in kinds or KIND_FROM_WIRE.values() if kind is not ev.PolicyChanged]
+        if selector is None:  # another tenant's: a filter no event passes
+            selector, kinds = {}, [_NoEvent]
     severity = None
     if request.min_severity != pb.SEVERITY_UNSPECIFIED:
         severity = convert.enum_value(
             convert.SEVERITY_FROM_WIRE, request.min_severity, "min_severity"
         )
-    return EventFilter.of(selector, kinds, severity)
+    return EventFilter.of(selector or {}, kinds, severity)
+
+
+class _NoEvent:
+    """A kind no event is: the filter of a subscription that selects nothing."""
 
 
 def _deliverable(
@@ -366,6 +422,17 @@ async def _stream_answer(
             sequence=sequence, error=pb.StreamError(code=code.value[0], message=message)
         )
     return pb.ConsumeStreamResponse(sequence=sequence, response=convert.consume_response(result))
+
+
+def _policy_visible(policy: Policy, caller: Caller) -> bool:
+    """A scoped caller sees the policies that can apply inside its scope: none whose
+    match names another value of a scoped label."""
+    match = dict(policy.match)
+    for key, value in caller.scope_items:
+        matched = match.get(key)
+        if matched is not None and matched not in (value, "*"):
+            return False
+    return True
 
 
 class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
@@ -409,7 +476,10 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
         self, request: pb.ListPoliciesRequest, context: Context
     ) -> pb.ListPoliciesResponse:
         engine = self.runtime.reader()
-        policies = sorted(engine.policies, key=lambda p: p.name)
+        caller = caller_of()
+        policies = sorted(
+            (p for p in engine.policies if _policy_visible(p, caller)), key=lambda p: p.name
+        )
         return pb.ListPoliciesResponse(
             policies=[convert.policy_message(p) for p in policies],
             config_file_policies=[p.name for p in policies if engine.origin(p.name) == FROM_FILE],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -66,7 +67,7 @@ def test_an_undecodable_consume_stream_message_ends_the_stream_after_the_good_on
             request_id="stream-1",
         ),
     ).SerializeToString()
-    answers = call(iter([good, GARBAGE, good]), timeout=10)
+    answers: Any = call(iter([good, GARBAGE, good]), timeout=10)  # an iterator and a Call
     first = pb.ConsumeStreamResponse.FromString(next(answers))
     assert first.sequence == 1 and first.HasField("response")
     with pytest.raises(grpc.RpcError) as refused:

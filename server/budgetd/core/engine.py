@@ -253,6 +253,20 @@ class Engine:
             raise NotFound("run", run_id)
         return Totals.of(run.totals, run.first_use, run.last_use)
 
+    def reservation_labels(self, reservation_id: str) -> Mapping[str, str] | None:
+        """The labels of a held (or expired, still committable) reservation; None when
+        the id holds nothing. For access checks: the core itself never needs it."""
+        reservation = self._reservations.get(reservation_id)
+        if reservation is not None:
+            return reservation.labels
+        expired = self._expired_holds.get(reservation_id)
+        return expired.labels if expired is not None else None
+
+    def run_labels(self, run_id: str) -> Mapping[str, str] | None:
+        """The labels of an open run; None when no run with this id is open."""
+        run = self._runs.get(run_id)
+        return run.labels if run is not None else None
+
     def check(self, labels: Labels, estimate: Usage, now: float, run_id: str = "") -> CheckResult:
         """Would `estimate` fit in every matching ledger? Changes nothing."""
         self.rules.labels(labels)
