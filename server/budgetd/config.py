@@ -347,7 +347,15 @@ _FOREIGN_ENV = frozenset({"BUDGETD_TARGET", "BUDGETD_CORE"})
 _KNOWN_ENV = frozenset({_CONFIG_ENV, *(o.env for o in _OPTIONS if o.env)})
 _ACCEPTED_ENV = _KNOWN_ENV | _FOREIGN_ENV
 _SECTIONS = ("server", "events", "connections")
-_TOP_KEYS = (*_SECTIONS, "auth", "tls", "limits", "embedded_policies", "policies")
+_TOP_KEYS = (
+    *_SECTIONS,
+    "auth",
+    "tls",
+    "limits",
+    "embedded_policies",
+    "policies",
+    "reload_may_replace_all",
+)
 
 
 def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -420,14 +428,21 @@ class _File:
     limits: Limits
 
 
-def _read_file(path: Path) -> _File:
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text, or a ConfigError naming it."""
     layer = _Layer(str(path), text=False, base=path.parent)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         raise layer.error("", f"cannot read: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise layer.error("", "not UTF-8 text") from None
+
+
+def _read_file(path: Path, text: str | None = None) -> _File:
+    layer = _Layer(str(path), text=False, base=path.parent)
+    if text is None:
+        text = read_text(path)
     try:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as error:
@@ -789,12 +804,28 @@ def load_file(path: Path) -> Settings:
     return _settings(path, _read_file(path), {}, os.environ)
 
 
-def reload_policies(path: Path, limits: Limits) -> tuple[Policy, ...]:
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What a SIGHUP found in the file: its policies, and whether it allows them to
+    replace every policy the file had before (`reload_may_replace_all = true`)."""
+
+    policies: tuple[Policy, ...]
+    may_replace_all: bool
+
+
+def reload_policies(path: Path, limits: Limits, text: str | None = None) -> Reloaded:
     """The file's policies for a running daemon (SIGHUP). The file must parse, with
     known keys of the right types, but only its policies are used: they are parsed
     against the running `limits`, and every other setting waits for a restart (where
-    the flags and environment the daemon started with apply again)."""
-    return _policies(_read_file(path), limits)
+    the flags and environment the daemon started with apply again). `text`: the file's
+    content as already read (the daemon reads until two reads agree)."""
+    file = _read_file(path, text)
+    replace_all = file.data.get("reload_may_replace_all", False)
+    if not isinstance(replace_all, bool):
+        raise file.layer.error(
+            "reload_may_replace_all", f"must be true or false, got {_show(replace_all)}"
+        )
+    return Reloaded(_policies(file, limits), replace_all)
 
 
 def _settings(

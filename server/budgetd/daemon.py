@@ -32,6 +32,7 @@ from budgetd.auth.tls import TlsError
 from budgetd.auth.tokens import TokenFileError
 from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
+from budgetd.core.engine import FROM_FILE
 from budgetd.event_log import EventLog
 from budgetd.health import Health
 from budgetd.logs import fields
@@ -43,6 +44,12 @@ from budgetd.tuning import settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
 log = logging.getLogger("budgetd")
+# How long before the end of the grace period the calls still waiting for durability
+# are answered UNAVAILABLE: time for those answers to leave before the servers cancel.
+CUT_MARGIN_S = 0.2
+# A reloaded file is read until two reads this far apart agree, at most this many times.
+SETTLE_S = 0.1
+SETTLE_TRIES = 20
 
 
 @dataclass
@@ -267,7 +274,17 @@ class Daemon:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.health.watches_ended(), grace)
         remaining = max(0.0, deadline - loop.time())
-        await asyncio.gather(*(server.stop(remaining) for server in self.servers.all))
+        stopped = asyncio.gather(*(server.stop(remaining) for server in self.servers.all))
+        # Just before the servers cancel what is still in flight, calls waiting for
+        # their record to be durable answer UNAVAILABLE (retry), not CANCELLED.
+        done, _ = await asyncio.wait({stopped}, timeout=max(0.0, remaining - CUT_MARGIN_S))
+        if not done:
+            cut = self.runtime.cut_waiting()
+            if cut:
+                log.warning(
+                    "grace period over: calls answered UNAVAILABLE", extra=fields(calls=cut)
+                )
+        await stopped
         for task in (timer, snapshots):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -401,11 +418,26 @@ class Daemon:
 
     async def _reload(self, path: Path) -> None:
         try:
-            policies = config.reload_policies(path, self.settings.limits)
+            text = await _settled_text(path)
+            found = config.reload_policies(path, self.settings.limits, text)
         except config.ConfigError as error:
             log.error("reload rejected; keeping the current policies", extra=fields(error=error))
             return
-        await self._apply_file_policies("reload", policies)
+        engine = self.runtime.engine
+        before = [p.name for p in engine.policies if engine.origin(p.name) == FROM_FILE]
+        kept = {p.name for p in found.policies}.intersection(before)
+        if before and not kept and not found.may_replace_all:
+            # An emptied or half-written file looks like this: refuse, say how to mean it.
+            log.error(
+                "reload rejected; keeping the current policies",
+                extra=fields(
+                    error=f"{path}: would remove every policy the file had ({len(before)}: "
+                    f"{', '.join(before[:5])}{', ...' if len(before) > 5 else ''}) and keep "
+                    "none; set reload_may_replace_all = true in the file if that is meant"
+                ),
+            )
+            return
+        await self._apply_file_policies("reload", found.policies)
 
     async def _apply_file_policies(
         self, why: str, policies: tuple[Policy, ...] | None = None
@@ -426,6 +458,20 @@ class Daemon:
                 added=list(result.added), changed=list(result.changed), removed=list(result.removed)
             ),
         )
+
+
+async def _settled_text(path: Path) -> str:
+    """The file's text once two reads `SETTLE_S` apart agree: a file being written in
+    place is not read half-way as if it were whole. One that keeps changing for
+    `SETTLE_TRIES` reads is refused."""
+    text = config.read_text(path)
+    for _ in range(SETTLE_TRIES):
+        await asyncio.sleep(SETTLE_S)
+        again = config.read_text(path)
+        if again == text:
+            return text
+        text = again
+    raise config.ConfigError(str(path), "", f"still changing after {SETTLE_TRIES * SETTLE_S:g} s")
 
 
 def _warn_if_unreachable(socket: Path) -> None:

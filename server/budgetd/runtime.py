@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -79,6 +79,10 @@ class Runtime:
         self.assigned_seq = events.last_seq  # the last event seq handed out
         self._recorded: Mutation | None = None
         self._snapshot_lock = asyncio.Lock()
+        # Calls waiting for their record to be durable, and whether the drain's grace
+        # has run out: then they answer UNAVAILABLE rather than being cancelled.
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._cut_off = False
         engine.recorder = self._record
 
     def install(self, engine: Engine, events: EventLog, store: Store | None, lsn: int) -> None:
@@ -102,10 +106,40 @@ class Runtime:
         """Carry out one mutation and return its result once it counts (see the module)."""
         result, durable = self.submit(op, args)
         if durable is not None:
-            # Shielded: the batch's future is shared, and a caller that goes away (its
-            # deadline, a disconnect) must not cancel the answer of every other caller.
-            await asyncio.shield(durable)
+            await self.until_durable(durable)
         return result
+
+    async def until_durable(self, durable: Awaitable[None]) -> None:
+        """Wait until a submitted record is durable. Shielded: the batch's future is
+        shared, and a caller that goes away (its deadline, a disconnect) must not cancel
+        the answer of every other caller. At the end of a drain's grace the wait is cut
+        (`cut_waiting`): the caller hears UNAVAILABLE, never a bare CANCELLED."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task (cannot happen under grpc.aio): plain wait
+            await asyncio.shield(durable)
+            return
+        self._waiting.add(task)
+        try:
+            await asyncio.shield(durable)
+        except asyncio.CancelledError:
+            if not self._cut_off:
+                raise
+            task.uncancel()
+            raise Unavailable(
+                "server draining: the record was not durable before the grace period "
+                "ended; retry with the same request_id after the restart"
+            ) from None
+        finally:
+            self._waiting.discard(task)
+
+    def cut_waiting(self) -> int:
+        """The drain's grace is over: every call still waiting for durability answers
+        UNAVAILABLE now. Returns how many there were."""
+        self._cut_off = True
+        waiting = list(self._waiting)
+        for task in waiting:
+            task.cancel()
+        return len(waiting)
 
     def submit(self, op: str, args: Mapping[str, Any]) -> tuple[Any, asyncio.Future[None] | None]:
         """`apply` without the wait: the result, and what to await before answering

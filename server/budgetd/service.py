@@ -129,7 +129,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Consume(self, request: pb.ConsumeRequest, context: Context) -> pb.ConsumeResponse:
         result, durable = self._submit_consume(request)
         if durable is not None:
-            await asyncio.shield(durable)  # shared by a batch: see Runtime.apply
+            await self.runtime.until_durable(durable)  # shared by a batch: see there
         return convert.consume_response(result)
 
     def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:

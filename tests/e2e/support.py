@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,22 @@ class Daemon:
                 raise AssertionError(f"daemon ended before {event!r}: {self.log_text()}")
             if record.get("event") == event:
                 return record
+
+    def wait_for_nth(self, event: str, n: int) -> dict[str, Any]:
+        """The n-th log record with this event (1-based; bounded wait)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            found = [seen for seen in self.lines if seen.get("event") == event]
+            if len(found) >= n:
+                return found[n - 1]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {n} x {event!r} in {WAIT_S} s: {self.log_text()}")
+            try:  # each new line wakes this up: the reader lists it before queueing it
+                if self._new.get(timeout=left) is None:
+                    raise AssertionError(f"daemon ended before {n} x {event!r}")
+            except queue.Empty:
+                continue
 
     def start(self) -> Daemon:
         self.ready = self.wait_for("ready")

@@ -114,6 +114,29 @@ def test_sighup_reloads_policies_and_an_invalid_file_keeps_the_old_ones(
     assert daemon.health() == SERVING
 
 
+def test_a_reload_that_would_drop_every_file_policy_is_refused_unless_asked(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    config = tmp_path / "budgetd.toml"
+    config.write_text(POLICIES)
+    daemon = start(daemons, tmp_path / "d", "--config", str(config))
+    # An emptied file (an editor half-way through writing it) would mean the embedded
+    # defaults in place of every policy of the file.
+    texts = ("", "# rewritten\n", '[[policies]]\nname = "other"\n')
+    for n, text in enumerate(texts, 1):
+        config.write_text(text)
+        daemon.signal(signal.SIGHUP)
+        rejected = daemon.wait_for_nth("reload rejected; keeping the current policies", n)
+        assert "would remove every policy the file had (1: per-user)" in rejected["error"]
+        assert "reload_may_replace_all = true" in rejected["error"]
+        names = [p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies]
+        assert names == ["per-user"]
+    config.write_text('reload_may_replace_all = true\n[[policies]]\nname = "other"\n')
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for("policies reloaded")
+    assert (reloaded["added"], reloaded["removed"]) == (["other"], ["per-user"])
+
+
 def test_the_timer_expires_holds_with_the_real_clock(daemons: list[Daemon], tmp_path: Path) -> None:
     daemon = start(daemons, tmp_path, "--tick", "0.05")
     budget = daemon.budget()

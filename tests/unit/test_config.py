@@ -521,9 +521,9 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
 def test_reload_policies(tmp_path: Path) -> None:
     path = _write(tmp_path, OWN)
-    assert [p.name for p in config.reload_policies(path, Limits())] == ["own"]
+    assert [p.name for p in config.reload_policies(path, Limits()).policies] == ["own"]
     path.write_text(OWN + '[[policies]]\nname = "two"\nper = ["agent"]\n', encoding="utf-8")
-    assert [p.name for p in config.reload_policies(path, Limits())] == ["own", "two"]
+    assert [p.name for p in config.reload_policies(path, Limits()).policies] == ["own", "two"]
     path.write_text(OWN + "[[policies]]\nname = 3\n", encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         config.reload_policies(path, Limits())
@@ -536,7 +536,7 @@ def test_reload_policies(tmp_path: Path) -> None:
 
 def test_reload_checks_policies_against_the_running_limits(tmp_path: Path) -> None:
     path = _write(tmp_path, OWN + '[[policies]]\nname = "two"\n')
-    assert len(config.reload_policies(path, Limits())) == 2
+    assert len(config.reload_policies(path, Limits()).policies) == 2
     with pytest.raises(ConfigError) as caught:
         config.reload_policies(path, Limits(max_policies=1))
     assert caught.value.key == "policies"

@@ -1,0 +1,84 @@
+"""At the end of a drain's grace period, a call still waiting for its record to be
+durable answers UNAVAILABLE ("retry with the same request_id"), not CANCELLED; before
+that, a slow disk only makes calls wait. The disk is made slow for real: the journal's
+one writer thread is kept busy until the test lets it go."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from budgetd.v1 import budget_pb2 as pb
+from tests.service.support import Served
+
+WAIT_S = 30.0
+
+
+@pytest.fixture
+def stalled(served: Served) -> Iterator[threading.Event]:
+    """The journal's writer thread busy until the event is set (at the latest at the end)."""
+    release = threading.Event()
+
+    def stall() -> None:
+        store = served.runtime.store
+        assert store is not None and store.journal is not None
+        store.journal._executor.submit(release.wait, WAIT_S)
+
+    served.in_loop(stall)
+    yield release
+    release.set()
+
+
+def _waiting(served: Served) -> int:
+    return served.in_loop(lambda: len(served.runtime._waiting))
+
+
+def _until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def _consume(i: int) -> pb.ConsumeRequest:
+    return pb.ConsumeRequest(
+        request_id=f"drain-{i}",
+        labels={"agent": "a", "thread": "t"},
+        usage=pb.Usage(input_tokens=10, model="gpt-4o"),
+    )
+
+
+def test_a_call_waiting_for_durability_at_the_end_of_grace_is_unavailable(
+    served: Served, stalled: threading.Event
+) -> None:
+    consume = served.budget.Consume.future(_consume(1), timeout=WAIT_S)
+    commit_waits = served.budget.Reserve.future(
+        pb.ReserveRequest(
+            request_id="drain-r",
+            labels={"agent": "a", "thread": "t"},
+            estimate=pb.Usage(input_tokens=10, model="gpt-4o"),
+        ),
+        timeout=WAIT_S,
+    )
+    _until(lambda: _waiting(served) == 2)
+    assert served.in_loop(served.runtime.cut_waiting) == 2
+    for call in (consume, commit_waits):
+        error: Any = call.exception(timeout=WAIT_S)
+        assert error is not None
+        assert error.code() is grpc.StatusCode.UNAVAILABLE
+        assert "retry with the same request_id" in error.details()
+    assert _waiting(served) == 0
+
+
+def test_a_slow_disk_alone_only_makes_calls_wait(served: Served, stalled: threading.Event) -> None:
+    consume = served.budget.Consume.future(_consume(2), timeout=WAIT_S)
+    _until(lambda: _waiting(served) == 1)
+    assert not consume.done()
+    stalled.set()
+    assert consume.result(timeout=WAIT_S).ledgers
+    assert _waiting(served) == 0
