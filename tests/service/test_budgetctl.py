@@ -996,6 +996,10 @@ def test_info_describes_the_daemon(served: Served, ctl: Run) -> None:
     assert rows["version"][0] == "budgetd" and rows["durability"] == ["journal"]
     assert rows["ledgers"] == [f"{served.runtime.engine.ledger_count:,}"]
     assert rows["listeners"] == [] or rows["core"]
+    # The idempotency window: how far back a retry is still recognised, and its bounds.
+    retries = next(line for line in plain(out).splitlines() if line.startswith("retries"))
+    assert retries.split(None, 2)[2] == "for 0s back (at most 24h; 1 of 1,000,000 ids)"
+    assert "label text" in plain(out)
     code, out, _ = ctl("info", "--json")
     info = json.loads(out)
     assert info["durability"] == "journal" and info["ledgers"] == served.runtime.engine.ledger_count

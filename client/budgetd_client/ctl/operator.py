@@ -57,9 +57,23 @@ def info(ctl: Ctl) -> int:
             ("subscribers", fmt.count(answer.subscribers)),
             ("last event", f"seq {answer.last_event_seq:,}"),
             ("journal", f"record {answer.journal_lsn:,}, snapshot at {answer.snapshot_lsn:,}"),
+            ("retries recognised", _idempotency(answer)),
+            ("label text", f"{_mib(answer.label_bytes)} of {_mib(answer.label_bytes_max)}"),
         ]
     )
     return Exit.OK
+
+
+def _idempotency(answer: pb.GetServerInfoResponse) -> str:
+    """How far back a retry is still answered from memory, and what bounds it."""
+    window_ms = answer.idempotency_window.ToMilliseconds()
+    held = f"{answer.remembered_requests:,} of {answer.remembered_requests_max:,} ids"
+    most = fmt.millis(answer.idempotency_max_age.ToMilliseconds())
+    return f"for {fmt.millis(window_ms)} back (at most {most}; {held})"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 # --- runs ----------------------------------------------------------------------------------
