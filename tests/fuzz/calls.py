@@ -107,7 +107,11 @@ class Answer:
 
     @property
     def rejected(self) -> bool:
-        return self.code is not None and self.code is not grpc.StatusCode.OK
+        """Refused, with nothing applied: no status OK, and no ConsumeStream message
+        answered with a response (those answered before a stream fails were applied)."""
+        if self.code is None or self.code is grpc.StatusCode.OK:
+            return False
+        return not any(_applied(response) for response in self.responses)
 
     def problems(self) -> list[str]:
         """What breaks the rule; empty when the answer is fine."""
@@ -126,9 +130,8 @@ def call(channel: grpc.Channel, rpc: Rpc, requests: list[bytes]) -> Answer:
     decode = GetMessageClass(rpc.response).FromString
     try:
         if rpc.client_streaming:
-            method = channel.stream_stream(rpc.path, None, None)
-            raw = list(method(iter(requests), timeout=CALL_TIMEOUT_S))
-        elif rpc.server_streaming:
+            return _bidi_stream(channel, rpc, requests)
+        if rpc.server_streaming:
             return _server_stream(channel, rpc, requests[0])
         else:
             raw = [channel.unary_unary(rpc.path, None, None)(requests[0], timeout=CALL_TIMEOUT_S)]
@@ -136,6 +139,21 @@ def call(channel: grpc.Channel, rpc: Rpc, requests: list[bytes]) -> Answer:
         return Answer(error.code(), error.details() or "")
     responses = [decode(item) for item in raw]
     return Answer(grpc.StatusCode.OK, "", responses, _inner_codes(responses))
+
+
+def _bidi_stream(channel: grpc.Channel, rpc: Rpc, requests: list[bytes]) -> Answer:
+    """Every answer the stream gave, then how it ended (a stream that fails part way
+    keeps the answers to the messages before: those were applied)."""
+    decode = GetMessageClass(rpc.response).FromString
+    responses: list[Message] = []
+    stream = channel.stream_stream(rpc.path, None, None)(iter(requests), timeout=CALL_TIMEOUT_S)
+    code, details = grpc.StatusCode.OK, ""
+    try:
+        for item in stream:
+            responses.append(decode(item))
+    except grpc.RpcError as error:
+        code, details = error.code(), error.details() or ""
+    return Answer(code, details, responses, _inner_codes(responses))
 
 
 def _server_stream(channel: grpc.Channel, rpc: Rpc, request: bytes) -> Answer:
@@ -155,6 +173,10 @@ def _server_stream(channel: grpc.Channel, rpc: Rpc, request: bytes) -> Answer:
         return Answer(stream.code(), stream.details() or "")
     stream.cancel()
     return Answer(None, "")
+
+
+def _applied(response: Message) -> bool:
+    return "response" in response.DESCRIPTOR.fields_by_name and response.HasField("response")
 
 
 def _inner_codes(responses: list[Message]) -> list[int]:

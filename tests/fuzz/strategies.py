@@ -56,7 +56,7 @@ POLICY_NAMES = ("per-thread", "daily", "per-agent", "runs", "agent-usage", "fz-1
 TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Mars/Olympus", "", "../../etc")
 REQUEST_IDS = tuple(f"fz-{i}" for i in range(24))  # reused: some retries, some clashes
 # Fields a plausible request always sets (an empty id is the commonest way to be invalid).
-ALWAYS_SET = frozenset({"request_id", "reservation_id", "run_id", "key", "name", "model"})
+ALWAYS_SET = frozenset({"request_id", "reservation_id", "key", "name", "model"})
 # Text nobody validates for: NUL, controls, BOM, RTL marks, astral planes, combining marks.
 ODD = ("", " ", "\x00", "a\x00b", "\t\n", "\ufeff", "\u202e", "\U0001f4a9", "e\u0301", "Ω")
 
