@@ -72,6 +72,17 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped s
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
+    async def List(  # noqa: N802 - the RPC's name
+        self, request: health_pb2.HealthListRequest, context: Context
+    ) -> health_pb2.HealthListResponse:
+        """Every service's status (a handful: the server and its services by name)."""
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._status.items()
+            }
+        )
+
     async def Watch(  # noqa: N802 - the RPC's name
         self, request: health_pb2.HealthCheckRequest, context: Context
     ) -> None:

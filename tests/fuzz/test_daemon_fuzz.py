@@ -35,8 +35,7 @@ from tests.fuzz.counts import COUNTS
 from tests.fuzz.profile import fuzz
 
 EXAMPLES_PER_RPC = 12
-# Health.List: UNIMPLEMENTED with a traceback in the log (see test_grpc_fuzz's xfail).
-DAEMON_RPCS = [r for r in RPCS if r.path != "/grpc.health.v1.Health/List"]
+DAEMON_RPCS = RPCS
 
 
 @pytest.fixture(scope="module")

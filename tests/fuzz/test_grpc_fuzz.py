@@ -82,19 +82,7 @@ def _fuzz_one(rpc: Rpc) -> Callable[..., None]:
     return run
 
 
-# Health.List is in grpcio-health-checking's descriptor (so in the server's table) but
-# budgetd.health.Health does not implement it: UNIMPLEMENTED, and gRPC logs a traceback
-# for every call (a client can flood the log, as with undecodable bytes).
-HEALTH_LIST = "/grpc.health.v1.Health/List"
-LIST_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="Health.List: not implemented by budgetd.health.Health (server/budgetd/health.py): "
-    "UNIMPLEMENTED, with a NotImplementedError traceback logged per call",
-)
-FUZZED = [pytest.param(r, marks=LIST_XFAIL) if r.path == HEALTH_LIST else r for r in RPCS]
-
-
-@pytest.mark.parametrize("rpc", FUZZED, ids=[rpc.name for rpc in RPCS])
+@pytest.mark.parametrize("rpc", RPCS, ids=[rpc.name for rpc in RPCS])
 def test_every_rpc_answers_documented_codes_and_rejections_change_nothing(
     served: Served, harvest: Harvest, rpc: Rpc
 ) -> None:

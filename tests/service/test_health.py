@@ -144,3 +144,15 @@ def test_over_a_real_server_watches_end_after_reporting_the_drain(tmp_path: Path
     seen, missing_code = asyncio.run(scenario())
     assert seen == [[NOT_SERVING]] * 8
     assert missing_code == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_answers_every_service_status() -> None:
+    """Health.List (in grpcio-health's descriptor) is served, not UNIMPLEMENTED."""
+    health = Health()
+    health.set("", SERVING)
+    health.set("budgetd.v1.BudgetService", SERVING)
+    answer = asyncio.run(health.List(health_pb2.HealthListRequest(), None))  # type: ignore[arg-type]
+    assert {name: s.status for name, s in answer.statuses.items()} == {
+        "": SERVING,
+        "budgetd.v1.BudgetService": SERVING,
+    }
