@@ -105,6 +105,7 @@ class Settings:
     event_retention: int
     max_subscribers: int
     subscriber_queue: int
+    subscriber_send_timeout_s: float
     max_streams: int
     max_streams_total: int
     max_streams_per_connection: int
@@ -332,6 +333,7 @@ _OPTIONS = (
     _Option("event_retention", "events.retention", _integer(1, 10_000_000)),
     _Option("max_subscribers", "events.max_subscribers", _integer(1, 10_000)),
     _Option("subscriber_queue", "events.subscriber_queue", _integer(1, 1_000_000)),
+    _Option("subscriber_send_timeout_s", "events.send_timeout_seconds", _seconds(0.01, 3600)),
     _Option("max_streams", "events.max_streams", _integer(1, 10_000)),
     _Option("max_streams_total", "connections.max_streams_total", _integer(1, 100_000)),
     _Option(
@@ -377,6 +379,7 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "event_retention": 100_000,
         "max_subscribers": 64,
         "subscriber_queue": 10_000,
+        "subscriber_send_timeout_s": 30.0,
         "max_streams": 64,
         "max_streams_total": 1000,
         "max_streams_per_connection": 100,

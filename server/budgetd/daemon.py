@@ -184,7 +184,13 @@ class Daemon:
 
     def _event_log(self, last_seq: int) -> EventLog:
         s = self.settings
-        return EventLog(s.event_retention, s.max_subscribers, s.subscriber_queue, last_seq)
+        return EventLog(
+            s.event_retention,
+            s.max_subscribers,
+            s.subscriber_queue,
+            last_seq,
+            s.subscriber_send_timeout_s,
+        )
 
     def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *SERVICE_NAMES):

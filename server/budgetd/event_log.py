@@ -6,7 +6,10 @@ own: publishing costs the same with 0 or 64 subscribers (a flag set per subscrib
 and memory is bounded by the ring. Two things are never silent:
 - a subscriber resuming from a seq the ring no longer holds gets a Gap first;
 - a subscriber more than `max_lag` events behind the newest one is cut off
-  (`SubscriberTooSlow`), and resumes from the last seq it received.
+  (`SubscriberTooSlow`), and resumes from the last seq it received;
+- a subscriber that stops reading is cut off once one send to it has waited
+  `send_timeout_s` (the servicer bounds each send: with no new event, the lag check
+  never runs again), and resumes from the last seq it received.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from budgetd.core import LimitReached
 from budgetd.core import events as ev
 from budgetd.core.policy import Severity
 
+DEFAULT_SEND_TIMEOUT_S = 30.0
+
 
 class SubscriberTooSlow(Exception):
     """The subscriber fell more than `max_lag` events behind."""
@@ -28,6 +33,14 @@ class SubscriberTooSlow(Exception):
             f"subscriber fell more than {max_lag} events behind; "
             f"resume with after_seq={last_delivered}"
         )
+
+
+def stopped_reading(last_delivered: int, send_timeout_s: float) -> str:
+    """Why a subscriber whose send waited `send_timeout_s` was cut off."""
+    return (
+        f"subscriber stopped reading for {send_timeout_s:g} s; "
+        f"resume with after_seq={last_delivered}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +101,20 @@ class Subscription:
 
 class EventLog:
     def __init__(
-        self, retention: int, max_subscribers: int, max_lag: int, last_seq: int = 0
+        self,
+        retention: int,
+        max_subscribers: int,
+        max_lag: int,
+        last_seq: int = 0,
+        send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     ) -> None:
         """`last_seq`: where numbering resumes after a restart; events up to it are
-        gone, and a subscriber asking for them gets a Gap."""
+        gone, and a subscriber asking for them gets a Gap. `send_timeout_s`: how long
+        one send to a subscriber may wait (for the client to read) before it is cut off."""
         self.retention = retention
         self.max_subscribers = max_subscribers
         self.max_lag = max_lag
+        self.send_timeout_s = send_timeout_s
         self.last_seq = last_seq
         self.first_seq = last_seq + 1
         self._ring: list[ev.Event | None] = [None] * retention

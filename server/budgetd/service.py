@@ -30,7 +30,7 @@ from budgetd.core import (
 from budgetd.core import events as ev
 from budgetd.core.engine import FROM_FILE
 from budgetd.core.results import RunInfo
-from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow
+from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow, stopped_reading
 from budgetd.logs import fields
 from budgetd.runtime import Runtime
 from budgetd.status import status_of
@@ -245,9 +245,11 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             if labels is not None and not caller.sees(labels):
                 raise NotFound("run", run_id)
 
-    async def Subscribe(
-        self, request: pb.SubscribeRequest, context: Context
-    ) -> AsyncIterator[pb.SubscribeResponse]:
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Context) -> None:
+        """Writes with `context.write` rather than yielding, so that each send is bounded
+        (`EventLog.send_timeout_s`): a client that stops reading blocks a send for ever
+        (its flow-control window stays full), and with no new event the lag check would
+        never run again to end the stream and free its slots."""
         events = self.runtime.events
         try:
             event_filter = _event_filter(request, self.runtime.reader(), caller_of())
@@ -257,10 +259,11 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining; retry later")
         except BudgetError as error:
             await context.abort(*status_of(error))
+        sender = _Sender(context, events.send_timeout_s, subscription.cursor - 1)
         try:
             # Where this stream starts, before any event: a client that loses the stream
             # early resumes from here instead of "from now".
-            await context.send_initial_metadata(((RESUME_METADATA, str(subscription.cursor - 1)),))
+            await sender.start(((RESUME_METADATA, str(sender.delivered)),))
             while True:
                 subscription.wakeup.clear()
                 try:
@@ -270,18 +273,36 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                         "subscriber cut off: too slow",
                         extra=fields(peer=context.peer(), resume_after=subscription.cursor - 1),
                     )
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+                    await sender.end(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+                    return
+                now = self.runtime.clock()
                 for item in items:
-                    event = _deliverable(item, event_filter, self.runtime.clock())
-                    if event is not None:
-                        yield pb.SubscribeResponse(event=event)
+                    await sender.send(item, event_filter, now)
                 if subscription.closed:
-                    await context.abort(
+                    await sender.end(
                         grpc.StatusCode.UNAVAILABLE,
                         f"server draining; resume with after_seq={subscription.cursor - 1}",
                     )
+                    return
                 if not items:
                     await subscription.wakeup.wait()
+        except _StoppedReading:
+            events.unsubscribe(subscription)  # now: the status below may wait for the client
+            log.warning(
+                "subscriber cut off: stopped reading",
+                extra=fields(
+                    peer=context.peer(),
+                    resume_after=sender.delivered,
+                    send_timeout_s=events.send_timeout_s,
+                ),
+            )
+            if not sender.started:
+                # Not even the initial metadata went out, and gRPC cannot send a status
+                # without sending it again: the call is dropped as a cancelled one is
+                # (what gRPC keeps of it goes with the connection).
+                raise asyncio.CancelledError() from None
+            message = stopped_reading(sender.delivered, events.send_timeout_s)
+            await sender.end(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
         finally:
             events.unsubscribe(subscription)
 
@@ -402,6 +423,62 @@ def _deliverable(
     except Exception:  # a bug must not end every stream that reaches this event
         log.exception("event not deliverable", extra=fields(seq=seq))
         return None
+
+
+class _StoppedReading(Exception):
+    """A send to a subscriber waited its whole `send_timeout_s`."""
+
+
+# How long the status that ends a stream may take to go out. One the client can take
+# goes at once; one queued behind a message a stuck client never took stays queued in
+# gRPC (it goes if the client reads again) and the handler returns without it.
+STATUS_WAIT_S = 1.0
+
+
+class _Sender:
+    """One subscriber's sends, each bounded by `timeout_s`, and the last seq delivered
+    (what the subscriber resumes after when it is cut off)."""
+
+    __slots__ = ("context", "delivered", "started", "timeout_s")
+
+    def __init__(self, context: Context, timeout_s: float, delivered: int) -> None:
+        self.context = context
+        self.timeout_s = timeout_s
+        self.delivered = delivered
+        self.started = False  # the initial metadata went out
+
+    async def start(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        await self.bounded(self.context.send_initial_metadata(metadata))
+        self.started = True
+
+    async def send(
+        self, item: tuple[int, ev.Event] | Gap, event_filter: EventFilter, now: float
+    ) -> None:
+        event = _deliverable(item, event_filter, now)
+        if event is not None:
+            await self.bounded(self.context.write(pb.SubscribeResponse(event=event)))
+        # A filtered-out event counts as delivered: resuming past it loses nothing.
+        self.delivered = item.oldest_available - 1 if isinstance(item, Gap) else item[0]
+
+    async def bounded(self, sending: Awaitable[None]) -> None:
+        """`sending`, or `_StoppedReading` once it has waited `timeout_s`. The message
+        stays queued in gRPC: a client that reads again may still get it (before the
+        status, and again after resuming; its seq tells the two apart)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await sending
+        except TimeoutError:
+            raise _StoppedReading() from None
+
+    async def end(self, code: grpc.StatusCode, message: str) -> None:
+        """End the stream with `code`; returns (without raising) only when the status
+        could not go out within STATUS_WAIT_S. The handler then just returns: gRPC
+        finds the abort already made and ends the call quietly."""
+        try:
+            async with asyncio.timeout(min(self.timeout_s, STATUS_WAIT_S)):
+                await self.context.abort(code, message)
+        except TimeoutError:
+            return
 
 
 # A ConsumeStream message in flight: its sequence, result, what to await, or its error.

@@ -1,6 +1,7 @@
 """One caller cannot starve the others, against the real daemon: a flood of idle health
-Watch streams leaves unary calls answering; connections that never speak HTTP/2, stay
-idle, or ping too often are closed by the server.
+Watch and Subscribe streams leaves unary calls answering; a subscriber that stops
+reading is cut off even when no new event arrives; connections that never speak HTTP/2,
+stay idle, or ping too often are closed by the server.
 
 Each wait here is on a condition (an answer, an end of stream, a closed socket), with
 a generous bound only so that a broken daemon fails the test instead of hanging it.
@@ -12,14 +13,19 @@ import asyncio
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from budgetd.v1 import budget_pb2 as pb
+from budgetd.v1 import budget_pb2_grpc as rpc
 from tests.auth_support import (
     ACK,
     ENHANCE_YOUR_CALM,
@@ -27,15 +33,23 @@ from tests.auth_support import (
     PING,
     PREFACE,
     SETTINGS,
+    bearer,
     frame,
     frames,
     goaway,
+    token_file,
 )
 from tests.e2e.support import WAIT_S, Daemon
+from tests.stalled_subscriber import stalled_on_unix
 
 FLOOD = 10_000
 CHANNELS = 100  # a hundred connections of a hundred streams each
 LABELS = {"agent": "a", "thread": "t"}
+USAGE = pb.Usage(input_tokens=10, model="gpt-4o")
+OPS: dict[str, object] = {"name": "ops", "token": "tok-ops", "role": "admin"}  # no rate limit
+OPS_TOKEN = bearer("tok-ops")
+TOTAL_BOUND = "connections.max_streams_total=1000"
+SUBSCRIBER_BOUND = "max_subscribers=64"
 
 
 @pytest.fixture
@@ -60,70 +74,189 @@ def _start(
     return daemon.start()
 
 
-async def _flood(target: str, channels: list[grpc.aio.Channel]) -> tuple[int, list[str]]:
-    """FLOOD health Watch streams over CHANNELS connections (added to `channels`), left
-    open and idle: how many the daemon accepted (their first answer came), and the
-    refusals' messages."""
+async def _opened(call: grpc.aio.UnaryStreamCall, subscribe: bool) -> str | None:  # type: ignore[type-arg]
+    """None once the stream is open (a Watch's first answer; a Subscribe's initial
+    metadata, as no event comes), else the refusal's message."""
+    try:
+        if subscribe:
+            metadata = await asyncio.wait_for(call.initial_metadata(), WAIT_S)
+            if any(key == "budgetd-resume-after" for key, _ in metadata or ()):
+                return None
+            await call.read()  # refused before any metadata: raises with the status
+            raise AssertionError("a Subscribe stream ended without a status")
+        await asyncio.wait_for(call.read(), WAIT_S)
+    except grpc.aio.AioRpcError as error:
+        # Refused. Under a burst gRPC's Python server sometimes ends a stream it aborts
+        # before reading the client's half-close as CANCELLED rather than with the
+        # abort's status (the same with a bare servicer that aborts, no budgetd code
+        # involved); either way the stream took no slot.
+        assert error.code() in (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED,
+        ), error
+        return str(error.details())
+    return None
+
+
+async def _flood(target: str, channels: list[grpc.aio.Channel]) -> tuple[Counter[str], list[str]]:
+    """FLOOD streams over CHANNELS connections (added to `channels`), health Watch and
+    Subscribe in turn, left open and idle: how many of each the daemon accepted, and
+    the refusals' messages."""
     channels += [
         grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(CHANNELS)
     ]
-    calls = [
-        health_pb2_grpc.HealthStub(channels[i % CHANNELS]).Watch(health_pb2.HealthCheckRequest())
-        for i in range(FLOOD)
-    ]
-
-    async def first(call: grpc.aio.UnaryStreamCall) -> str | None:  # type: ignore[type-arg]
-        try:
-            await asyncio.wait_for(call.read(), WAIT_S)
-        except grpc.aio.AioRpcError as error:
-            # Refused. Under a burst gRPC's Python server sometimes ends a stream it
-            # aborts before reading the client's half-close as CANCELLED rather than with
-            # the abort's status (the same with a bare servicer that aborts, no budgetd
-            # code involved); either way the stream took no slot.
-            assert error.code() in (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.CANCELLED,
-            ), error
-            return str(error.details())
-        return None
-
-    outcomes = await asyncio.gather(*(first(call) for call in calls))
-    refused = [o for o in outcomes if o is not None]
-    return len(outcomes) - len(refused), refused
+    calls = []
+    for i in range(FLOOD):
+        channel, subscribe = channels[i % CHANNELS], bool(i % 2)
+        if subscribe:
+            stub = rpc.BudgetServiceStub(channel)
+            calls.append((stub.Subscribe(pb.SubscribeRequest(), metadata=OPS_TOKEN), True))
+        else:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            calls.append((watch, False))
+    outcomes = await asyncio.gather(*(_opened(call, subscribe) for call, subscribe in calls))
+    accepted: Counter[str] = Counter()
+    refused = []
+    for (_, subscribe), outcome in zip(calls, outcomes, strict=True):
+        if outcome is None:
+            accepted["Subscribe" if subscribe else "Watch"] += 1
+        else:
+            refused.append(outcome)
+    return accepted, refused
 
 
-def test_a_flood_of_idle_watch_streams_leaves_unary_calls_answering(
+def _consume_while_open(daemon: Daemon, count: int) -> list[float]:
+    """`count` Consume calls, one after the other: how long each took (ms)."""
+    budget, took = daemon.budget(), []
+    for i in range(count):
+        request = pb.ConsumeRequest(request_id=f"flood-{i}", labels=LABELS, usage=USAGE)
+        started = time.monotonic()
+        assert budget.Consume(request, timeout=WAIT_S).ledgers
+        took.append((time.monotonic() - started) * 1000)
+    return took
+
+
+def _reason(refusal: str) -> str:
+    return next((bound for bound in (TOTAL_BOUND, SUBSCRIBER_BOUND) if bound in refusal), refusal)
+
+
+def test_a_flood_of_idle_watch_and_subscribe_streams_leaves_unary_calls_answering(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    daemon = _start(daemons, tmp_path / "d")
+    home = tmp_path / "d"
+    home.mkdir()
+    token_file(home / "tokens.toml", OPS)
+    daemon = _start(daemons, home, '[auth]\ntoken_files = ["tokens.toml"]\n')
     loop = asyncio.new_event_loop()
     channels: list[grpc.aio.Channel] = []
     try:
         accepted, refused = loop.run_until_complete(_flood(daemon.tcp_target, channels))
-        # The streams' own bounds: 100 per connection, 1000 in all (the defaults).
-        assert accepted == 1000
-        assert len(refused) == FLOOD - 1000
-        bounded = [r for r in refused if "connections.max_streams_total=1000" in r]
-        assert bounded and all(r in (bounded[0], "CANCELLED") for r in refused)
+        # The bounds (the defaults): 1000 streams in all, 64 of them subscribers. 100 per
+        # connection is each connection's share here, so that one refuses none. A
+        # Subscribe refused by its bound frees its stream slot only after its status,
+        # so the Watch streams do not always get every slot left.
+        assert accepted["Subscribe"] == 64
+        assert 0 < accepted["Watch"] <= 1000 - 64
+        assert len(refused) == FLOOD - accepted.total()
+        reasons = Counter(_reason(r) for r in refused)
+        assert reasons[TOTAL_BOUND] and reasons[SUBSCRIBER_BOUND]
+        assert set(reasons) <= {TOTAL_BOUND, SUBSCRIBER_BOUND, "CANCELLED"}, reasons
 
         # Meanwhile every unary call answers, for the owner on the socket and on TCP.
+        took = _consume_while_open(daemon, 20)
         budget = daemon.budget()
-        usage = pb.Usage(input_tokens=10, model="gpt-4o")
-        assert budget.Check(pb.CheckRequest(labels=LABELS, estimate=usage), timeout=WAIT_S)
+        assert budget.Check(pb.CheckRequest(labels=LABELS, estimate=USAGE), timeout=WAIT_S)
         held = budget.Reserve(
-            pb.ReserveRequest(request_id="r1", labels=LABELS, estimate=usage), timeout=WAIT_S
+            pb.ReserveRequest(request_id="r1", labels=LABELS, estimate=USAGE), timeout=WAIT_S
         )
         assert held.reservation_id
-        request = pb.ConsumeRequest(request_id="c1", labels=LABELS, usage=usage)
-        assert budget.Consume(request, timeout=WAIT_S).ledgers
         assert daemon.health(daemon.tcp_target) == health_pb2.HealthCheckResponse.SERVING
         info = daemon.admin().GetServerInfo(pb.GetServerInfoRequest(), timeout=WAIT_S)
-        assert info.pid > 0
+        assert info.subscribers == 64
+        print(
+            f"\nflood of {FLOOD} idle streams over {CHANNELS} connections: accepted "
+            f"{dict(accepted)}, refused {len(refused)} {dict(reasons)}; while open, "
+            f"{len(took)} Consume answered OK in {min(took):.1f}..{max(took):.1f} ms "
+            f"(median {sorted(took)[len(took) // 2]:.1f} ms)"
+        )
     finally:
         for channel in channels:
             loop.run_until_complete(channel.close(None))
         loop.close()
+    admin = daemon.admin()
+    _wait(
+        lambda: admin.GetServerInfo(pb.GetServerInfoRequest(), timeout=WAIT_S).subscribers == 0,
+        "the flood's subscribers gone",
+    )
+    assert daemon.stop() == 0
+
+
+def _wait(
+    condition: Callable[[], bool], what: str, between: Callable[[], None] | None = None
+) -> None:
+    """Wait for `condition` (bounded by WAIT_S), calling `between` each round."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} within {WAIT_S} s"
+        if between is not None:
+            between()
+        threading.Event().wait(0.01)
+
+
+def _watch(daemon: Daemon) -> Any:
+    stub = health_pb2_grpc.HealthStub(daemon.channel())
+    return stub.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
+
+
+def test_a_subscriber_that_stops_reading_is_cut_off_though_no_event_comes(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    config = "[events]\nsend_timeout_seconds = 0.3\n[connections]\nmax_streams_total = 1\n"
+    daemon = _start(daemons, tmp_path / "d", config)
+    budget, admin = daemon.budget(), daemon.admin()
+    info = pb.GetServerInfoRequest()
+    with stalled_on_unix(str(daemon.socket), pb.SubscribeRequest(), 0, WAIT_S) as stalled:
+        assert stalled.resume_after() == "0"
+        _wait(lambda: admin.GetServerInfo(info, timeout=WAIT_S).subscribers == 1, "subscribed")
+        with pytest.raises(grpc.RpcError) as refused:  # its stream holds the only slot
+            next(iter(_watch(daemon)))
+        assert "connections.max_streams_total=1 " in str(refused.value.details())
+        for i in range(10):  # events it cannot take (its window is 0), then none
+            request = pb.ConsumeRequest(request_id=f"c{i}", labels=LABELS, usage=USAGE)
+            assert budget.Consume(request, timeout=WAIT_S).ledgers
+        retry = pb.ConsumeRequest(request_id="c9", labels=LABELS, usage=USAGE)
+
+        def still_answering() -> None:  # a retry: answered, and no new event
+            assert budget.Consume(retry, timeout=WAIT_S).ledgers
+
+        _wait(
+            lambda: admin.GetServerInfo(info, timeout=WAIT_S).subscribers == 0,
+            "the subscriber cut off",
+            still_answering,
+        )
+        assert admin.GetServerInfo(info, timeout=WAIT_S).last_event_seq == 10
+        line = daemon.wait_for("subscriber cut off: stopped reading")
+        assert (line["resume_after"], line["send_timeout_s"]) == (0, 0.3)
+
+        # Its stream slot is free again (once the handler gave up on its status).
+        def watch_opens() -> bool:
+            try:
+                watch = _watch(daemon)
+                next(iter(watch))
+            except grpc.RpcError:
+                return False
+            watch.cancel()
+            return True
+
+        _wait(watch_opens, "its stream slot freed")
+        # Reading again, it gets the status, queued behind the message it never took.
+        stalled.grant()
+        assert stalled.status() == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            "subscriber stopped reading for 0.3 s; resume with after_seq=0",
+        )
+        assert [m.event.seq for m in stalled.messages()] == [1]
     assert daemon.stop() == 0
 
 

@@ -18,11 +18,13 @@ from typing import TypeVar
 import grpc
 
 from budgetd import startup
+from budgetd.auth.gate import Gate
+from budgetd.auth.streams import StreamBounds
 from budgetd.core import Engine, Limits, Policy, default_policies
-from budgetd.event_log import EventLog
+from budgetd.event_log import DEFAULT_SEND_TIMEOUT_S, EventLog
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import Durability, Runtime
-from budgetd.server import build_server
+from budgetd.server import ConnectionLimits, build_server
 from budgetd.v1 import budget_pb2_grpc as rpc
 
 T = TypeVar("T")
@@ -48,6 +50,7 @@ class Served:
     clock: ManualClock
     loop: asyncio.AbstractEventLoop
     channel: grpc.Channel
+    bounds: StreamBounds  # the gate's stream bounds (what streams are open)
 
     @property
     def budget(self) -> rpc.BudgetServiceStub:
@@ -79,6 +82,7 @@ def serve(
     retention: int = 10_000,
     max_subscribers: int = 8,
     max_lag: int = 1_000,
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     max_streams: int = 4,
     engine_type: type[Engine] = Engine,
     durability: Durability = Durability.JOURNAL,
@@ -93,13 +97,14 @@ def serve(
         durability = Durability.MEMORY
 
     def events(last_seq: int) -> EventLog:
-        return EventLog(retention, max_subscribers, max_lag, last_seq)
+        return EventLog(retention, max_subscribers, max_lag, last_seq, send_timeout_s)
 
     runtime = Runtime(engine, events(0), max_streams=max_streams, clock=clock, mode=durability)
     socket = tmp_path / "budgetd.sock"
     loop = asyncio.new_event_loop()
     ready: Future[grpc.aio.Server] = Future()
     state = StateDir(tmp_path / "state")
+    bounds = ConnectionLimits().bounds()  # as build_server's own gate would have them
 
     async def start() -> None:
         if durability is not Durability.MEMORY:
@@ -107,7 +112,7 @@ def serve(
             await startup.restore(
                 runtime, state, chosen, limits, engine.prices, events, _refuse(runtime)
             )
-        server, _ = build_server(runtime, max_message_bytes)
+        server, _ = build_server(runtime, max_message_bytes, gate=Gate(None, bounds))
         server.add_insecure_port(f"unix:{socket}")
         await server.start()
         ready.set_result(server)
@@ -118,7 +123,7 @@ def serve(
     server = ready.result()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
-        yield Served(f"unix:{socket}", socket, runtime, clock, loop, channel)
+        yield Served(f"unix:{socket}", socket, runtime, clock, loop, channel, bounds)
     finally:
         channel.close()
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(timeout=30)
