@@ -33,7 +33,13 @@ SERVER_KEYS = [
     "commit_delay_seconds",
     "prices_file",
 ]
-EVENTS_KEYS = ["retention", "max_subscribers", "subscriber_queue", "max_streams"]
+EVENTS_KEYS = [
+    "retention",
+    "max_subscribers",
+    "subscriber_queue",
+    "send_timeout_seconds",
+    "max_streams",
+]
 POLICY_KEYS = [
     "name",
     "description",
