@@ -72,7 +72,7 @@ class Servers:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":  # as config's check: names are case-insensitive
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -596,3 +596,13 @@ window = { kind = "fixed", duration = "30d" }
     assert "caps:        none (a meter)" in described
     assert described.count("\n\n") == len(settings.policies) - 1
     assert config.describe_policies([]).startswith("no policies")
+
+
+def test_the_daemon_and_the_config_agree_on_what_is_loopback() -> None:
+    """A name the config lets through as loopback must bind without TLS too."""
+    from budgetd import daemon
+
+    for host in ("localhost", "LOCALHOST", "127.0.0.1", "127.8.9.1", "[::1]"):
+        assert config._is_loopback(f"{host}:1") and daemon._is_loopback(host), host
+    for host in ("0.0.0.0", "10.0.0.1", "example.com", "[::]"):
+        assert not config._is_loopback(f"{host}:1") and not daemon._is_loopback(host), host
