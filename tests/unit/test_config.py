@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from budgetd import config
+from budgetd import config, daemon
 from budgetd.config import ConfigError, Settings
 from budgetd.core import Dimension, Limits, Usage, default_policies
 from budgetd.paths import DEFAULT_TCP, default_socket_path
@@ -600,8 +600,6 @@ window = { kind = "fixed", duration = "30d" }
 
 def test_the_daemon_and_the_config_agree_on_what_is_loopback() -> None:
     """A name the config lets through as loopback must bind without TLS too."""
-    from budgetd import daemon
-
     for host in ("localhost", "LOCALHOST", "127.0.0.1", "127.8.9.1", "[::1]"):
         assert config._is_loopback(f"{host}:1") and daemon._is_loopback(host), host
     for host in ("0.0.0.0", "10.0.0.1", "example.com", "[::]"):
