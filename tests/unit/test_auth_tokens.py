@@ -204,3 +204,9 @@ def test_the_new_token_command_prints_an_entry_that_loads(
     assert main(["new", "ops", "admin", "team=a"]) == 2  # an admin is never scoped
     assert main(["new", "Bad Name", "agent"]) == 2
     assert main(["make", "x", "agent"]) == 2
+
+
+def test_help_prints_the_usage_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m budgetd.auth new NAME") and "tenant=acme" in out

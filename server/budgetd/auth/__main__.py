@@ -15,9 +15,18 @@ from budgetd.auth.caller import ROLE_NAMES
 from budgetd.auth.tokens import TOKEN_NAME, entry_text, new_token
 
 USAGE = "usage: python -m budgetd.auth new NAME agent|reader|admin [LABEL=VALUE ...]"
+HELP = """\
+Prints a new token once on stderr (give it to the caller; budgetd never stores it) and,
+on stdout, the [[tokens]] entry to append to a token file (its sha256 only). LABEL=VALUE
+pairs scope an agent or reader token, e.g.
+
+    python -m budgetd.auth new acme-agents agent tenant=acme >> tokens.toml"""
 
 
 def main(argv: Sequence[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(f"{USAGE}\n\n{HELP}")
+        return 0
     if len(argv) < 3 or argv[0] != "new":
         print(USAGE, file=sys.stderr)
         return 2
