@@ -396,6 +396,8 @@ def _event_filter(request: pb.SubscribeRequest, engine: Engine, caller: Caller) 
         kinds.append(convert.enum_value(KIND_FROM_WIRE, wire, f"kinds[{i}]"))
     if caller.scope_items:
         kinds = [kind for kind in kinds or KIND_FROM_WIRE.values() if kind is not ev.PolicyChanged]
+        if not kinds:  # asked for policy changes only: empty would mean every kind
+            kinds = [_NoEvent]
         if selector is None:  # another tenant's: a filter no event passes
             selector, kinds = {}, [_NoEvent]
     severity = None
