@@ -249,7 +249,12 @@ def _address(value: object, layer: _Layer) -> str:
 
 
 def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
+    return is_loopback_host(address.rsplit(":", 1)[0])
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` (any case), or an address in 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.strip("[]")
     if host.lower() == "localhost":
         return True
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -71,13 +70,7 @@ class Servers:
         return [s for s in (self.owner, self.gated) if s is not None]
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":  # as config's check: names are case-insensitive
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+_is_loopback = config.is_loopback_host  # the config's check and the listener's agree
 
 
 def bind(servers: Servers, settings: config.Settings, access: Access) -> Listeners:

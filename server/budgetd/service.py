@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -325,9 +325,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         if request.min_state != pb.LEDGER_STATE_UNSPECIFIED:
             min_state = convert.enum_value(convert.STATE_FROM_WIRE, request.min_state, "min_state")
         engine = self.runtime.reader()
-        selector = caller_of().narrow(request.selector)
-        if selector is None:  # asks for another tenant: nothing this caller may see
-            engine.rules.labels(dict(request.selector), "selector")
+        selector = _narrowed(request.selector, engine)
+        if selector is None:
             return pb.ListLedgersResponse()
         page = engine.list_ledgers(
             self.runtime.clock(),
@@ -347,9 +346,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must be >= 0 (0 = 100)")
         engine = self.runtime.reader()
-        selector = caller_of().narrow(request.selector)
+        selector = _narrowed(request.selector, engine)
         if selector is None:
-            engine.rules.labels(dict(request.selector), "selector")
             return pb.ListRunsResponse()
         page = engine.list_runs(
             selector=selector,
@@ -368,6 +366,15 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         if len(request.model.encode("utf-8", "surrogatepass")) > MAX_MODEL_BYTES:
             raise InvalidArgument("model", f"at most {MAX_MODEL_BYTES} UTF-8 bytes")
         return convert.price_match(prices.explain(request.model))
+
+
+def _narrowed(selector: Mapping[str, str], engine: Engine) -> dict[str, str] | None:
+    """A list's selector held to the caller's scope; None (after the selector's own
+    rules are checked) when it asks for another tenant: nothing this caller may see."""
+    narrowed = caller_of().narrow(selector)
+    if narrowed is None:
+        engine.rules.labels(dict(selector), "selector")
+    return narrowed
 
 
 def _run_status(run: RunInfo) -> pb.RunStatus:
@@ -505,13 +512,8 @@ async def _stream_answer(
 
 def _policy_visible(policy: Policy, caller: Caller) -> bool:
     """A scoped caller sees the policies that can apply inside its scope: none whose
-    match names another value of a scoped label."""
-    match = dict(policy.match)
-    for key, value in caller.scope_items:
-        matched = match.get(key)
-        if matched is not None and matched not in (value, "*"):
-            return False
-    return True
+    match names another value of a scoped label (what `narrow` refuses)."""
+    return not caller.scope_items or caller.narrow(dict(policy.match)) is not None
 
 
 class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]

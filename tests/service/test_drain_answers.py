@@ -6,7 +6,6 @@ one writer thread is kept busy until the test lets it go."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import grpc
 import pytest
 
 from budgetd.v1 import budget_pb2 as pb
+from tests.service.client_support import wait_until
 from tests.service.support import Served
 
 WAIT_S = 30.0
@@ -38,13 +38,6 @@ def _waiting(served: Served) -> int:
     return served.in_loop(lambda: len(served.runtime._waiting))
 
 
-def _until(condition: Any) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
-
 def _consume(i: int) -> pb.ConsumeRequest:
     return pb.ConsumeRequest(
         request_id=f"drain-{i}",
@@ -65,7 +58,7 @@ def test_a_call_waiting_for_durability_at_the_end_of_grace_is_unavailable(
         ),
         timeout=WAIT_S,
     )
-    _until(lambda: _waiting(served) == 2)
+    wait_until(lambda: _waiting(served) == 2, "two calls waiting for durability")
     assert served.in_loop(served.runtime.cut_waiting) == 2
     for call in (consume, commit_waits):
         error: Any = call.exception(timeout=WAIT_S)
@@ -77,7 +70,7 @@ def test_a_call_waiting_for_durability_at_the_end_of_grace_is_unavailable(
 
 def test_a_slow_disk_alone_only_makes_calls_wait(served: Served, stalled: threading.Event) -> None:
     consume = served.budget.Consume.future(_consume(2), timeout=WAIT_S)
-    _until(lambda: _waiting(served) == 1)
+    wait_until(lambda: _waiting(served) == 1, "a call waiting for durability")
     assert not consume.done()
     stalled.set()
     assert consume.result(timeout=WAIT_S).ledgers
