@@ -13,7 +13,6 @@ import asyncio
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from tests.auth_support import (
 )
 from tests.e2e.support import WAIT_S, Daemon
 from tests.stalled_subscriber import stalled_on_unix
+from tests.waiting import wait_until
 
 FLOOD = 10_000
 CHANNELS = 100  # a hundred connections of a hundred streams each
@@ -195,13 +195,7 @@ def test_a_flood_of_idle_watch_and_subscribe_streams_leaves_unary_calls_answerin
 def _wait(
     condition: Callable[[], bool], what: str, between: Callable[[], None] | None = None
 ) -> None:
-    """Wait for `condition` (bounded by WAIT_S), calling `between` each round."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} within {WAIT_S} s"
-        if between is not None:
-            between()
-        threading.Event().wait(0.01)
+    wait_until(condition, what, limit_s=WAIT_S, between=between)
 
 
 def _watch(daemon: Daemon) -> Any:

@@ -33,6 +33,7 @@ from tests.fuzz.calls import RPCS, Answer, Harvest, Rpc, call, draw_requests
 from tests.fuzz.counts import COUNTS
 from tests.fuzz.profile import fuzz
 from tests.service.support import Served, serve
+from tests.waiting import wait_until
 
 # Examples per RPC: requests with fields are fuzzed longer than those without.
 EXAMPLES_WITH_FIELDS = 60
@@ -171,12 +172,9 @@ def _abandon_server_stream(channel: grpc.Channel, path: str, request: bytes, how
 
 def _eventually(served: Served, condition: Callable[[], bool]) -> None:
     """Wait (bounded) until `condition()` holds on the server's loop."""
-    pause = threading.Event()
-    for _ in range(6000):
-        if served.in_loop(condition):
-            return
-        pause.wait(0.01)
-    raise AssertionError("the server did not give the dropped streams back")
+    wait_until(
+        lambda: served.in_loop(condition), "the server gave the dropped streams back", limit_s=60
+    )
 
 
 @fuzz(25)

@@ -21,6 +21,7 @@ from budgetd.core import Usage as CoreUsage
 from budgetd.runtime import Durability
 from budgetd.v1 import budget_pb2 as pb
 from budgetd_client import Backoff
+from tests import waiting
 from tests.service.support import Served, serve
 
 THREAD = {"agent": "writer", "thread": "t1"}
@@ -101,12 +102,8 @@ def burst(served: Served, count: int) -> None:
 
 
 def wait_until(condition: Callable[[], bool], what: str, tries: int = 2000) -> None:
-    """Poll a condition with a bound (no timed assertion: a slow machine only waits)."""
-    for _ in range(tries):
-        if condition():
-            return
-        threading.Event().wait(0.005)
-    raise AssertionError(f"never happened: {what}")
+    """Poll a condition with a bound of `tries` polls (no timed assertion)."""
+    waiting.wait_until(condition, what, limit_s=tries * waiting.POLL_S)
 
 
 class Failure(grpc.RpcError):

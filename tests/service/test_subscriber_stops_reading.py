@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-import time
 from collections.abc import Callable
 
 import grpc
@@ -29,6 +27,7 @@ from tests.stalled_subscriber import (
     subscribe_frames,
     window_settings,
 )
+from tests.waiting import wait_until
 
 SEND_TIMEOUT_S = 0.2
 WAIT_S = 30.0
@@ -49,13 +48,7 @@ def _tasks(served: Served) -> int:
 def _until(condition: Callable[[], bool], what: str, between: Callable[[], None]) -> int:
     """Wait for `condition` (bounded by WAIT_S), calling `between` each round; how many
     rounds it took."""
-    rounds, deadline = 0, time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} within {WAIT_S} s"
-        between()
-        rounds += 1
-        threading.Event().wait(0.01)
-    return rounds
+    return wait_until(condition, what, limit_s=WAIT_S, between=between)
 
 
 def _stall(served: Served, window: int) -> StalledSubscriber:
