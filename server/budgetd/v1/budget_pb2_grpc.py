@@ -181,15 +181,19 @@ class BudgetServiceServicer:
     def Subscribe(self, request, context):
         """Stream of events (usage, thresholds, denials, run lifecycle, ...), resumable by
         seq. The response headers carry `budgetd-resume-after`: the seq the stream starts
-        after, to resume from if it breaks before the first event. A subscriber too slow to keep up is ended with RESOURCE_EXHAUSTED and can
-        resume from the last seq it received.
+        after, to resume from if it breaks before the first event. A subscriber too slow
+        to keep up, or one that stops reading for `events.send_timeout_seconds` (even when
+        no new event comes), is ended with RESOURCE_EXHAUSTED and can resume from the last
+        seq it received. A caller with a label scope receives only the events inside it,
+        and no PolicyChanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetLedger(self, request, context):
-        """One ledger by key.
+        """One ledger by key. NOT_FOUND when there is none, or when it is outside the
+        caller's label scope (answered exactly as a missing one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,7 +201,7 @@ class BudgetServiceServicer:
 
     def ListLedgers(self, request, context):
         """Ledgers filtered by policy, label selector and state, paginated, in the order
-        they were created.
+        they were created; for a caller with a label scope, only those inside it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
