@@ -14,9 +14,12 @@ from typing import Any
 import grpc
 import pytest
 
+from budgetd import service
 from budgetd.auth import tokens as token_table
+from budgetd.auth.caller import UNRESTRICTED, Caller, Role
 from budgetd.auth.gate import Identities, anonymous_tcp
-from budgetd.core import Limits, Policy
+from budgetd.core import Engine, Limits, Policy
+from budgetd.core import events as ev
 from budgetd.v1 import budget_pb2 as pb
 from tests.auth_support import bearer, token_file
 from tests.service.gated import Gated, serve_gated
@@ -223,3 +226,22 @@ def test_a_scoped_caller_lists_only_policies_that_can_apply_to_it(gated: Gated) 
     assert {"per-tenant", "everyone"} <= {p.name for p in scoped.policies}
     everything = admin.ListPolicies(pb.ListPoliciesRequest(), metadata=_md("admin"), timeout=30)
     assert "beta-only" in [p.name for p in everything.policies]
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        [pb.EVENT_KIND_POLICY_CHANGED],
+        [pb.EVENT_KIND_POLICY_CHANGED, pb.EVENT_KIND_GAP],
+        [],
+    ],
+)
+def test_a_scoped_subscription_never_passes_a_policy_change(kinds: list[Any]) -> None:
+    """Asking only for policy changes must not widen to "every kind" once they are
+    taken out of a scoped caller's filter."""
+    scoped = Caller("token 'acme'", Role.READER, "test", (("tenant", "acme"),))
+    engine = Engine(POLICIES)
+    request = pb.SubscribeRequest(kinds=kinds)
+    change = ev.PolicyChanged(at=0.0, name="beta-secret", deleted=False)
+    assert not service._event_filter(request, engine, scoped).passes(change, {})
+    assert service._event_filter(request, engine, UNRESTRICTED).passes(change, {})
