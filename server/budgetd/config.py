@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from budgetd.auth import tokens as token_files
 from budgetd.auth.caller import ROLE_NAMES, Caller, Rate, Role
@@ -115,6 +115,7 @@ class Settings:
     policies: tuple[Policy, ...]
     prices: PriceTable
     auth: AuthSettings = AuthSettings()
+    written_policies: frozenset[str] = frozenset()  # the file's [[policies]] names
 
 
 # ---------------------------------------------------------------------------------------
@@ -515,6 +516,7 @@ def _limits(layer: _Layer, value: object) -> Limits:
 
 
 def _policies(file: _File, limits: Limits) -> tuple[Policy, ...]:
+    """The file's policies: the embedded ones first (when on), then its [[policies]]."""
     layer, raw = file.layer, file.data.get("policies", [])
     if not isinstance(raw, list):
         raise layer.error("policies", "must be an array of tables ([[policies]])")
@@ -541,6 +543,13 @@ def _policies(file: _File, limits: Limits) -> tuple[Policy, ...]:
             f"{len(policies)} policies, more than limits.max_policies = {limits.max_policies}",
         )
     return tuple(policies)
+
+
+def _written(file: _File | None) -> frozenset[str]:
+    """The names of the policies the file itself writes ([[policies]], not embedded);
+    only called on a file `_policies` has accepted."""
+    raw = cast(list[dict[str, Any]], file.data.get("policies", []) if file else [])
+    return frozenset(str(item["name"]) for item in raw)
 
 
 def _embedded(layer: _Layer, limits: Limits) -> tuple[Policy, ...]:
@@ -818,6 +827,7 @@ class Reloaded:
     replace every policy the file had before (`reload_may_replace_all = true`)."""
 
     policies: tuple[Policy, ...]
+    written: frozenset[str]  # the names in its [[policies]] (the embedded ones aside)
     may_replace_all: bool
 
 
@@ -833,7 +843,7 @@ def reload_policies(path: Path, limits: Limits, text: str | None = None) -> Relo
         raise file.layer.error(
             "reload_may_replace_all", f"must be true or false, got {_show(replace_all)}"
         )
-    return Reloaded(_policies(file, limits), replace_all)
+    return Reloaded(_policies(file, limits), _written(file), replace_all)
 
 
 def _settings(
@@ -850,6 +860,7 @@ def _settings(
         config_path=path,
         limits=limits,
         policies=_policies(file, limits) if file else default_policies(limits),
+        written_policies=_written(file),
         prices=_prices(found.get("prices_file")),
         auth=_load_auth(auth, file.layer if file else None, limits),
         **values,

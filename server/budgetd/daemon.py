@@ -31,7 +31,6 @@ from budgetd.auth.tls import TlsError
 from budgetd.auth.tokens import TokenFileError
 from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
-from budgetd.core.engine import FROM_FILE
 from budgetd.event_log import EventLog
 from budgetd.health import Health
 from budgetd.logs import fields
@@ -137,6 +136,7 @@ class Daemon:
             mode=self.mode,
         )
         self.runtime.refusing = STARTING
+        self._written = settings.written_policies  # the file's [[policies]], as last applied
         self.access = Access.of(settings)
         self.health = Health()
         self.servers = self._servers()
@@ -422,41 +422,52 @@ class Daemon:
         except config.ConfigError as error:
             log.error("reload rejected; keeping the current policies", extra=fields(error=error))
             return
-        engine = self.runtime.engine
-        before = [p.name for p in engine.policies if engine.origin(p.name) == FROM_FILE]
-        kept = {p.name for p in found.policies}.intersection(before)
-        if before and not kept and not found.may_replace_all:
+        before = self._written
+        if before and not before & found.written and not found.may_replace_all:
             # An emptied or half-written file looks like this: refuse, say how to mean it.
+            shown = sorted(before)
             log.error(
                 "reload rejected; keeping the current policies",
                 extra=fields(
-                    error=f"{path}: would remove every policy the file had ({len(before)}: "
-                    f"{', '.join(before[:5])}{', ...' if len(before) > 5 else ''}) and keep "
+                    error=f"{path}: would remove every policy the file wrote ({len(shown)}: "
+                    f"{', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}) and keep "
                     "none; set reload_may_replace_all = true in the file if that is meant"
                 ),
             )
             return
-        await self._apply_file_policies("reload", found.policies)
+        if await self._apply_file_policies("reload", found.policies):
+            self._written = found.written
 
     async def _apply_file_policies(
         self, why: str, policies: tuple[Policy, ...] | None = None
-    ) -> None:
+    ) -> bool:
         """One atomic core operation: the file's policies replace the file's policies;
-        those put over the API stay. Logged by name."""
+        those put over the API stay. Logged by name. False: the engine refused them."""
         wanted = self.settings.policies if policies is None else policies
         try:
-            result = await self.runtime.apply("replace_policies", {"policies": wanted})
+            result, durable = self.runtime.submit("replace_policies", {"policies": wanted})
         except Exception as error:  # nothing changed: the engine checks all before any
             log.error(
                 f"{why}: policies rejected; keeping the current ones", extra=fields(error=error)
             )
-            return
+            return False
+        if durable is not None:
+            try:
+                await self.runtime.until_durable(durable)
+            except Exception as error:  # applied, but its record may not survive a crash
+                log.warning(
+                    f"{why}: policies applied, not yet durable; the next start reads the "
+                    "file again",
+                    extra=fields(error=error),
+                )
+                return True
         log.info(
             "policies reloaded" if why == "reload" else "policies from the config file",
             extra=fields(
                 added=list(result.added), changed=list(result.changed), removed=list(result.removed)
             ),
         )
+        return True
 
 
 async def _settled_text(path: Path) -> str:

@@ -29,6 +29,7 @@ from budgetd.core.mutations import Mutation
 from budgetd.errors import FailedPrecondition, Unavailable
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
+from budgetd.page_cursors import PageCursors
 from budgetd.persistence import lease, snapshot
 from budgetd.persistence.journal import Entry, Journal
 from budgetd.persistence.statedir import StateDir
@@ -71,6 +72,7 @@ class Runtime:
         self.clock = clock
         self.mode = mode
         self.streams = 0
+        self.page_cursors = PageCursors()  # ListRuns positions a scoped caller may not see
         self.started_at = clock()
         self.listeners: list[str] = []  # set by the daemon once bound, for GetServerInfo
         self.store: Store | None = None

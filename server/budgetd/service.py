@@ -28,7 +28,7 @@ from budgetd.core import (
     Policy,
 )
 from budgetd.core import events as ev
-from budgetd.core.engine import FROM_FILE
+from budgetd.core.engine import FROM_FILE, uncommittable
 from budgetd.core.results import RunInfo
 from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow, stopped_reading
 from budgetd.logs import fields
@@ -105,7 +105,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
-        self._own_reservation(request.reservation_id)
+        self._own_reservation(request.reservation_id, uncommittable)
         result = await self.runtime.apply(
             "commit",
             {
@@ -118,7 +118,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        self._own_reservation(request.reservation_id)
+        self._own_reservation(request.reservation_id, lambda rid: NotFound("reservation", rid))
         result = await self.runtime.apply(
             "release",
             {"reservation_id": request.reservation_id, "request_id": request.request_id},
@@ -133,15 +133,18 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return convert.consume_response(result)
 
     def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:
-        if request.run_id:
-            self._own_run(request.run_id)
+        run_id = request.run_id
+        if run_id and not self._sees_run(run_id):
+            # Usage naming a run that is not open is recorded all the same, attributed to
+            # no run: so is usage naming another tenant's run (it stays out of its totals).
+            run_id = ""
         return self.runtime.submit(
             "consume",
             {
                 "labels": dict(request.labels),
                 "usage": convert.usage(request.usage),
                 "request_id": request.request_id,
-                "run_id": request.run_id,
+                "run_id": run_id,
             },
         )
 
@@ -228,22 +231,29 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             replayed=result.replayed,
         )
 
-    def _own_reservation(self, reservation_id: str) -> None:
+    def _own_reservation(self, reservation_id: str, missing: Callable[[str], NotFound]) -> None:
         """A scoped caller's reservation must carry labels inside its scope: another
-        tenant's answers exactly like a missing one."""
+        tenant's answers exactly like a missing one (`missing`: the core's own error for
+        an id that holds nothing, which differs between Commit and Release)."""
         caller = caller_of()
         if caller.scope_items:
             labels = self.runtime.reader().reservation_labels(reservation_id)
             if labels is not None and not caller.sees(labels):
-                raise NotFound("reservation", reservation_id)
+                raise missing(reservation_id)
 
     def _own_run(self, run_id: str) -> None:
-        """As `_own_reservation`, for an open run (spending into it, or ending it)."""
+        """As `_own_reservation`, for a run, open or remembered as ended (spending into
+        it, or ending it): another tenant's answers as an id never seen ("not found",
+        no hint of how or when it ended)."""
+        if not self._sees_run(run_id):
+            raise NotFound("run", run_id)
+
+    def _sees_run(self, run_id: str) -> bool:
         caller = caller_of()
-        if caller.scope_items:
-            labels = self.runtime.reader().run_labels(run_id)
-            if labels is not None and not caller.sees(labels):
-                raise NotFound("run", run_id)
+        if not caller.scope_items:
+            return True
+        labels = self.runtime.reader().run_labels(run_id)
+        return labels is None or caller.sees(labels)
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: Context) -> None:
         """Writes with `context.write` rather than yielding, so that each send is bounded
@@ -349,13 +359,17 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         selector = _narrowed(request.selector, engine)
         if selector is None:
             return pb.ListRunsResponse()
+        cursors = self.runtime.page_cursors
         page = engine.list_runs(
             selector=selector,
             page_size=min(request.page_size or 100, engine.limits.max_page_size),
-            page_token=request.page_token,
+            page_token=cursors.position(request.page_token),
         )
+        token = page.next_page_token
+        if token and not self._sees_run(token):
+            token = cursors.hide(token)  # where the scan stopped is another tenant's run
         return pb.ListRunsResponse(
-            runs=[_run_status(run) for run in page.runs], next_page_token=page.next_page_token
+            runs=[_run_status(run) for run in page.runs], next_page_token=token
         )
 
     @unary

@@ -127,7 +127,7 @@ def test_a_reload_that_would_drop_every_file_policy_is_refused_unless_asked(
         config.write_text(text)
         daemon.signal(signal.SIGHUP)
         rejected = daemon.wait_for_nth("reload rejected; keeping the current policies", n)
-        assert "would remove every policy the file had (1: per-user)" in rejected["error"]
+        assert "would remove every policy the file wrote (1: per-user)" in rejected["error"]
         assert "reload_may_replace_all = true" in rejected["error"]
         names = [p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies]
         assert names == ["per-user"]
@@ -135,6 +135,29 @@ def test_a_reload_that_would_drop_every_file_policy_is_refused_unless_asked(
     daemon.signal(signal.SIGHUP)
     reloaded = daemon.wait_for("policies reloaded")
     assert (reloaded["added"], reloaded["removed"]) == (["other"], ["per-user"])
+
+
+def test_the_reload_guard_counts_only_the_policies_the_file_writes(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Embedded defaults are not the file's own: a file that used them may turn into one
+    with policies of its own, and one that added its own beside them may not lose all
+    of those to an emptied file."""
+    config = tmp_path / "budgetd.toml"
+    config.write_text("# the embedded defaults\n")
+    daemon = start(daemons, tmp_path / "d", "--config", str(config))
+    config.write_text(POLICIES)
+    daemon.signal(signal.SIGHUP)
+    assert "per-user" in daemon.wait_for("policies reloaded")["added"]
+    config.write_text("embedded_policies = true\n" + POLICIES)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_nth("policies reloaded", 2)
+    config.write_text("")  # the embedded defaults again: per-user would go
+    daemon.signal(signal.SIGHUP)
+    rejected = daemon.wait_for("reload rejected; keeping the current policies")
+    assert "would remove every policy the file wrote (1: per-user)" in rejected["error"]
+    names = {p.name for p in daemon.admin().ListPolicies(pb.ListPoliciesRequest()).policies}
+    assert "per-user" in names and len(names) > 1
 
 
 def test_the_timer_expires_holds_with_the_real_clock(daemons: list[Daemon], tmp_path: Path) -> None:

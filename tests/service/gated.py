@@ -24,7 +24,7 @@ from budgetd.auth import caller_of
 from budgetd.auth.gate import Gate, Identities, Registrar
 from budgetd.auth.ratelimit import RateLimiter
 from budgetd.auth.tls import Tls
-from budgetd.core import Engine, Policy, default_policies
+from budgetd.core import Engine, Limits, Policy, default_policies
 from budgetd.event_log import EventLog
 from budgetd.health import SERVING, Health
 from budgetd.runtime import Runtime
@@ -94,12 +94,15 @@ def serve_gated(
     probe: bool = False,
     max_streams: int = 4,
     backend: Path | None = None,
+    engine_limits: Limits | None = None,
 ) -> Iterator[Gated]:
     """The real services behind a gate (or, with `probe`, only the probe), on TCP, or
     on the Unix socket `backend` (a relay's)."""
     limits = limits or ConnectionLimits()
     clock = ManualClock()
-    engine = Engine(default_policies() if policies is None else policies)
+    engine = Engine(
+        default_policies() if policies is None else policies, limits=engine_limits or Limits()
+    )
     runtime = Runtime(engine, EventLog(1000, 8, 1000, 0), max_streams=max_streams, clock=clock)
     # A clock the test moves for the rate limiter too: no test waits for a bucket.
     gate = Gate(identities, limits.bounds(), RateLimiter(), clock=clock)

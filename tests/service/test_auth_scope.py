@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +150,6 @@ def test_runs_and_reservations_of_another_tenant_answer_as_missing(gated: Gated)
         "CloseRun": lambda: budget.CloseRun(
             pb.CloseRunRequest(run_id="beta-run", request_id="x1"), metadata=acme, timeout=30
         ),
-        "Consume into the run": lambda: budget.Consume(
-            pb.ConsumeRequest(
-                request_id="x2", labels=_labels("acme"), usage=USAGE, run_id="beta-run"
-            ),
-            metadata=acme,
-            timeout=30,
-        ),
         "Commit": lambda: budget.Commit(
             pb.CommitRequest(reservation_id=held.reservation_id, actual=USAGE, request_id="x3"),
             metadata=acme,
@@ -170,6 +163,19 @@ def test_runs_and_reservations_of_another_tenant_answer_as_missing(gated: Gated)
     }
     for name, attempt in attempts.items():
         assert _code(attempt) is grpc.StatusCode.NOT_FOUND, name
+    # Usage naming a run that is not open is recorded, attributed to no run; so is usage
+    # naming another tenant's run: acme's ledger counts it, beta's run does not.
+    budget.Consume(
+        pb.ConsumeRequest(request_id="x2", labels=_labels("acme"), usage=USAGE, run_id="beta-run"),
+        metadata=acme,
+        timeout=30,
+    )
+    acme_ledger = budget.GetLedger(
+        pb.GetLedgerRequest(key="per-tenant{tenant=acme}"), metadata=acme, timeout=30
+    )
+    assert acme_ledger.ledger.totals.input_tokens == 10
+    beta_runs = budget.ListRuns(pb.ListRunsRequest(), metadata=_md("beta"), timeout=30).runs
+    assert [r.totals.input_tokens for r in beta_runs] == [0]
     # Nothing of beta's changed: its run is open, its hold still commits.
     assert budget.Heartbeat(pb.HeartbeatRequest(run_id="beta-run"), metadata=_md("beta"))
     done = budget.Commit(
@@ -178,6 +184,127 @@ def test_runs_and_reservations_of_another_tenant_answer_as_missing(gated: Gated)
         timeout=30,
     )
     assert not done.replayed
+
+
+def _details(call: Callable[[str], Any], name: str) -> tuple[grpc.StatusCode, str]:
+    """The status of `call(name)`, its details with the name itself blanked out."""
+    with pytest.raises(grpc.RpcError) as raised:
+        call(name)
+    error: Any = raised.value
+    return error.code(), (error.details() or "").replace(name, "ID")
+
+
+def test_another_tenants_reservation_answers_word_for_word_as_a_missing_one(
+    gated: Gated,
+) -> None:
+    budget, acme = gated.budget(), _md("acme")
+    held = budget.Reserve(
+        pb.ReserveRequest(request_id="r1", labels=_labels("beta"), estimate=USAGE),
+        metadata=_md("beta"),
+        timeout=30,
+    )
+
+    def commit(rid: str) -> Any:
+        request = pb.CommitRequest(reservation_id=rid, actual=USAGE, request_id=f"c-{rid}")
+        return budget.Commit(request, metadata=acme, timeout=30)
+
+    def release(rid: str) -> Any:
+        request = pb.ReleaseRequest(reservation_id=rid, request_id=f"l-{rid}")
+        return budget.Release(request, metadata=acme, timeout=30)
+
+    for call in (commit, release):
+        hidden = _details(call, held.reservation_id)
+        assert hidden[0] is grpc.StatusCode.NOT_FOUND
+        assert hidden == _details(call, "never-granted")
+
+
+def test_another_tenants_ended_run_answers_as_one_never_opened(gated: Gated) -> None:
+    """No hint of how or when another tenant's run ended: as an id never seen."""
+    budget, acme = gated.budget(), _md("acme")
+    budget.OpenRun(
+        pb.OpenRunRequest(request_id="o1", run_id="beta-run", labels=_labels("beta")),
+        metadata=_md("beta"),
+        timeout=30,
+    )
+    budget.CloseRun(
+        pb.CloseRunRequest(run_id="beta-run", request_id="c1"), metadata=_md("beta"), timeout=30
+    )
+    calls: dict[str, Callable[[str], Any]] = {
+        "Heartbeat": lambda run: budget.Heartbeat(
+            pb.HeartbeatRequest(run_id=run), metadata=acme, timeout=30
+        ),
+        "CloseRun": lambda run: budget.CloseRun(
+            pb.CloseRunRequest(run_id=run, request_id=f"x-{run}"), metadata=acme, timeout=30
+        ),
+        "Check": lambda run: budget.Check(
+            pb.CheckRequest(labels=_labels("acme"), estimate=USAGE, run_id=run),
+            metadata=acme,
+            timeout=30,
+        ),
+        "Reserve": lambda run: budget.Reserve(
+            pb.ReserveRequest(
+                request_id=f"r-{run}", labels=_labels("acme"), estimate=USAGE, run_id=run
+            ),
+            metadata=acme,
+            timeout=30,
+        ),
+    }
+    for name, call in calls.items():
+        hidden = _details(call, "beta-run")
+        assert hidden[0] is grpc.StatusCode.NOT_FOUND, name
+        assert "ended" not in hidden[1], name
+        assert hidden == _details(call, "never-opened"), name
+    # Its own tenant still learns how the run ended.
+    own = _details(
+        lambda run: budget.Heartbeat(
+            pb.HeartbeatRequest(run_id=run), metadata=_md("beta"), timeout=30
+        ),
+        "beta-run",
+    )
+    assert own[0] is grpc.StatusCode.NOT_FOUND and "ended (closed)" in own[1]
+
+
+def test_a_run_listing_page_token_never_names_another_tenants_run(tmp_path: Path) -> None:
+    """A scan looks at two runs at most here, so it stops on beta's runs: acme's page
+    token is then a handle, never one of beta's ids, and the listing still ends with
+    every acme run exactly once."""
+    path = token_file(tmp_path / "tokens.toml", *TOKENS.values())
+    identities = Identities(
+        anonymous=anonymous_tcp(None), tokens=token_table.load([path], None, Limits())
+    )
+    for gated in serve_gated(
+        identities, policies=POLICIES, engine_limits=Limits(list_scan_per_page=2)
+    ):
+        budget = gated.budget()
+        opened = {"beta": [f"b-{i}" for i in range(5)], "acme": ["a-0", "c-0", "c-1"]}
+        for tenant, run_ids in opened.items():
+            for run_id in run_ids:
+                budget.OpenRun(
+                    pb.OpenRunRequest(
+                        request_id=f"o-{run_id}", run_id=run_id, labels=_labels(tenant)
+                    ),
+                    metadata=_md(tenant),
+                    timeout=30,
+                )
+        listed: list[str] = []
+        tokens: list[str] = []
+        token = ""
+        while True:
+            page = budget.ListRuns(
+                pb.ListRunsRequest(page_size=10, page_token=token), metadata=_md("acme")
+            )
+            listed += [r.run_id for r in page.runs]
+            token = page.next_page_token
+            if not token:
+                break
+            tokens.append(token)
+        assert listed == opened["acme"]
+        assert tokens and not any(t in opened["beta"] for t in tokens), tokens
+        assert any(t.startswith("cursor ") for t in tokens), tokens
+        forged = pb.ListRunsRequest(page_token="cursor not-one-we-gave")
+        details = _details(lambda _: budget.ListRuns(forged, metadata=_md("acme")), "-")
+        assert details[0] is grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in details[1]
 
 
 def test_a_scoped_subscriber_gets_only_its_tenants_events(gated: Gated) -> None:

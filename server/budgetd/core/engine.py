@@ -263,9 +263,13 @@ class Engine:
         return expired.labels if expired is not None else None
 
     def run_labels(self, run_id: str) -> Mapping[str, str] | None:
-        """The labels of an open run; None when no run with this id is open."""
+        """The labels of an open run, or of one remembered as ended; None when the id
+        names neither."""
         run = self._runs.get(run_id)
-        return run.labels if run is not None else None
+        if run is not None:
+            return run.labels
+        ended = self._ended_runs.get(run_id)
+        return ended.labels if ended is not None else None
 
     def check(self, labels: Labels, estimate: Usage, now: float, run_id: str = "") -> CheckResult:
         """Would `estimate` fit in every matching ledger? Changes nothing."""
@@ -566,12 +570,7 @@ class Engine:
         else:
             expired = self._expired_holds.get(reservation_id)
             if expired is None:
-                raise NotFound(
-                    "reservation",
-                    reservation_id,
-                    "never granted, already committed or released, or expired too long ago;"
-                    " record the usage with Consume",
-                )
+                raise uncommittable(reservation_id)
             labels, run_id, estimate = expired.labels, expired.run_id, expired.estimate
         if (not actual.model and estimate.model) or (not actual.provider and estimate.provider):
             # The usage of a call made with the model reserved for, unless it says otherwise.
@@ -1133,7 +1132,13 @@ class Engine:
             ],
             "runs": [state.run_plain(run) for run in self._runs.values()],
             "ended_runs": [
-                [run_id, ended.reason.value, ended.at, state.deadline_plain(ended.deadline)]
+                [
+                    run_id,
+                    ended.reason.value,
+                    ended.at,
+                    state.deadline_plain(ended.deadline),
+                    dict(ended.labels),
+                ]
                 for run_id, ended in self._ended_runs.items()
             ],
             "done": [
@@ -1229,9 +1234,13 @@ class Engine:
             e._run_heap.append((run.next_due(), run.id))
         heapq.heapify(e._run_heap)
         e._run_order.sort()
-        for run_id, reason, at, deadline in data["ended_runs"]:
+        for run_id, reason, at, deadline, *rest in data["ended_runs"]:
+            # States written before ended runs kept labels: {} (seen by no scoped caller).
             e._ended_runs[run_id] = EndedRun(
-                RunEndReason(reason), at, state.deadline_from_plain(deadline) if deadline else None
+                RunEndReason(reason),
+                at,
+                state.deadline_from_plain(deadline) if deadline else None,
+                rest[0] if rest else {},
             )
         for entry in data["done"]:
             request_id, op, at, result = entry[:4]
@@ -1652,7 +1661,10 @@ class Engine:
         order = self._run_order
         del order[bisect_left(order, run.id)]
         self._ended_runs[run.id] = EndedRun(
-            reason, now, run.hard_deadline if reason is RunEndReason.DURATION_EXCEEDED else None
+            reason,
+            now,
+            run.hard_deadline if reason is RunEndReason.DURATION_EXCEEDED else None,
+            run.labels,
         )
         if len(self._ended_runs) > self.limits.ended_run_memory:
             self._ended_runs.popitem(last=False)
@@ -1730,6 +1742,17 @@ class Engine:
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def uncommittable(reservation_id: str) -> NotFound:
+    """What Commit answers for an id that holds nothing to commit (the service answers
+    the same, word for word, for a reservation outside the caller's scope)."""
+    return NotFound(
+        "reservation",
+        reservation_id,
+        "never granted, already committed or released, or expired too long ago;"
+        " record the usage with Consume",
+    )
 
 
 def _agrees_with_usage(labels: Labels, usage: Usage, field: str) -> None:

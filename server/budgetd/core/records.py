@@ -90,11 +90,13 @@ class Run:
 
 
 class EndedRun(NamedTuple):
-    """A remembered end, so a late call with the run's id gets a precise answer."""
+    """A remembered end, so a late call with the run's id gets a precise answer (and
+    only a caller whose scope holds `labels` gets it)."""
 
     reason: RunEndReason
     at: float
     deadline: Deadline | None
+    labels: Mapping[str, str]
 
 
 # The stored answer to a request_id, returned again on a retry: (op, at, result, what
