@@ -166,7 +166,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         reader = asyncio.create_task(self._stream_reader(request_iterator, answers))
         try:
             while (pending := await answers.get()) is not None:
-                yield await _stream_answer(*pending)
+                yield await _stream_answer(runtime, *pending)
             await reader  # re-raises what ended the request stream, if anything
         finally:
             reader.cancel()
@@ -509,11 +509,15 @@ _Pending = tuple[int, Any, Awaitable[None] | None, Exception | None]
 
 
 async def _stream_answer(
-    sequence: int, result: Any, durable: Awaitable[None] | None, error: Exception | None
+    runtime: Runtime,
+    sequence: int,
+    result: Any,
+    durable: Awaitable[None] | None,
+    error: Exception | None,
 ) -> pb.ConsumeStreamResponse:
     if error is None and durable is not None:
-        try:
-            await asyncio.shield(durable)
+        try:  # through the runtime: cut at the end of a drain's grace, it is UNAVAILABLE
+            await runtime.until_durable(durable)
         except Exception as failure:  # not durable: this message fails, the stream goes on
             error = failure
     if error is not None:

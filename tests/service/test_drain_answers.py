@@ -5,6 +5,7 @@ one writer thread is kept busy until the test lets it go."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -74,4 +75,21 @@ def test_a_slow_disk_alone_only_makes_calls_wait(served: Served, stalled: thread
     assert not consume.done()
     stalled.set()
     assert consume.result(timeout=WAIT_S).ledgers
+    assert _waiting(served) == 0
+
+
+def test_a_stream_message_waiting_for_durability_at_the_end_of_grace_is_unavailable(
+    served: Served, stalled: threading.Event
+) -> None:
+    requests: queue.Queue[pb.ConsumeStreamRequest | None] = queue.Queue()
+    stream: Any = served.budget.ConsumeStream(iter(requests.get, None), timeout=WAIT_S)
+    requests.put(pb.ConsumeStreamRequest(sequence=7, request=_consume(3)))
+    wait_until(lambda: _waiting(served) == 1, "the stream's message waiting for durability")
+    assert served.in_loop(served.runtime.cut_waiting) == 1
+    answer = next(stream)
+    requests.put(None)
+    assert answer.sequence == 7
+    assert answer.WhichOneof("result") == "error", answer
+    assert answer.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "retry with the same request_id" in answer.error.message
     assert _waiting(served) == 0

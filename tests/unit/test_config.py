@@ -147,8 +147,11 @@ def test_example_file_loads_and_spells_out_the_defaults() -> None:
     defaults = _resolve()
     assert settings.policies == defaults.policies
     assert settings.limits == defaults.limits
+    # The example writes the embedded policies out; the defaults come from no file.
+    assert settings.written_policies == {p.name for p in defaults.policies}
+    assert defaults.written_policies == frozenset()
     for name in (f.name for f in fields(Settings)):
-        if name not in {"config_path", "socket", "state_dir", "prices"}:
+        if name not in {"config_path", "socket", "state_dir", "prices", "written_policies"}:
             assert getattr(settings, name) == getattr(defaults, name), name
 
 
