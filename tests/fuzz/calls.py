@@ -10,7 +10,9 @@ carries inside its messages (ConsumeStream's `error`, reflection's `error_respon
 
 from __future__ import annotations
 
+import queue
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,16 +145,32 @@ def call(channel: grpc.Channel, rpc: Rpc, requests: list[bytes]) -> Answer:
 
 def _bidi_stream(channel: grpc.Channel, rpc: Rpc, requests: list[bytes]) -> Answer:
     """Every answer the stream gave, then how it ended (a stream that fails part way
-    keeps the answers to the messages before: those were applied)."""
+    keeps the answers to the messages before: those were applied).
+
+    Lock-step: a message goes only once the one before was answered. A message can
+    end the whole call in gRPC itself (one over the size limit does), and an answer
+    still waiting for durability then never arrives though its message was applied;
+    sent one at a time, every applied message has its answer in `responses`."""
     decode = GetMessageClass(rpc.response).FromString
     responses: list[Message] = []
-    stream = channel.stream_stream(rpc.path, None, None)(iter(requests), timeout=CALL_TIMEOUT_S)
+    progress: queue.Queue[bool] = queue.Queue()  # True: an answer came; False: the end
+
+    def one_at_a_time() -> Iterator[bytes]:
+        for i, request in enumerate(requests):
+            if i and not progress.get():
+                return
+            yield request
+
+    stream = channel.stream_stream(rpc.path, None, None)(one_at_a_time(), timeout=CALL_TIMEOUT_S)
     code, details = grpc.StatusCode.OK, ""
     try:
         for item in stream:
             responses.append(decode(item))
+            progress.put(True)
     except grpc.RpcError as error:
         code, details = error.code(), error.details() or ""
+    finally:
+        progress.put(False)
     return Answer(code, details, responses, _inner_codes(responses))
 
 
