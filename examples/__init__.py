@@ -1,0 +1,1 @@
+"""Example files shipped with budgetd; a package so tests import examples.monitoring.queries."""

@@ -1,0 +1,1 @@
+"""Monitoring examples: Grafana dashboard, Prometheus rules and config, collector config."""
