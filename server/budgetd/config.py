@@ -51,6 +51,8 @@ from budgetd.core import (
 from budgetd.core.usage import EdgeRules
 from budgetd.paths import DEFAULT_TCP, default_socket_path
 from budgetd.prices_file import PriceFileError, load_price_file
+from budgetd.telemetry import settings as telemetry_settings
+from budgetd.telemetry.settings import TelemetrySettings
 
 
 class ConfigError(Exception):
@@ -116,6 +118,7 @@ class Settings:
     prices: PriceTable
     auth: AuthSettings = AuthSettings()
     written_policies: frozenset[str] = frozenset()  # the file's [[policies]] names
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,6 +363,7 @@ _TOP_KEYS = (
     "auth",
     "tls",
     "limits",
+    "telemetry",
     "embedded_policies",
     "policies",
     "reload_may_replace_all",
@@ -863,8 +867,22 @@ def _settings(
         written_policies=_written(file),
         prices=_prices(found.get("prices_file")),
         auth=_load_auth(auth, file.layer if file else None, limits),
+        telemetry=_telemetry(file, env),
         **values,
     )
+
+
+def _telemetry(file: _File | None, env: Mapping[str, str]) -> TelemetrySettings:
+    """[telemetry] under the OTEL_* variables; errors name the key or the variable."""
+    table: Mapping[str, object] = {}
+    if file is not None:
+        table = _table(file.layer, "telemetry", file.data.get("telemetry", {}))
+    try:
+        return telemetry_settings.resolve(telemetry_settings.from_file(table), env)
+    except telemetry_settings.SettingError as error:
+        if error.env or file is None:
+            raise ConfigError("env", error.key, error.reason, sep=" ") from None
+        raise file.layer.error(f"telemetry.{error.key}", error.reason) from None
 
 
 def _check_loopback(

@@ -192,6 +192,7 @@ def policy(message: pb.Policy, where: str = "policy") -> dict[str, Any]:
         "evictable": message.evictable,
         "close_with_run": message.close_with_run,
         "missing": dict(message.missing),
+        "export_ledgers": message.export_ledgers,
     }
     if message.unpriced != pb.UNPRICED_UNSPECIFIED:
         unpriced = enum_value(UNPRICED_FROM_WIRE, message.unpriced, f"{where}.unpriced")
@@ -453,6 +454,7 @@ def policy_message(value: Policy) -> pb.Policy:
         close_with_run=value.close_with_run,
         unpriced=pb.UNPRICED_ALLOW if value.unpriced_allowed else pb.UNPRICED_DENY,
         missing=dict(value.missing),
+        export_ledgers=value.export_ledgers,
     )
     if value.idle_ttl_s:
         message.idle_ttl.seconds = value.idle_ttl_s

@@ -19,11 +19,12 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2
 
-from budgetd import config, startup
+from budgetd import __version__, config, startup
 from budgetd.auth.access import Access, closed_directory
 from budgetd.auth.gate import Gate
 from budgetd.auth.ratelimit import RateLimiter
@@ -38,6 +39,9 @@ from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
+
+if TYPE_CHECKING:
+    from budgetd.telemetry.pipeline import Telemetry
 from budgetd.tuning import settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
@@ -70,6 +74,17 @@ class Servers:
 
 
 _is_loopback = config.is_loopback_host  # the config's check and the listener's agree
+
+
+def _telemetry(settings: config.Settings, runtime: Runtime) -> Telemetry | None:
+    """The metrics pipeline, when an exporter is configured and the SDK not disabled."""
+    s = settings.telemetry
+    if s.disabled or not s.exporters:
+        return None
+    # Imported here: the SDK and its exporters take ~0.4 s to load, paid only when on.
+    from budgetd.telemetry.pipeline import Telemetry  # noqa: PLC0415
+
+    return Telemetry(s, runtime, __version__)
 
 
 def bind(servers: Servers, settings: config.Settings, access: Access) -> Listeners:
@@ -137,6 +152,7 @@ class Daemon:
         )
         self.runtime.refusing = STARTING
         self._written = settings.written_policies  # the file's [[policies]], as last applied
+        self.telemetry = _telemetry(settings, self.runtime)
         self.access = Access.of(settings)
         self.health = Health()
         self.servers = self._servers()
@@ -166,6 +182,7 @@ class Daemon:
                 gate=gate,
                 health_servicer=self.health,
                 limits=limits,
+                interceptors=[self.telemetry.interceptor] if self.telemetry else [],
             )
             return built
 
@@ -207,12 +224,17 @@ class Daemon:
                     _warn_if_unreachable(self.access.proxy.path)
                 self.listeners.unix.bound(self.access.socket_mode)
             self._install_signals()
+            metrics = self._start_telemetry()
             await self._recover()
         except BaseException:  # e.g. a damaged state directory: no half-started daemon
             for server in self.servers.all:
                 await server.stop(None)
+            if self.telemetry is not None:
+                await self.telemetry.stop()
             self._release()
             raise
+        if self.telemetry is not None:
+            self.telemetry.attach()
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
@@ -232,11 +254,26 @@ class Daemon:
                 durability=self.mode.value,
                 state_dir=str(self.state.path) if self.state else "off",
                 pid=os.getpid(),
+                metrics=metrics,
                 **self.access.summary(),
             ),
         )
         await self.stopping.wait()
         await self._drain(timer, snapshots)
+
+    def _start_telemetry(self) -> str:
+        """Open the metrics pipeline (before recovery: a port in use fails the start
+        at once). Returns what the start-up log says of it."""
+        if self.telemetry is None:
+            return "off"
+        try:
+            return ",".join(self.telemetry.start()) or "off"
+        except OSError as error:
+            s = self.settings.telemetry
+            raise StartError(
+                f"cannot serve Prometheus metrics on {s.prometheus_host}:{s.prometheus_port}"
+                f" ({error.strerror or error}; OTEL_EXPORTER_PROMETHEUS_PORT picks another)"
+            ) from None
 
     async def _recover(self) -> None:
         """Rebuild the state, then make the file's policies current through the one
@@ -289,6 +326,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._final_snapshot()
+        if self.telemetry is not None:
+            await self.telemetry.stop()  # a last export of the final counts
         self._release()
         store = self.runtime.store
         journal = store.journal if store is not None else None

@@ -26,6 +26,8 @@ from typing import Any
 from budgetd.core import Engine, LimitReached
 from budgetd.core import events as ev
 from budgetd.core.mutations import Mutation
+from budgetd.core.results import CheckResult
+from budgetd.core.usage import Usage
 from budgetd.errors import FailedPrecondition, Unavailable
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
@@ -85,6 +87,11 @@ class Runtime:
         # has run out: then they answer UNAVAILABLE rather than being cancelled.
         self._waiting: set[asyncio.Task[Any]] = set()
         self._cut_off = False
+        # Telemetry's hooks (budgetd.telemetry; None while metrics are off): every
+        # mutation that counted, every Check, every snapshot's duration.
+        self.on_applied: Callable[[str, Mapping[str, Any], Any, list[ev.Event]], None] | None = None
+        self.on_checked: Callable[[Any, Mapping[str, str]], None] | None = None
+        self.on_snapshot: Callable[[float], None] | None = None
         engine.recorder = self._record
 
     def install(self, engine: Engine, events: EventLog, store: Store | None, lsn: int) -> None:
@@ -109,6 +116,13 @@ class Runtime:
         result, durable = self.submit(op, args)
         if durable is not None:
             await self.until_durable(durable)
+        return result
+
+    def check(self, labels: Mapping[str, str], estimate: Usage, run_id: str = "") -> CheckResult:
+        """A Check: a read, but a decision telemetry counts."""
+        result = self.reader().check(labels, estimate, self.clock(), run_id)
+        if self.on_checked is not None:
+            self.on_checked(result, labels)
         return result
 
     async def until_durable(self, durable: Awaitable[None]) -> None:
@@ -151,6 +165,8 @@ class Runtime:
         self._recorded = None
         result, events = self.engine.apply(Mutation(op, self.clock(), args))
         recorded, self._recorded = self._recorded, None
+        if self.on_applied is not None:
+            self.on_applied(op, args, result, events)
         store = self.store
         journal = store.journal if store is not None else None
         if journal is None:
@@ -205,6 +221,7 @@ class Runtime:
             finally:
                 self.refusing = refusing
             lsn = journal.rotate() if journal is not None else self.lsn
+            began = time.perf_counter()
             try:
                 # The fork happens before the first await: the state is exactly `lsn`'s.
                 written = await snapshot.write_in_child(
@@ -212,6 +229,8 @@ class Runtime:
                 )
             except snapshot.SnapshotFailed as error:
                 raise Unavailable(f"snapshot failed: {error}") from None
+            if self.on_snapshot is not None:
+                self.on_snapshot(time.perf_counter() - began)
             store.snapshot_lsn = lsn
             kept = await asyncio.to_thread(snapshot.prune, store.state)
             if journal is not None:

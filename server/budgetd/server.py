@@ -9,6 +9,7 @@ may stay idle, how often its client may ping, how many calls it may hold open.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -85,6 +86,7 @@ def build_server(
     gate: Gate | None = None,
     health_servicer: Health | None = None,
     limits: ConnectionLimits | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> tuple[grpc.aio.Server, Health]:
     """The server with both services, health and reflection (no listeners yet). Without
     a gate: no identities (every caller is the daemon's own user), streams bounded."""
@@ -92,7 +94,7 @@ def build_server(
     gate = gate or Gate(None, limits.bounds())
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_streams_total + MAX_UNARY_IN_FLIGHT,
-        interceptors=[CallLog()] if log_calls else [],
+        interceptors=[*interceptors, *([CallLog()] if log_calls else [])],
         options=server_options(max_message_bytes, limits),
     )
     health_servicer = health_servicer or Health()

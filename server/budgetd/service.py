@@ -78,11 +78,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         if request.run_id:
             self._own_run(request.run_id)
-        result = self.runtime.reader().check(
-            dict(request.labels),
-            convert.usage(request.estimate, "estimate"),
-            self.runtime.clock(),
-            request.run_id,
+        result = self.runtime.check(
+            dict(request.labels), convert.usage(request.estimate, "estimate"), request.run_id
         )
         return convert.check_response(result)
 

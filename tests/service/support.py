@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -25,7 +25,11 @@ from budgetd.event_log import DEFAULT_SEND_TIMEOUT_S, EventLog
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import Durability, Runtime
 from budgetd.server import ConnectionLimits, build_server
+from budgetd.telemetry.settings import TelemetrySettings
 from budgetd.v1 import budget_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from budgetd.telemetry.pipeline import Telemetry
 
 T = TypeVar("T")
 START = 1_800_000_000.0
@@ -51,6 +55,7 @@ class Served:
     loop: asyncio.AbstractEventLoop
     channel: grpc.Channel
     bounds: StreamBounds  # the gate's stream bounds (what streams are open)
+    telemetry: Telemetry | None = None  # serve(telemetry=...): the metrics pipeline
 
     @property
     def budget(self) -> rpc.BudgetServiceStub:
@@ -86,9 +91,11 @@ def serve(
     max_streams: int = 4,
     engine_type: type[Engine] = Engine,
     durability: Durability = Durability.JOURNAL,
+    telemetry: TelemetrySettings | None = None,
 ) -> Iterator[Served]:
     """A server as the daemon runs it: in journal mode (unless asked otherwise) on a
-    state directory in `tmp_path`, so every call takes the real mutation path."""
+    state directory in `tmp_path`, so every call takes the real mutation path; with
+    `telemetry`, the daemon's metrics pipeline too (interceptor, hooks, exporters)."""
     limits = limits or Limits()
     clock = ManualClock()
     chosen = default_policies(limits) if policies is None else policies
@@ -105,14 +112,28 @@ def serve(
     ready: Future[grpc.aio.Server] = Future()
     state = StateDir(tmp_path / "state")
     bounds = ConnectionLimits().bounds()  # as build_server's own gate would have them
+    pipeline = None
+    if telemetry is not None:
+        from budgetd.telemetry.pipeline import Telemetry  # noqa: PLC0415 (loads the SDK)
+
+        pipeline = Telemetry(telemetry, runtime, "test")
 
     async def start() -> None:
+        if pipeline is not None:
+            pipeline.start()
         if durability is not Durability.MEMORY:
             state.open()
             await startup.restore(
                 runtime, state, chosen, limits, engine.prices, events, _refuse(runtime)
             )
-        server, _ = build_server(runtime, max_message_bytes, gate=Gate(None, bounds))
+        if pipeline is not None:
+            pipeline.attach()
+        server, _ = build_server(
+            runtime,
+            max_message_bytes,
+            gate=Gate(None, bounds),
+            interceptors=[pipeline.interceptor] if pipeline is not None else [],
+        )
         server.add_insecure_port(f"unix:{socket}")
         await server.start()
         ready.set_result(server)
@@ -123,10 +144,12 @@ def serve(
     server = ready.result()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
-        yield Served(f"unix:{socket}", socket, runtime, clock, loop, channel, bounds)
+        yield Served(f"unix:{socket}", socket, runtime, clock, loop, channel, bounds, pipeline)
     finally:
         channel.close()
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(timeout=30)
+        if pipeline is not None:
+            asyncio.run_coroutine_threadsafe(pipeline.stop(), loop).result(timeout=30)
         store = runtime.store
         if store is not None and store.journal is not None:
             asyncio.run_coroutine_threadsafe(store.journal.close(), loop).result(timeout=30)

@@ -132,10 +132,11 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
             "total_tokens",
             "input_tokens",
             "output_tokens",
-            "cost",
+            "cost_micro_usd",
             "requests",
             "concurrency",
-            "run_duration",
+            "run_duration_ms",
+            "wall_clock_ms",
         }
     ),
     "rpc_system_name": frozenset({"grpc"}),

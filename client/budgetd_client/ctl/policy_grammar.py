@@ -86,6 +86,7 @@ _POLICY_KEYS = {
     "missing",
     "idle_ttl",
     "idle_ttl_s",
+    "export_ledgers",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
@@ -137,6 +138,7 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
         if idle_ttl is None or idle_ttl == 0
         else parse_duration_s(idle_ttl, f"{where}.idle_ttl", MAX_IDLE_TTL_S)
     )
+    export_ledgers = _bool(data.get("export_ledgers", False), f"{where}.export_ledgers")
     message = pb.Policy(
         name=name,
         description=description,
@@ -150,6 +152,7 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
         close_with_run=close_with_run,
         unpriced=unpriced,
         missing=dict(missing),
+        export_ledgers=export_ledgers,
     )
     if idle_ttl_s:
         message.idle_ttl.seconds = idle_ttl_s

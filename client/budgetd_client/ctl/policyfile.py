@@ -109,6 +109,8 @@ def _policy_toml(policy: pb.Policy) -> str:
         f"evictable = {_bool(policy.evictable)}",
         f"close_with_run = {_bool(policy.close_with_run)}",
     ]
+    if policy.export_ledgers:
+        lines.append("export_ledgers = true")
     return "\n".join(lines) + "\n"
 
 

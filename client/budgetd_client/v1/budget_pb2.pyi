@@ -386,7 +386,7 @@ class Window(_message.Message):
     def __init__(self, lifetime: _Optional[_Union[Window.Lifetime, _Mapping]] = ..., calendar: _Optional[_Union[Window.Calendar, _Mapping]] = ..., fixed: _Optional[_Union[Window.Fixed, _Mapping]] = ..., sliding: _Optional[_Union[Window.Sliding, _Mapping]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run", "unpriced", "missing", "idle_ttl")
+    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run", "unpriced", "missing", "idle_ttl", "export_ledgers")
     class MatchEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -414,6 +414,7 @@ class Policy(_message.Message):
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     IDLE_TTL_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_LEDGERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     match: _containers.ScalarMap[str, str]
@@ -427,7 +428,8 @@ class Policy(_message.Message):
     unpriced: Unpriced
     missing: _containers.ScalarMap[str, str]
     idle_ttl: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ..., unpriced: _Optional[_Union[Unpriced, str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    export_ledgers: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ..., unpriced: _Optional[_Union[Unpriced, str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., export_ledgers: _Optional[bool] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("labels", "estimate", "run_id")

@@ -179,6 +179,8 @@ class Engine:
         self._idle_heap: list[tuple[float, int, Ident]] = []
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
+        # Ledgers created so far, by policy name (replays included): read by telemetry.
+        self.ledgers_created: dict[str, int] = {}
         for policy in policies:
             self._install(self._validated(policy), FROM_FILE)
 
@@ -1441,7 +1443,9 @@ class Engine:
         ]
         self._make_room(len(wanted), sum(sizes), now, events, protected or [])
         created = []
+        counts = self.ledgers_created
         for (policy, ident), key, size in zip(wanted, keys, sizes, strict=True):
+            counts[policy.name] = counts.get(policy.name, 0) + 1
             self._serial += 1
             ledger = Ledger(ident, key, policy, now, self._serial)
             ledger.label_bytes = size

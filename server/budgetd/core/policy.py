@@ -112,6 +112,8 @@ class Policy:
     missing: tuple[tuple[str, str], ...] = ()
     # Seconds without use, hold or run after which a ledger closes (0 = never).
     idle_ttl_s: int = 0
+    # Telemetry exports each ledger's used / limit / remaining (the core only keeps it).
+    export_ledgers: bool = False
     # Label requirements derived from match and per, checked in one loop per request.
     requirements: tuple[tuple[str, str | None], ...] = field(init=False, compare=False)
     # `per` keys with their `missing` default ("" for keys without one: those are
@@ -178,6 +180,7 @@ class Policy:
             "unpriced": "allow" if self.unpriced_allowed else "deny",
             "missing": dict(self.missing),
             "idle_ttl_s": self.idle_ttl_s,
+            "export_ledgers": self.export_ledgers,
         }
 
 
@@ -198,6 +201,7 @@ _POLICY_KEYS = {
     "missing",
     "idle_ttl",
     "idle_ttl_s",
+    "export_ledgers",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
@@ -274,6 +278,7 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         unpriced_allowed=unpriced is _Unpriced.ALLOW,
         missing=_parse_missing(data.get("missing", {}), per, limits, f"{where}.missing"),
         idle_ttl_s=_parse_idle_ttl(data, where),
+        export_ledgers=_parse_bool(data.get("export_ledgers", False), f"{where}.export_ledgers"),
     )
 
 

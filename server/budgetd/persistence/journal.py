@@ -102,6 +102,8 @@ class Journal:
         self._rotate_from = 0  # start a new segment at this lsn (0: no request)
         self._written_lsn = next_lsn - 1  # the writer thread's own view of durable_lsn
         self._task: asyncio.Task[None] | None = None
+        # Told each fsync's seconds and records, on the writer thread (telemetry).
+        self.on_fsync: Callable[[float, int], None] | None = None
 
     # --- the event loop's side --------------------------------------------------------
 
@@ -265,9 +267,12 @@ class Journal:
             view, offset = view[written:], offset + written
         started = time.perf_counter()
         os.fsync(self._fd)
-        self.stats.fsync_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.stats.fsync_seconds += seconds
         self.stats.fsyncs += 1
         self._segment_end = offset
+        if self.on_fsync is not None:
+            self.on_fsync(seconds, len(chunk))
 
     def _open_segment(self, first_lsn: int) -> None:
         self._close_segment()
