@@ -1040,12 +1040,6 @@ export_ledgers = true
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: budgetd.telemetry.series.dropped counts every call that lands in "
-    "the overflow series (SeriesMap._add) and every answer naming a ledger left out "
-    "(ExportedLedgers.seen), not the attribute sets / ledgers dropped",
-)
 @pytest.mark.parametrize(("metric", "left_out"), [("budgetd.tokens", 15), ("budgetd.ledger", 18)])
 def test_series_dropped_counts_each_left_out_series_once(
     daemons: list[Daemon],

@@ -8,6 +8,8 @@ or variable.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -338,3 +340,31 @@ def test_a_non_loopback_endpoint_is_allowed_only_when_asked(tmp_path: Path) -> N
         encoding="utf-8",
     )
     assert config.load_file(path).telemetry.prometheus_host == "0.0.0.0"
+
+
+def test_the_snapshot_writers_fork_runs_none_of_the_sdks_after_fork_work() -> None:
+    """The daemon forks only to write snapshots; the SDK's own after-fork handlers (a
+    new exporter thread, resource detection on a thread pool) once hung that child."""
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter  # noqa: PLC0415
+
+    from budgetd.telemetry.exporters import (  # noqa: PLC0415 (loads the SDK)
+        ForkFreeMeterProvider,
+        PeriodicReader,
+    )
+    from budgetd.telemetry.instruments import Histograms  # noqa: PLC0415
+
+    with open(os.devnull, "w") as sink:
+        reader = PeriodicReader(
+            ConsoleMetricExporter(out=sink),
+            Histograms(Recorder(TelemetrySettings())),
+            export_interval_millis=60_000,
+        )
+        provider = ForkFreeMeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 only if no thread was started for it
+                os._exit(0 if threading.active_count() == 1 else 3)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        finally:
+            provider.shutdown()

@@ -18,7 +18,7 @@ from budgetd.core import NotFound, Policy
 from budgetd.core.dimensions import DIMENSION_NAMES
 from budgetd.core.results import LedgerStatus
 from budgetd.logs import fields
-from budgetd.telemetry.series import Attributes
+from budgetd.telemetry.series import MAX_LEFT_OUT, Attributes
 
 log = logging.getLogger("budgetd.telemetry")
 
@@ -32,7 +32,7 @@ class ExportedLedgers:
     ) -> None:
         self.cap = cap
         self.policies: frozenset[str] = frozenset()  # names of the opted-in policies
-        self.dropped = 0  # ledgers left out at the cap
+        self._left_out: set[str] = set()  # ledgers left out at the cap, MAX_LEFT_OUT at most
         self._label_attributes = label_attributes
         self._keys: dict[str, None] = {}  # insertion-ordered set
         self._warned_cap = False
@@ -67,7 +67,8 @@ class ExportedLedgers:
             if key in keys or key.split("{", 1)[0] not in policies:
                 continue
             if len(keys) >= self.cap:
-                self.dropped += 1
+                if len(self._left_out) < MAX_LEFT_OUT:
+                    self._left_out.add(key)
                 if not self._warned_cap:
                     self._warned_cap = True
                     log.warning(
@@ -76,6 +77,11 @@ class ExportedLedgers:
                     )
                 continue
             keys[key] = None
+
+    @property
+    def dropped(self) -> int:
+        """Distinct ledgers left out at the cap (at least)."""
+        return len(self._left_out)
 
     def closed(self, key: str) -> None:
         self._keys.pop(key, None)

@@ -9,6 +9,7 @@ logged once per export interval (`OnceEvery`), not per call or per retry.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
     OTLPMetricExporter as HttpExporter,
 )
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -83,12 +85,25 @@ class PeriodicReader(PeriodicExportingMetricReader):
         super().__init__(exporter, **kwargs)
         self._histograms = histograms
 
+    def _at_fork_reinit(self) -> None:
+        """Nothing: see `ForkFreeMeterProvider` (no exporter thread in the snapshot child)."""
+
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
         if metrics_data is not None:
             metrics_data = with_histograms(metrics_data, self._histograms)
         super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+
+
+class ForkFreeMeterProvider(MeterProvider):
+    """The SDK's provider without its after-fork work. The daemon's only fork is the
+    snapshot writer (`budgetd.persistence.snapshot`), a child that writes one file and
+    exits; the SDK's handler would detect resources on a thread pool there, and that was
+    seen to hang the child (a snapshot that never ends)."""
+
+    def _handle_fork(self) -> None:
+        return None
 
 
 class Reporting(MetricExporter):
@@ -137,6 +152,9 @@ class Reporting(MetricExporter):
 
 def otlp_exporter(settings: TelemetrySettings) -> tuple[MetricExporter, str]:
     """The OTLP exporter the settings ask for, and where it sends (for the log)."""
+    from_env = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     endpoint, headers, timeout = (
         settings.otlp_endpoint,
         dict(settings.otlp_headers) if settings.otlp_headers is not None else None,
@@ -144,11 +162,11 @@ def otlp_exporter(settings: TelemetrySettings) -> tuple[MetricExporter, str]:
     )
     if settings.otlp_protocol == "grpc":
         return GrpcExporter(endpoint=endpoint, headers=headers, timeout=timeout), (
-            endpoint or "OTEL_EXPORTER_OTLP_* or localhost:4317"
+            endpoint or from_env or "http://localhost:4317"
         )
     url = endpoint.rstrip("/") + "/v1/metrics" if endpoint else None
     return HttpExporter(endpoint=url, headers=headers, timeout=timeout), (
-        url or "OTEL_EXPORTER_OTLP_* or localhost:4318/v1/metrics"
+        url or from_env or "http://localhost:4318/v1/metrics"
     )
 
 

@@ -10,14 +10,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from budgetd.core import events as ev
 from budgetd.core.engine import Engine
 from budgetd.logs import fields
 from budgetd.telemetry.exported_ledgers import LedgerPoint
-from budgetd.telemetry.exporters import SCOPE, PrometheusEndpoint, periodic_readers, quiet_sdk_logs
+from budgetd.telemetry.exporters import (
+    SCOPE,
+    ForkFreeMeterProvider,
+    PrometheusEndpoint,
+    periodic_readers,
+    quiet_sdk_logs,
+)
 from budgetd.telemetry.instruments import Gauges, Histograms, register
 from budgetd.telemetry.recorder import Recorder
 from budgetd.telemetry.rpc import RpcMetrics
@@ -44,7 +49,7 @@ class Telemetry:
         self.histograms = Histograms(self.recorder)
         self.prometheus: PrometheusEndpoint | None = None
         self.version = version
-        self._provider: MeterProvider | None = None
+        self._provider: ForkFreeMeterProvider | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._created_baseline: dict[str, int] = {}
@@ -64,7 +69,7 @@ class Telemetry:
         if "prometheus" in self.settings.exporters:
             self.prometheus = PrometheusEndpoint(self.settings, self.histograms)
             readers.append(self.prometheus.reader)
-        self._provider = MeterProvider(
+        self._provider = ForkFreeMeterProvider(
             metric_readers=readers, resource=self._resource(), shutdown_on_exit=False
         )
         register(self._provider.get_meter(SCOPE, self.version), self.recorder, self._gauges())

@@ -26,6 +26,9 @@ log = logging.getLogger("budgetd.telemetry")
 
 Attributes = dict[str, str | int | float | bool]
 OVERFLOW: Attributes = {"otel.metric.overflow": True}
+# Keys left out (folded into the overflow series, ledgers not exported) remembered so
+# each is counted once; past this many the count is a lower bound.
+MAX_LEFT_OUT = 10_000
 S = TypeVar("S")
 
 # GenAI semantic conventions: `gen_ai.client.token.usage` bucket boundaries.
@@ -68,16 +71,20 @@ class SeriesMap(Generic[S]):
     """Series by key, each made once by `make(attributes)`; at most `cap` of them, then
     one overflow series for every new key."""
 
-    __slots__ = ("_attributes", "_make", "_overflow", "_series", "cap", "name", "overflowed")
+    __slots__ = ("_folded", "_make", "_overflow", "_series", "cap", "name")
 
     def __init__(self, name: str, cap: int, make: Callable[[Attributes], S]) -> None:
         self.name = name
         self.cap = cap
         self._make = make
         self._series: dict[Hashable, S] = {}
-        self._attributes: dict[Hashable, Attributes] = {}
         self._overflow: S | None = None
-        self.overflowed = 0  # keys folded into the overflow series
+        self._folded: set[Hashable] = set()  # keys folded in, at most MAX_LEFT_OUT
+
+    @property
+    def overflowed(self) -> int:
+        """Distinct attribute sets folded into the overflow series (at least)."""
+        return len(self._folded)
 
     def get(self, key: Hashable, attributes: Callable[[], Attributes]) -> S:
         series = self._series.get(key)
@@ -87,7 +94,8 @@ class SeriesMap(Generic[S]):
 
     def _add(self, key: Hashable, attributes: Callable[[], Attributes]) -> S:
         if len(self._series) >= self.cap:
-            self.overflowed += 1
+            if len(self._folded) < MAX_LEFT_OUT:
+                self._folded.add(key)
             if self._overflow is None:
                 log.warning(
                     "metric series cap reached: new attribute sets fold into one overflow "
