@@ -137,6 +137,7 @@ proto: $(STAMP)
 bench: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.core_bench --out bench/results/core.txt
 	$(WITH_NATIVE) $(PY) -m bench.service_bench --out bench/results/service.txt
+	$(WITH_NATIVE) $(PY) -m bench.metrics_bench --out bench/results/metrics.txt
 	$(MAKE) --no-print-directory bench-durability
 
 # Durability modes side by side, snapshots and recovery at 1M ledgers (several minutes;
