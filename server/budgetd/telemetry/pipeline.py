@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from budgetd.runtime import Runtime
 
 log = logging.getLogger("budgetd.telemetry")
+T = TypeVar("T")
 POLICY_OPS = frozenset({"put_policy", "delete_policy", "replace_policies"})
 # How long a collection thread waits for the event loop to read per-ledger values;
 # a loop that busy (or gone, at exit) gives an empty reading, never a stuck exporter.
@@ -56,6 +57,7 @@ class Telemetry:
         self._reading: tuple[float, list[LedgerPoint]] = (0.0, [])
         self._undo_logs = quiet_sdk_logs(settings.export_interval_s)
         self._allowed = frozenset(settings.attributes)
+        self._failures: set[str] = set()
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -83,11 +85,11 @@ class Telemetry:
         self._created_baseline = dict(runtime.engine.ledgers_created)
         self.recorder.ledgers.use_policies(runtime.engine.policies, self._allowed)
         runtime.on_applied = self._applied
-        runtime.on_checked = self.recorder.checked
+        runtime.on_checked = self._checked
         runtime.on_snapshot = self.recorder.snapshot_written
         store = runtime.store
         if store is not None and store.journal is not None:
-            store.journal.on_fsync = self.recorder.fsynced
+            store.journal.on_fsync = self._fsynced
 
     async def stop(self) -> None:
         """A last export, then close everything (bounded: a dead collector cannot hold
@@ -104,9 +106,29 @@ class Telemetry:
     def _applied(
         self, op: str, args: Mapping[str, Any], result: Any, events: list[ev.Event]
     ) -> None:
-        self.recorder.applied(op, args, result, events)
-        if op in POLICY_OPS:
-            self.recorder.ledgers.use_policies(self.runtime.engine.policies, self._allowed)
+        try:
+            self.recorder.applied(op, args, result, events)
+            if op in POLICY_OPS:
+                self.recorder.ledgers.use_policies(self.runtime.engine.policies, self._allowed)
+        except Exception:  # a telemetry bug must never fail a call that counted
+            self._failed("applied")
+
+    def _checked(self, result: Any, labels: Mapping[str, str]) -> None:
+        try:
+            self.recorder.checked(result, labels)
+        except Exception:
+            self._failed("checked")
+
+    def _fsynced(self, seconds: float, records: int) -> None:
+        try:  # on the journal's writer thread: an exception there would fail the write
+            self.recorder.fsynced(seconds, records)
+        except Exception:
+            self._failed("fsynced")
+
+    def _failed(self, where: str) -> None:
+        if where not in self._failures:  # once per hook: the next call would log again
+            self._failures.add(where)
+            log.exception("telemetry hook failed; counts may be missing", extra=fields(hook=where))
 
     # --- what a collection reads ---------------------------------------------------------
 
@@ -147,10 +169,14 @@ class Telemetry:
             subscribers=lambda: runtime.events.subscriber_count,
             event_log_depth=depth,
             journal_backlog=backlog,
-            idempotency_window_s=lambda: engine().idempotency_window(runtime.clock()),
+            idempotency_window_s=self._idempotency_window,
             ledgers_created=self._ledgers_created,
             ledger_points=self._ledger_points,
         )
+
+    def _idempotency_window(self) -> float:
+        runtime = self.runtime  # the engine walks its memory: read on the loop
+        return self._on_loop(lambda: runtime.engine.idempotency_window(runtime.clock()), 0.0)
 
     def _ledgers_created(self) -> dict[str, int]:
         base = self._created_baseline
@@ -171,22 +197,22 @@ class Telemetry:
             now = runtime.clock()
             return ledgers.points(lambda key: runtime.engine.get_ledger(key, now))
 
-        if threading.get_ident() == self._loop_thread or self._loop is None:
-            points = read()
-        else:
-            points = self._on_loop(read)
+        points = self._on_loop(read, [])
         self._reading = (time.monotonic(), points)
         return points
 
-    def _on_loop(self, read: Callable[[], list[LedgerPoint]]) -> list[LedgerPoint]:
+    def _on_loop(self, read: Callable[[], T], otherwise: T) -> T:
+        """`read()` on the event loop (the engine is the loop's alone), from whichever
+        thread collects; `otherwise` when the loop cannot answer in time."""
         loop = self._loop
-        assert loop is not None
+        if loop is None or threading.get_ident() == self._loop_thread:
+            return read()
 
-        async def run() -> list[LedgerPoint]:
+        async def run() -> T:
             return read()
 
         try:
             return asyncio.run_coroutine_threadsafe(run(), loop).result(LOOP_WAIT_S)
         except Exception as error:  # a closed or stalled loop: no reading this time
-            log.warning("per-ledger metrics not read", extra=fields(error=repr(error)))
-            return []
+            log.warning("metrics not read from the engine", extra=fields(error=repr(error)))
+            return otherwise

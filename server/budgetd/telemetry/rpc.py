@@ -9,16 +9,19 @@ call cancelled under it, UNKNOWN for anything else escaping.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from budgetd.logs import fields
 from budgetd.telemetry.recorder import Recorder
 from budgetd.telemetry.series import Timing
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("budgetd.telemetry")
 
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -48,9 +51,12 @@ class _Method:
 
     def done(self, context: Context, error: BaseException | None, began: float) -> None:
         elapsed = time.perf_counter() - began
-        code = _code(context, error)
-        series = self.ok if code == "OK" else self.recorder.rpc_series(self.name, code)
-        series.buckets.record(elapsed)
+        try:  # runs in the call's `finally`: it must never change how the call ends
+            code = _code(context, error)
+            series = self.ok if code == "OK" else self.recorder.rpc_series(self.name, code)
+            series.buckets.record(elapsed)
+        except Exception:
+            log.exception("rpc duration not recorded", extra=fields(method=self.name))
 
 
 class RpcMetrics(Interceptor):
