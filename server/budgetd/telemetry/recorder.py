@@ -164,7 +164,9 @@ class Recorder:
         provider = usage.provider if self.with_provider else ""
         operation = labels.get("operation") or "chat"
         key = (model, provider, operation, *self._label_values(labels))
-        series = self.usage.get(key, lambda: self._usage_attributes(model, provider, labels))
+        series = self.usage.find(key)
+        if series is None:
+            series = self.usage.add(key, lambda: self._usage_attributes(model, provider, labels))
         series.input += usage.input_tokens
         series.output += usage.output_tokens
         series.cached_input += usage.cached_input_tokens
@@ -194,21 +196,30 @@ class Recorder:
         policy = blocker.policy if blocker is not None and self.with_policy else ""
         dimension = DIMENSION_NAMES[blocker.dimension] if blocker is not None else ""
         key = (operation, decision, policy, dimension, *self._label_values(labels))
-
-        def attributes() -> Attributes:
-            made: Attributes = {
-                "budgetd.operation": operation,
-                "budgetd.decision": DECISIONS[decision],
-            }
-            if policy:
-                made["budgetd.policy"] = policy
-            if dimension:
-                made["budgetd.dimension"] = dimension
-            return made | self.label_attributes(labels)
-
-        self.decisions.get(key, attributes).value += 1
+        series = self.decisions.find(key)
+        if series is None:
+            series = self.decisions.add(
+                key,
+                lambda: self._decision_attributes(operation, decision, policy, dimension, labels),
+            )
+        series.value += 1
         if self.ledgers.policies:
             self.ledgers.seen(result.ledgers)
+
+    def _decision_attributes(
+        self,
+        operation: str,
+        decision: Decision,
+        policy: str,
+        dimension: str,
+        labels: Mapping[str, str],
+    ) -> Attributes:
+        made: Attributes = {"budgetd.operation": operation, "budgetd.decision": DECISIONS[decision]}
+        if policy:
+            made["budgetd.policy"] = policy
+        if dimension:
+            made["budgetd.dimension"] = dimension
+        return made | self.label_attributes(labels)
 
     def _reserved(self, args: Mapping[str, Any], result: Any) -> None:
         self._decided("reserve", result, args["labels"])

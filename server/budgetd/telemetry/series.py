@@ -89,10 +89,15 @@ class SeriesMap(Generic[S]):
     def get(self, key: Hashable, attributes: Callable[[], Attributes]) -> S:
         series = self._series.get(key)
         if series is None:
-            series = self._add(key, attributes)
+            series = self.add(key, attributes)
         return series
 
-    def _add(self, key: Hashable, attributes: Callable[[], Attributes]) -> S:
+    def find(self, key: Hashable) -> S | None:
+        """The series of `key` if it has one (the hot path's lookup: no closure made)."""
+        return self._series.get(key)
+
+    def add(self, key: Hashable, attributes: Callable[[], Attributes]) -> S:
+        """A new series for `key` (or the overflow series past the cap)."""
         if len(self._series) >= self.cap:
             if len(self._folded) < MAX_LEFT_OUT:
                 self._folded.add(key)
