@@ -8,10 +8,9 @@ call cancelled under it, UNKNOWN for anything else escaping.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,6 +18,7 @@ import grpc
 from budgetd.logs import fields
 from budgetd.telemetry.recorder import Recorder
 from budgetd.telemetry.series import Timing
+from budgetd.timed_handlers import status_name, timed
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("budgetd.telemetry")
@@ -28,15 +28,6 @@ if TYPE_CHECKING:  # generic in the stubs only
     Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Interceptor = grpc.aio.ServerInterceptor
-
-
-def _code(context: Context, error: BaseException | None) -> str:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if error is None:
-        return "OK"
-    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
 
 
 class _Method:
@@ -49,10 +40,12 @@ class _Method:
         self.name = name
         self.ok: Timing = recorder.rpc_series(name, "OK")
 
-    def done(self, context: Context, error: BaseException | None, began: float) -> None:
+    def done(
+        self, context: Context, error: BaseException | None, began: float, request: object
+    ) -> None:
         elapsed = time.perf_counter() - began
         try:  # runs in the call's `finally`: it must never change how the call ends
-            code = _code(context, error)
+            code = status_name(context, error)
             series = self.ok if code == "OK" else self.recorder.rpc_series(self.name, code)
             series.buckets.record(elapsed)
         except Exception:
@@ -76,63 +69,6 @@ class RpcMetrics(Interceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler, _Method(self.recorder, method.lstrip("/")))
+        wrapped = timed(handler, _Method(self.recorder, method.lstrip("/")).done)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
-
-
-def _wrap(handler: Handler, method: _Method) -> Handler:
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary(handler.unary_unary, method), **serializers
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, method), **serializers
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _unary(handler.stream_unary, method), **serializers
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, method), **serializers
-        )
-    return handler
-
-
-def _unary(inner: Any, method: _Method) -> Any:
-    async def call(request: Any, context: Context) -> Any:
-        began, error = time.perf_counter(), None
-        try:
-            return await inner(request, context)
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            method.done(context, error, began)
-
-    return call
-
-
-def _streaming(inner: Any, method: _Method) -> Any:
-    async def call(argument: Any, context: Context) -> AsyncIterator[Any]:
-        began, error = time.perf_counter(), None
-        try:
-            result = inner(argument, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:  # a handler that writes with context.write and returns (health Watch)
-                await result
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            method.done(context, error, began)
-
-    return call
