@@ -182,7 +182,7 @@ class Daemon:
                 gate=gate,
                 health_servicer=self.health,
                 limits=limits,
-                interceptors=[self.telemetry.interceptor] if self.telemetry else [],
+                outer=self.telemetry.rpc.wrap if self.telemetry else None,
             )
             return built
 

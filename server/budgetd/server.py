@@ -9,7 +9,6 @@ may stay idle, how often its client may ping, how many calls it may hold open.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
 from budgetd import reflection
-from budgetd.auth.gate import Gate, Registrar
+from budgetd.auth.gate import Gate, Registrar, Wrap
 from budgetd.auth.streams import StreamBounds
 from budgetd.call_log import CallLog
 from budgetd.health import Health
@@ -86,7 +85,7 @@ def build_server(
     gate: Gate | None = None,
     health_servicer: Health | None = None,
     limits: ConnectionLimits | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    outer: Wrap | None = None,
 ) -> tuple[grpc.aio.Server, Health]:
     """The server with both services, health and reflection (no listeners yet). Without
     a gate: no identities (every caller is the daemon's own user), streams bounded."""
@@ -94,13 +93,13 @@ def build_server(
     gate = gate or Gate(None, limits.bounds())
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_streams_total + MAX_UNARY_IN_FLIGHT,
-        interceptors=[*interceptors, *([CallLog()] if log_calls else [])],
+        interceptors=[CallLog()] if log_calls else [],
         options=server_options(max_message_bytes, limits),
     )
     health_servicer = health_servicer or Health()
     # The generated add_*_to_server functions register through the registrar, which
     # hands the server each handler wrapped by the gate.
-    registrar = cast(grpc.aio.Server, Registrar(server, gate))
+    registrar = cast(grpc.aio.Server, Registrar(server, gate, outer))
     budget_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetService(runtime), registrar)
     budget_pb2_grpc.add_BudgetAdminServiceServicer_to_server(BudgetAdminService(runtime), registrar)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)

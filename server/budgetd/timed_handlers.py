@@ -1,5 +1,6 @@
 """A method handler wrapped so a callback hears how each call ended: the one wrapper the
-server interceptors share (the debug call log, the RPC duration metric).
+debug call log (an interceptor) and the RPC duration metric (wrapped at registration)
+share.
 
 `ended(context, error, began, request)` runs in the call's `finally`: `error` is what
 escaped (None on success), `began` the `time.perf_counter()` at the start, `request` the

@@ -132,7 +132,7 @@ def serve(
             runtime,
             max_message_bytes,
             gate=Gate(None, bounds),
-            interceptors=[pipeline.interceptor] if pipeline is not None else [],
+            outer=pipeline.rpc.wrap if pipeline is not None else None,
         )
         server.add_insecure_port(f"unix:{socket}")
         await server.start()

@@ -306,27 +306,38 @@ async def _rate_limited(context: Context, caller: Caller, wait_s: float) -> None
     )
 
 
-class Registrar:
-    """Stands in for a server while services register: each handler is wrapped once."""
+Wrap = Callable[[str, Handler], Handler]
 
-    def __init__(self, server: grpc.aio.Server, gate: Gate) -> None:
+
+class Registrar:
+    """Stands in for a server while services register: each handler is wrapped once, by
+    the gate and then by `outer` (the RPC metrics: outside, so refused calls count too).
+    Wrapping at registration costs a call nothing more than the wrapper itself, where a
+    grpc.aio interceptor runs a chain of coroutines on every call."""
+
+    def __init__(self, server: grpc.aio.Server, gate: Gate, outer: Wrap | None = None) -> None:
         self._server = server
         self._gate = gate
+        self._outer = outer
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        wrapped = self._gate.wrap(method, handler)
+        return self._outer(method, wrapped) if self._outer is not None else wrapped
 
     def add_generic_rpc_handlers(self, handlers: Sequence[GenericHandler]) -> None:
-        self._server.add_generic_rpc_handlers([_Wrapped(h, self._gate) for h in handlers])
+        self._server.add_generic_rpc_handlers([_Wrapped(h, self.wrap) for h in handlers])
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
-        wrapped = {name: self._gate.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        wrapped = {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
         self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
 
 
 class _Wrapped(GenericHandler):
     """A generic handler whose method handlers come back wrapped (each once)."""
 
-    def __init__(self, inner: GenericHandler, gate: Gate) -> None:
+    def __init__(self, inner: GenericHandler, wrap: Wrap) -> None:
         self._inner = inner
-        self._gate = gate
+        self._wrap = wrap
         self._wrapped: dict[str, Handler] = {}  # only the methods `inner` serves
 
     def service(self, details: grpc.HandlerCallDetails) -> Handler | None:
@@ -336,5 +347,5 @@ class _Wrapped(GenericHandler):
             handler = self._inner.service(details)
             if handler is None:
                 return None
-            found = self._wrapped[method] = self._gate.wrap(method, handler)
+            found = self._wrapped[method] = self._wrap(method, handler)
         return found

@@ -46,7 +46,7 @@ class Telemetry:
         self.settings = settings
         self.runtime = runtime
         self.recorder = Recorder(settings)
-        self.interceptor = RpcMetrics(self.recorder)
+        self.rpc = RpcMetrics(self.recorder)  # wraps every handler at registration
         self.histograms = Histograms(self.recorder)
         self.prometheus: PrometheusEndpoint | None = None
         self.version = version

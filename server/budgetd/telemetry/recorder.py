@@ -1,7 +1,7 @@
 """The hot path's side of telemetry: what each mutation, check and call adds to the series.
 
 `Runtime` hands every mutation that counted (its op, result and events) to `applied`,
-and every Check to `checked`; the RPC interceptor hands each call's duration to a
+and every Check to `checked`; the RPC wrapper (`rpc`) hands each call's duration to a
 `Timing`; the journal's writer thread hands each fsync to `fsynced`. Each of these adds
 integers to series found by a tuple key (`budgetd.telemetry.series`): no attribute dict
 is built per call, and no OpenTelemetry call is made on the hot path.
@@ -32,7 +32,6 @@ from budgetd.telemetry.series import (
 from budgetd.telemetry.settings import TelemetrySettings
 
 DECISIONS = {Decision.ALLOW: "allow", Decision.ALLOW_WITH_WARNING: "warn", Decision.DENY: "deny"}
-_NO_LABELS: tuple[str, ...] = ()
 
 
 class UsageSeries:
@@ -153,8 +152,7 @@ class Recorder:
         return {k: labels[k] for k in self.labels if k in labels}
 
     def _label_values(self, labels: Mapping[str, str]) -> tuple[str | None, ...]:
-        get = labels.get
-        return tuple([get(k) for k in self.labels]) if self.labels else _NO_LABELS
+        return tuple(map(labels.get, self.labels))
 
     # --- per op and per event -------------------------------------------------------
 
@@ -163,7 +161,7 @@ class Recorder:
         model = usage.model if self.with_model else ""
         provider = usage.provider if self.with_provider else ""
         operation = labels.get("operation") or "chat"
-        key = (model, provider, operation, *self._label_values(labels))
+        key = (model, provider, operation, *map(labels.get, self.labels))
         series = self.usage.find(key)
         if series is None:
             series = self.usage.add(key, lambda: self._usage_attributes(model, provider, labels))

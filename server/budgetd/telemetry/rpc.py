@@ -1,7 +1,8 @@
-"""`rpc.server.call.duration`: a server interceptor timing every call, streams included.
+"""`rpc.server.call.duration`: every call timed, streams included, refused ones too.
 
-The wrapped handler is made once per method (the server hands the same handler for a
-method every time), so a call costs the wrapper's frame, two clock reads and a bucket
+Each method's handler is wrapped once when the server registers it, outside the auth
+gate (`budgetd.auth.gate.Registrar`): the interceptor's job without grpc.aio's per-call
+interceptor chain, so a call costs the wrapper's frame, two clock reads and a bucket
 increment. The status is what the call ended with: an abort's code, OK, CANCELLED for a
 call cancelled under it, UNKNOWN for anything else escaping.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -25,9 +25,6 @@ log = logging.getLogger("budgetd.telemetry")
 
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Interceptor = grpc.aio.ServerInterceptor
 
 
 class _Method:
@@ -52,23 +49,11 @@ class _Method:
             log.exception("rpc duration not recorded", extra=fields(method=self.name))
 
 
-class RpcMetrics(Interceptor):
+class RpcMetrics:
+    """Wraps each method's handler once, when the server registers it (`Registrar`)."""
+
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(details)
-        if handler is None:  # not a method of this server: gRPC answers UNIMPLEMENTED
-            return handler
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = timed(handler, _Method(self.recorder, method.lstrip("/")).done)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return timed(handler, _Method(self.recorder, method.lstrip("/")).done)
