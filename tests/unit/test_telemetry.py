@@ -368,3 +368,13 @@ def test_the_snapshot_writers_fork_runs_none_of_the_sdks_after_fork_work() -> No
             assert os.waitstatus_to_exitcode(status) == 0
         finally:
             provider.shutdown()
+
+
+def test_rpc_series_are_bounded_by_the_contract_not_by_max_series() -> None:
+    """max_series bounds label values callers choose; methods and status codes are the
+    contract's own, so a small max_series never folds one method into another."""
+    recorder = Recorder(TelemetrySettings(max_series=1))
+    for method in ("Check", "Reserve", "Commit", "Consume", "GetLedger"):
+        for code in ("OK", "INVALID_ARGUMENT"):
+            recorder.rpc_series(f"budgetd.v1.BudgetService/{method}", code).buckets.record(0.001)
+    assert len(recorder.rpc) == 10 and recorder.rpc.overflowed == 0

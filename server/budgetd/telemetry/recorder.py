@@ -31,6 +31,7 @@ from budgetd.telemetry.series import (
 )
 from budgetd.telemetry.settings import TelemetrySettings
 
+RPC_SERIES = 64 * 17  # every method this server could register, times the 17 status codes
 DECISIONS = {Decision.ALLOW: "allow", Decision.ALLOW_WITH_WARNING: "warn", Decision.DENY: "deny"}
 
 
@@ -85,7 +86,9 @@ class Recorder:
         self.closed: SeriesMap[Count] = SeriesMap("budgetd.ledgers.closed", cap, Count)
         self.overruns: SeriesMap[Count] = SeriesMap("budgetd.overruns", cap, Count)
         self.runs_ended: SeriesMap[Count] = SeriesMap("budgetd.runs.ended", cap, Count)
-        self.rpc: SeriesMap[Timing] = SeriesMap("rpc.server.call.duration", cap, Timing)
+        # Methods x status codes: bounded by the contract, not by callers (max_series is
+        # for label values), so a cap of its own.
+        self.rpc: SeriesMap[Timing] = SeriesMap("rpc.server.call.duration", RPC_SERIES, Timing)
         self.reservations = {o: 0 for o in ("granted", "committed", "released", "expired")}
         self.runs_opened = 0
         self.fsync = Timing({})

@@ -28,14 +28,14 @@ if TYPE_CHECKING:  # generic in the stubs only
 
 
 class _Method:
-    """One method's timings: the OK series held directly, others looked up."""
+    """One method's timings: the OK series held once made, others looked up."""
 
     __slots__ = ("name", "ok", "recorder")
 
     def __init__(self, recorder: Recorder, name: str) -> None:
         self.recorder = recorder
         self.name = name
-        self.ok: Timing = recorder.rpc_series(name, "OK")
+        self.ok: Timing | None = None  # made at the first OK call: no empty series
 
     def done(
         self, context: Context, error: BaseException | None, began: float, request: object
@@ -43,7 +43,12 @@ class _Method:
         elapsed = time.perf_counter() - began
         try:  # runs in the call's `finally`: it must never change how the call ends
             code = status_name(context, error)
-            series = self.ok if code == "OK" else self.recorder.rpc_series(self.name, code)
+            if code == "OK":
+                series = self.ok
+                if series is None:
+                    series = self.ok = self.recorder.rpc_series(self.name, code)
+            else:
+                series = self.recorder.rpc_series(self.name, code)
             series.buckets.record(elapsed)
         except Exception:
             log.exception("rpc duration not recorded", extra=fields(method=self.name))
