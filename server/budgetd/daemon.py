@@ -266,8 +266,12 @@ class Daemon:
         at once). Returns what the start-up log says of it."""
         if self.telemetry is None:
             return "off"
+        from budgetd.telemetry.pipeline import TelemetryError  # noqa: PLC0415 (on only)
+
         try:
             return ",".join(self.telemetry.start()) or "off"
+        except TelemetryError as error:
+            raise StartError(str(error)) from None
         except OSError as error:
             s = self.settings.telemetry
             raise StartError(

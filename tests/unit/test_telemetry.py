@@ -378,3 +378,88 @@ def test_rpc_series_are_bounded_by_the_contract_not_by_max_series() -> None:
         for code in ("OK", "INVALID_ARGUMENT"):
             recorder.rpc_series(f"budgetd.v1.BudgetService/{method}", code).buckets.record(0.001)
     assert len(recorder.rpc) == 10 and recorder.rpc.overflowed == 0
+
+
+def test_a_per_model_policy_exports_each_model_under_its_own_attributes() -> None:
+    policy = Policy(
+        "per-model", per=("model",), caps=((Dimension.TOTAL_TOKENS, 1000),), export_ledgers=True
+    )
+    driven = Driven((policy,), TelemetrySettings())
+    for i, model in enumerate(("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5")):
+        driven.consume(f"c{i}", {"agent": "a"}, _usage(model, 10 * (i + 1), 0))
+    points = driven.recorder.ledgers.points(lambda key: driven.engine.get_ledger(key, NOW))
+    assert sorted((p[0]["gen_ai.request.model"], p[1]) for p in points) == [
+        ("claude-sonnet-4-5", 30),
+        ("gpt-4o", 10),
+        ("gpt-4o-mini", 20),
+    ]
+
+
+def test_a_late_commit_counts_as_expired_only() -> None:
+    driven = Driven(default_policies(), TelemetrySettings())
+    held = driven.apply(
+        "reserve",
+        labels={"agent": "a", "thread": "t"},
+        estimate=_usage("gpt-4o", 10, 0),
+        ttl_s=1.0,
+        request_id="r1",
+        run_id="",
+    )
+    driven.runtime.clock = lambda: NOW + 5  # past the hold's ttl
+    driven.apply("expire")
+    late = driven.apply(
+        "commit", reservation_id=held.reservation_id, actual=_usage("gpt-4o", 10, 0), request_id="c"
+    )
+    assert late.late
+    assert driven.recorder.reservations == {
+        "granted": 1,
+        "committed": 0,
+        "released": 0,
+        "expired": 1,
+    }
+
+
+def test_the_sdk_folds_nothing_below_budgetds_own_caps() -> None:
+    """The SDK caps each instrument at 2000 attribute sets unless told; budgetd's series
+    make up to five points each (token types and parts), so the readers are told more."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 (loads the SDK)
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    from budgetd.telemetry.exporters import cardinality_limits  # noqa: PLC0415
+    from budgetd.telemetry.instruments import Gauges, register  # noqa: PLC0415
+
+    settings = TelemetrySettings()
+    driven = Driven(default_policies(), settings)
+    for i in range(1500):
+        driven.consume(f"c{i}", {"agent": "a", "tenant": f"t{i}"}, _usage("gpt-4o", 1, 1))
+    reader = InMemoryMetricReader(cardinality_limits=cardinality_limits(settings))
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    zero = lambda: 0  # noqa: E731
+    gauges = Gauges(zero, zero, zero, zero, zero, zero, lambda: 0.0, dict, list)
+    register(provider.get_meter("budgetd"), driven.recorder, gauges)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    assert data is not None
+    (scope,) = data.resource_metrics[0].scope_metrics
+    parts = next(m for m in scope.metrics if m.name == "budgetd.token.parts")
+    assert len(parts.data.data_points) == 3 * 1500
+    assert not any("otel.metric.overflow" in (p.attributes or {}) for p in parts.data.data_points)
+
+
+def test_an_otlp_variable_the_sdk_cannot_read_stops_the_start_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from budgetd.telemetry.pipeline import Telemetry, TelemetryError  # noqa: PLC0415
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "zstdx")
+    driven = Driven(default_policies(), TelemetrySettings())
+    telemetry = Telemetry(TelemetrySettings(exporters=("otlp",)), driven.runtime, "test")
+
+    async def start() -> None:
+        try:
+            telemetry.start()
+        finally:
+            await telemetry.stop()
+
+    with pytest.raises(TelemetryError, match="OTLP exporter"):
+        asyncio.run(start())

@@ -1009,6 +1009,7 @@ class Engine:
     def _delete(self, name: str, now: float, events: list[Event]) -> DeletePolicyResult:
         del self._policies[name]
         del self._origins[name]
+        self.ledgers_created.pop(name, None)  # bounded by the policies there are
         self._policy_list = tuple(self._policies.values())
         self._epoch += 1
         closed = []

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
@@ -22,7 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
     OTLPMetricExporter as HttpExporter,
 )
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics.export import (
     ScopeMetrics,
 )
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from budgetd.logs import fields
 from budgetd.telemetry.instruments import Histograms
@@ -78,6 +79,16 @@ def with_histograms(metrics_data: MetricsData, histograms: Histograms) -> Metric
     else:  # pragma: no cover - budgetd's observable instruments always report
         return metrics_data
     return MetricsData([ResourceMetrics(first.resource, scopes, first.schema_url), *rest])
+
+
+def cardinality_limits(settings: TelemetrySettings) -> dict[type, int]:
+    """The SDK's own cap per instrument (2000 attribute sets unless told), above what
+    budgetd's caps can produce: budgetd bounds the series itself (`max_series`, with its
+    overflow series and counter), and an SDK cap below would fold them again, silently.
+    A usage series makes five points (two token types, three parts), a ledger one per
+    capped dimension (at most eight)."""
+    limit = 8 * (max(settings.max_series, settings.max_ledger_series) + 1)
+    return {kind: limit for kind in (ObservableCounter, ObservableGauge)}
 
 
 class PeriodicReader(PeriodicExportingMetricReader):
@@ -165,6 +176,8 @@ def otlp_exporter(settings: TelemetrySettings) -> tuple[MetricExporter, str]:
             endpoint or from_env or "http://localhost:4317"
         )
     url = endpoint.rstrip("/") + "/v1/metrics" if endpoint else None
+    if url is None and from_env and "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" not in os.environ:
+        from_env = from_env.rstrip("/") + "/v1/metrics"  # the SDK adds it to a base URL
     return HttpExporter(endpoint=url, headers=headers, timeout=timeout), (
         url or from_env or "http://localhost:4318/v1/metrics"
     )
@@ -189,9 +202,25 @@ def periodic_readers(settings: TelemetrySettings, histograms: Histograms) -> lis
                 histograms,
                 export_interval_millis=interval_ms,
                 export_timeout_millis=timeout_ms,
+                cardinality_limits=cardinality_limits(settings),
             )
         )
     return readers
+
+
+class OneScrapeAtATime(CollectorRegistry):
+    """Scrapes one after another: the SDK's Prometheus collector hands each collection
+    over through one shared queue, and two scrapes at once (two Prometheus servers) could
+    take each other's data, leaving one with nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scraping = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._scraping:
+            found = list(super().collect())
+        yield from found
 
 
 class PrometheusEndpoint:
@@ -206,9 +235,11 @@ class PrometheusEndpoint:
                     metrics_data = with_histograms(metrics_data, histograms)
                 super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
 
-        self.registry = CollectorRegistry()
+        self.registry = OneScrapeAtATime()
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, RSS, fds
-        self.reader: MetricReader = Reader(registry=self.registry)
+        self.reader: MetricReader = Reader(
+            registry=self.registry, cardinality_limits=cardinality_limits(settings)
+        )
         self.host, self.port = settings.prometheus_host, settings.prometheus_port
         self._server: Any = None
         self._thread: threading.Thread | None = None

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("budgetd.telemetry")
 T = TypeVar("T")
+
+
+class TelemetryError(Exception):
+    """The pipeline cannot be built from the settings (the daemon says why at start)."""
+
+
 POLICY_OPS = frozenset({"put_policy", "delete_policy", "replace_policies"})
 # How long a collection thread waits for the event loop to read per-ledger values;
 # a loop that busy (or gone, at exit) gives an empty reading, never a stuck exporter.
@@ -58,6 +64,7 @@ class Telemetry:
         self._undo_logs = quiet_sdk_logs(settings.export_interval_s)
         self._allowed = frozenset(settings.attributes)
         self._failures: set[str] = set()
+        self._attached = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -66,7 +73,10 @@ class Telemetry:
         bind). Returns what it exports to, for the start-up log."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        readers = periodic_readers(self.settings, self.histograms)
+        try:
+            readers = periodic_readers(self.settings, self.histograms)
+        except Exception as error:  # the SDK read one of its OTEL_EXPORTER_OTLP_* badly
+            raise TelemetryError(f"cannot build the OTLP exporter: {error}") from None
         targets = [f"{name}" for name in self.settings.exporters if name != "prometheus"]
         if "prometheus" in self.settings.exporters:
             self.prometheus = PrometheusEndpoint(self.settings, self.histograms)
@@ -83,23 +93,28 @@ class Telemetry:
         """Start recording (after recovery: what replay rebuilt is not new activity)."""
         runtime = self.runtime
         self._created_baseline = dict(runtime.engine.ledgers_created)
+        self._attached = True
         self.recorder.ledgers.use_policies(runtime.engine.policies, self._allowed)
         runtime.on_applied = self._applied
         runtime.on_checked = self._checked
-        runtime.on_snapshot = self.recorder.snapshot_written
+        runtime.on_snapshot = self._snapshot_written
         store = runtime.store
         if store is not None and store.journal is not None:
             store.journal.on_fsync = self._fsynced
 
     async def stop(self) -> None:
         """A last export, then close everything (bounded: a dead collector cannot hold
-        the exit for long)."""
+        the exit for long, and a failed last export is a log line, not a failed exit)."""
         provider, self._provider = self._provider, None
-        if provider is not None:
-            await asyncio.to_thread(provider.shutdown, timeout_millis=SHUTDOWN_MS)
-        if self.prometheus is not None:
-            await asyncio.to_thread(self.prometheus.stop)
-        self._undo_logs()
+        try:
+            if provider is not None:
+                await asyncio.to_thread(provider.shutdown, timeout_millis=SHUTDOWN_MS)
+        except Exception as error:  # e.g. the OTLP export used the whole deadline
+            log.warning("metrics: last export incomplete", extra=fields(error=str(error)))
+        finally:
+            if self.prometheus is not None:
+                await asyncio.to_thread(self.prometheus.stop)
+            self._undo_logs()
 
     # --- what the runtime calls ---------------------------------------------------------
 
@@ -118,6 +133,12 @@ class Telemetry:
             self.recorder.checked(result, labels)
         except Exception:
             self._failed("checked")
+
+    def _snapshot_written(self, seconds: float) -> None:
+        try:
+            self.recorder.snapshot_written(seconds)
+        except Exception:
+            self._failed("snapshot_written")
 
     def _fsynced(self, seconds: float, records: int) -> None:
         try:  # on the journal's writer thread: an exception there would fail the write
@@ -179,6 +200,8 @@ class Telemetry:
         return self._on_loop(lambda: runtime.engine.idempotency_window(runtime.clock()), 0.0)
 
     def _ledgers_created(self) -> dict[str, int]:
+        if not self._attached:  # recovery is replaying: nothing created yet
+            return {}
         base = self._created_baseline
         created = dict(self.runtime.engine.ledgers_created)
         return {p: n - base.get(p, 0) for p, n in created.items() if n > base.get(p, 0)}
@@ -212,7 +235,12 @@ class Telemetry:
             return read()
 
         try:
-            return asyncio.run_coroutine_threadsafe(run(), loop).result(LOOP_WAIT_S)
-        except Exception as error:  # a closed or stalled loop: no reading this time
+            pending = asyncio.run_coroutine_threadsafe(run(), loop)
+        except RuntimeError:  # the loop is closed (exit)
+            return otherwise
+        try:
+            return pending.result(LOOP_WAIT_S)
+        except Exception as error:  # a stalled loop: no reading this time, none queued
+            pending.cancel()
             log.warning("metrics not read from the engine", extra=fields(error=repr(error)))
             return otherwise

@@ -80,6 +80,8 @@ class Recorder:
         self.with_model = "model" in allowed
         self.with_provider = "provider" in allowed
         self.with_policy = "policy" in allowed
+        # The `operation` label names gen_ai.operation.name when allowed; else "chat".
+        self.with_operation = "operation" in allowed
         self.usage: SeriesMap[UsageSeries] = SeriesMap("budgetd.tokens", cap, UsageSeries)
         self.decisions: SeriesMap[Count] = SeriesMap("budgetd.decisions", cap, Count)
         self.crossings: SeriesMap[Count] = SeriesMap("budgetd.thresholds.crossed", cap, Count)
@@ -94,7 +96,7 @@ class Recorder:
         self.fsync = Timing({})
         self.fsync_records = Timing({}, RECORDS_BOUNDS)
         self.snapshots = Timing({})
-        self.ledgers = ExportedLedgers(settings.max_ledger_series, self.label_attributes)
+        self.ledgers = ExportedLedgers(settings.max_ledger_series, self.ledger_attributes)
         self._by_op: dict[str, Callable[[Mapping[str, Any], Any], None]] = {
             "reserve": self._reserved,
             "commit": self._committed,
@@ -154,6 +156,16 @@ class Recorder:
     def label_attributes(self, labels: Mapping[str, str]) -> Attributes:
         return {k: labels[k] for k in self.labels if k in labels}
 
+    def ledger_attributes(self, labels: Mapping[str, str]) -> Attributes:
+        """A ledger's labels as attributes: the allowed ones, model and provider under
+        their GenAI names (a per-model ledger is told apart by its model)."""
+        made = self.label_attributes(labels)
+        if self.with_model and "model" in labels:
+            made["gen_ai.request.model"] = labels["model"]
+        if self.with_provider and "provider" in labels:
+            made["gen_ai.provider.name"] = labels["provider"]
+        return made
+
     def _label_values(self, labels: Mapping[str, str]) -> tuple[str | None, ...]:
         return tuple(map(labels.get, self.labels))
 
@@ -163,11 +175,13 @@ class Recorder:
         usage, labels = event.usage, event.labels
         model = usage.model if self.with_model else ""
         provider = usage.provider if self.with_provider else ""
-        operation = labels.get("operation") or "chat"
+        operation = (labels.get("operation") if self.with_operation else None) or "chat"
         key = (model, provider, operation, *map(labels.get, self.labels))
         series = self.usage.find(key)
         if series is None:
-            series = self.usage.add(key, lambda: self._usage_attributes(model, provider, labels))
+            series = self.usage.add(
+                key, lambda: self._usage_attributes(model, provider, operation, labels)
+            )
         series.input += usage.input_tokens
         series.output += usage.output_tokens
         series.cached_input += usage.cached_input_tokens
@@ -182,8 +196,10 @@ class Recorder:
         else:
             series.cost_micro_usd += cost
 
-    def _usage_attributes(self, model: str, provider: str, labels: Mapping[str, str]) -> Attributes:
-        attributes: Attributes = {"gen_ai.operation.name": labels.get("operation") or "chat"}
+    def _usage_attributes(
+        self, model: str, provider: str, operation: str, labels: Mapping[str, str]
+    ) -> Attributes:
+        attributes: Attributes = {"gen_ai.operation.name": operation}
         if model:
             attributes["gen_ai.request.model"] = model
         if provider:
@@ -228,7 +244,8 @@ class Recorder:
             self.reservations["granted"] += 1
 
     def _committed(self, args: Mapping[str, Any], result: Any) -> None:
-        self.reservations["committed"] += 1
+        if not result.late:  # a late commit's hold already counted as expired
+            self.reservations["committed"] += 1
         for overrun in result.overruns:
             name = DIMENSION_NAMES[overrun.dimension]
             self.overruns.get(name, functools.partial(_one, "budgetd.dimension", name)).value += 1

@@ -5,8 +5,8 @@ The OpenTelemetry SDK's synchronous instruments cost ~20 µs per `add` or `recor
 costs. So the hot path adds integers to these small objects, whose attribute dicts are
 built once when a series is first seen; the exporters read them at collection time
 (`budgetd.telemetry.instruments`). Reads happen on the exporter's thread while the event
-loop adds: each read copies under the GIL, so a point may lag the newest call by one,
-never mixes two counts.
+loop adds: each read copies under the GIL, so a point may lag the newest call by one (a
+histogram's sum may already hold a value its counts do not yet show).
 
 Every map of series is capped (`max_series`): past it, new attribute sets fold into one
 series marked `otel.metric.overflow = true` (the OpenTelemetry rule), so totals stay
@@ -57,10 +57,11 @@ class Buckets:
         self.high = float("-inf")
 
     def record(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+        # Min and max before the count: a reader that sees the count sees them set.
         self.low = min(self.low, value)
         self.high = max(self.high, value)
+        self.total += value
+        self.counts[bisect_left(self.bounds, value)] += 1
 
     def read(self) -> tuple[list[int], float, float, float]:
         """(bucket counts, sum, min, max), copied: the count is sum(bucket counts)."""
@@ -79,7 +80,7 @@ class SeriesMap(Generic[S]):
         self._make = make
         self._series: dict[Hashable, S] = {}
         self._overflow: S | None = None
-        self._folded: set[Hashable] = set()  # keys folded in, at most MAX_LEFT_OUT
+        self._folded: set[int] = set()  # hashes of keys folded in, at most MAX_LEFT_OUT
 
     @property
     def overflowed(self) -> int:
@@ -100,7 +101,7 @@ class SeriesMap(Generic[S]):
         """A new series for `key` (or the overflow series past the cap)."""
         if len(self._series) >= self.cap:
             if len(self._folded) < MAX_LEFT_OUT:
-                self._folded.add(key)
+                self._folded.add(hash(key))  # not the key: it may hold long label values
             if self._overflow is None:
                 log.warning(
                     "metric series cap reached: new attribute sets fold into one overflow "

@@ -70,8 +70,10 @@ class TelemetrySettings:
 
     @property
     def label_attributes(self) -> tuple[str, ...]:
-        """The allowed request labels other than the special three."""
-        return tuple(a for a in self.attributes if a not in ("model", "provider", "policy"))
+        """The allowed request labels named as themselves (model, provider, policy and
+        operation have names of their own)."""
+        special = ("model", "provider", "policy", "operation")
+        return tuple(a for a in self.attributes if a not in special)
 
 
 _FILE_KEYS = {
