@@ -39,11 +39,11 @@ from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
-
-if TYPE_CHECKING:
-    from budgetd.telemetry.pipeline import Telemetry
 from budgetd.tuning import settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
+
+if TYPE_CHECKING:  # loaded only when metrics are on (`_telemetry`)
+    from budgetd.telemetry.pipeline import Telemetry
 
 log = logging.getLogger("budgetd")
 # How long before the end of the grace period the calls still waiting for durability
