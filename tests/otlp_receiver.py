@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ def series_count(metrics: Mapping[str, Metric], name: str | None = None) -> int:
     return sum(len(metric.points) for metric in metrics.values())
 
 
-class _Received:
+class _Received(ABC):
     """The requests and headers one receiver got, behind a lock (handlers run in threads)."""
 
     def __init__(self) -> None:
@@ -255,8 +256,9 @@ class _Received:
     ) -> None:
         wait_until(condition, what, limit_s=limit_s)
 
+    @abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop listening (each receiver stops its own server)."""
 
     def __enter__(self) -> Self:
         return self
