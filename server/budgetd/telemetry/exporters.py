@@ -128,7 +128,6 @@ class Reporting(MetricExporter):
         )
         self.inner, self.name, self.where = inner, name, where
         self.failures = 0
-        self.exports = 0
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -139,7 +138,6 @@ class Reporting(MetricExporter):
             log.warning("metrics export raised", extra=fields(exporter=self.name, error=str(error)))
             result = MetricExportResult.FAILURE
         if result is MetricExportResult.SUCCESS:
-            self.exports += 1
             if self.failures:
                 log.info(
                     "metrics export works again",

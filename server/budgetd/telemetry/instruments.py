@@ -24,10 +24,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from budgetd.telemetry.exported_ledgers import LedgerPoint
-from budgetd.telemetry.recorder import Recorder, UsageSeries
+from budgetd.telemetry.recorder import TOKEN_PARTS, Recorder, UsageSeries
 from budgetd.telemetry.series import Buckets, Count, SeriesMap
-
-PARTS = ("cached_input", "cache_write_input", "reasoning")
 
 
 @dataclass
@@ -97,7 +95,7 @@ def _usage_instruments(meter: Meter, recorder: Recorder) -> None:
 
     def parts(_: CallbackOptions) -> Iterator[Observation]:
         for s in usage.items():
-            for part in PARTS:
+            for part in TOKEN_PARTS:
                 yield Observation(getattr(s, part), s.part_attributes[part])
 
     def of(read: Callable[[UsageSeries], float]) -> Callable[[CallbackOptions], list[Observation]]:

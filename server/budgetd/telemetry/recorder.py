@@ -32,6 +32,7 @@ from budgetd.telemetry.series import (
 from budgetd.telemetry.settings import TelemetrySettings
 
 RPC_SERIES = 64 * 17  # every method this server could register, times the 17 status codes
+TOKEN_PARTS = ("cached_input", "cache_write_input", "reasoning")  # UsageSeries' fields
 DECISIONS = {Decision.ALLOW: "allow", Decision.ALLOW_WITH_WARNING: "warn", Decision.DENY: "deny"}
 
 
@@ -60,8 +61,7 @@ class UsageSeries:
         self.input_attributes: Attributes = {"gen_ai.token.type": "input", **attributes}
         self.output_attributes: Attributes = {"gen_ai.token.type": "output", **attributes}
         self.part_attributes: dict[str, Attributes] = {
-            part: {"budgetd.token.part": part, **attributes}
-            for part in ("cached_input", "cache_write_input", "reasoning")
+            part: {"budgetd.token.part": part, **attributes} for part in TOKEN_PARTS
         }
         self.input = self.output = 0
         self.cached_input = self.cache_write_input = self.reasoning = 0
@@ -166,9 +166,6 @@ class Recorder:
             made["gen_ai.provider.name"] = labels["provider"]
         return made
 
-    def _label_values(self, labels: Mapping[str, str]) -> tuple[str | None, ...]:
-        return tuple(map(labels.get, self.labels))
-
     # --- per op and per event -------------------------------------------------------
 
     def _usage(self, event: ev.UsageRecorded) -> None:
@@ -212,7 +209,7 @@ class Recorder:
         blocker = first[0] if first else None
         policy = blocker.policy if blocker is not None and self.with_policy else ""
         dimension = DIMENSION_NAMES[blocker.dimension] if blocker is not None else ""
-        key = (operation, decision, policy, dimension, *self._label_values(labels))
+        key = (operation, decision, policy, dimension, *map(labels.get, self.labels))
         series = self.decisions.find(key)
         if series is None:
             series = self.decisions.add(
@@ -270,7 +267,7 @@ class Recorder:
         dimension = DIMENSION_NAMES[event.dimension]
         severity = event.severity.name.lower()
         labels = event.labels
-        key = (policy, dimension, severity, *self._label_values(labels))
+        key = (policy, dimension, severity, *map(labels.get, self.labels))
 
         def attributes() -> Attributes:
             made: Attributes = {"budgetd.dimension": dimension, "budgetd.severity": severity}

@@ -65,10 +65,6 @@ class TelemetrySettings:
     from_env: frozenset[str] = field(default=frozenset())
 
     @property
-    def on(self) -> bool:
-        return not self.disabled
-
-    @property
     def label_attributes(self) -> tuple[str, ...]:
         """The allowed request labels named as themselves (model, provider, policy and
         operation have names of their own)."""
