@@ -59,12 +59,12 @@ class Telemetry:
         self._provider: ForkFreeMeterProvider | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._created_baseline: dict[str, int] = {}
+        # Ledgers the engine had created when recording began (None: not yet attached).
+        self._created_baseline: dict[str, int] | None = None
         self._reading: tuple[float, list[LedgerPoint]] = (0.0, [])
         self._undo_logs = quiet_sdk_logs(settings.export_interval_s)
         self._allowed = frozenset(settings.attributes)
         self._failures: set[str] = set()
-        self._attached = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ class Telemetry:
             readers = periodic_readers(self.settings, self.histograms)
         except Exception as error:  # the SDK read one of its OTEL_EXPORTER_OTLP_* badly
             raise TelemetryError(f"cannot build the OTLP exporter: {error}") from None
-        targets = [f"{name}" for name in self.settings.exporters if name != "prometheus"]
+        targets = [name for name in self.settings.exporters if name != "prometheus"]
         if "prometheus" in self.settings.exporters:
             self.prometheus = PrometheusEndpoint(self.settings, self.histograms)
             readers.append(self.prometheus.reader)
@@ -93,7 +93,6 @@ class Telemetry:
         """Start recording (after recovery: what replay rebuilt is not new activity)."""
         runtime = self.runtime
         self._created_baseline = dict(runtime.engine.ledgers_created)
-        self._attached = True
         self.recorder.ledgers.use_policies(runtime.engine.policies, self._allowed)
         runtime.on_applied = self._applied
         runtime.on_checked = self._checked
@@ -200,9 +199,9 @@ class Telemetry:
         return self._on_loop(lambda: runtime.engine.idempotency_window(runtime.clock()), 0.0)
 
     def _ledgers_created(self) -> dict[str, int]:
-        if not self._attached:  # recovery is replaying: nothing created yet
-            return {}
         base = self._created_baseline
+        if base is None:  # recovery is replaying: nothing created yet
+            return {}
         created = dict(self.runtime.engine.ledgers_created)
         return {p: n - base.get(p, 0) for p, n in created.items() if n > base.get(p, 0)}
 
