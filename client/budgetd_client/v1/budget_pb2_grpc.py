@@ -65,6 +65,16 @@ class BudgetServiceStub:
                 request_serializer=budgetd_dot_v1_dot_budget__pb2.ConsumeStreamRequest.SerializeToString,
                 response_deserializer=budgetd_dot_v1_dot_budget__pb2.ConsumeStreamResponse.FromString,
                 _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/budgetd.v1.BudgetService/Batch',
+                request_serializer=budgetd_dot_v1_dot_budget__pb2.BatchRequest.SerializeToString,
+                response_deserializer=budgetd_dot_v1_dot_budget__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.BatchStream = channel.stream_stream(
+                '/budgetd.v1.BudgetService/BatchStream',
+                request_serializer=budgetd_dot_v1_dot_budget__pb2.BatchStreamRequest.SerializeToString,
+                response_deserializer=budgetd_dot_v1_dot_budget__pb2.BatchStreamResponse.FromString,
+                _registered_method=True)
         self.OpenRun = channel.unary_unary(
                 '/budgetd.v1.BudgetService/OpenRun',
                 request_serializer=budgetd_dot_v1_dot_budget__pb2.OpenRunRequest.SerializeToString,
@@ -151,6 +161,32 @@ class BudgetServiceServicer:
         request, in request order; a bad request gets an error entry and the stream
         continues. A message over the size limit is refused by the transport, which ends
         the stream with RESOURCE_EXHAUSTED (answers already sent stand).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Batch(self, request, context):
+        """Several Check, Reserve, Commit, Release and Consume operations in one message
+        (at most `server.max_batch_operations`, 256 by default; more, or none, is
+        INVALID_ARGUMENT for the whole call), carried out in order, each exactly as its
+        own RPC would (validation, idempotency, scope and events), and answered by one
+        message with one result per operation in the same order. Each result stands on
+        its own: a bad or refused operation gets an error result and the others go on.
+        The records of one batch share one journal write (one fsync); the answer waits
+        until every record of the batch is durable. A scoped caller's rate counts each
+        operation as one request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchStream(self, request_iterator, context):
+        """Batches over one bidirectional stream, for the highest throughput: one
+        BatchStreamResponse per BatchStreamRequest, in request order, each as Batch
+        would answer it (a batch the whole of which is refused gets `error`; the stream
+        continues). Bounded like ConsumeStream (`events.max_streams`); a message over the
+        size limit ends the stream with RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,6 +290,16 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.ConsumeStream,
                     request_deserializer=budgetd_dot_v1_dot_budget__pb2.ConsumeStreamRequest.FromString,
                     response_serializer=budgetd_dot_v1_dot_budget__pb2.ConsumeStreamResponse.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=budgetd_dot_v1_dot_budget__pb2.BatchRequest.FromString,
+                    response_serializer=budgetd_dot_v1_dot_budget__pb2.BatchResponse.SerializeToString,
+            ),
+            'BatchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.BatchStream,
+                    request_deserializer=budgetd_dot_v1_dot_budget__pb2.BatchStreamRequest.FromString,
+                    response_serializer=budgetd_dot_v1_dot_budget__pb2.BatchStreamResponse.SerializeToString,
             ),
             'OpenRun': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenRun,
@@ -459,6 +505,60 @@ class BudgetService:
             '/budgetd.v1.BudgetService/ConsumeStream',
             budgetd_dot_v1_dot_budget__pb2.ConsumeStreamRequest.SerializeToString,
             budgetd_dot_v1_dot_budget__pb2.ConsumeStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.BudgetService/Batch',
+            budgetd_dot_v1_dot_budget__pb2.BatchRequest.SerializeToString,
+            budgetd_dot_v1_dot_budget__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/budgetd.v1.BudgetService/BatchStream',
+            budgetd_dot_v1_dot_budget__pb2.BatchStreamRequest.SerializeToString,
+            budgetd_dot_v1_dot_budget__pb2.BatchStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -610,6 +610,66 @@ class ConsumeStreamResponse(_message.Message):
     error: StreamError
     def __init__(self, sequence: _Optional[int] = ..., response: _Optional[_Union[ConsumeResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
 
+class BatchOperation(_message.Message):
+    __slots__ = ("check", "reserve", "commit", "release", "consume")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    CONSUME_FIELD_NUMBER: _ClassVar[int]
+    check: CheckRequest
+    reserve: ReserveRequest
+    commit: CommitRequest
+    release: ReleaseRequest
+    consume: ConsumeRequest
+    def __init__(self, check: _Optional[_Union[CheckRequest, _Mapping]] = ..., reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., consume: _Optional[_Union[ConsumeRequest, _Mapping]] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("operations",)
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
+    def __init__(self, operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ...) -> None: ...
+
+class BatchResult(_message.Message):
+    __slots__ = ("check", "reserve", "commit", "release", "consume", "error")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    CONSUME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    check: CheckResponse
+    reserve: ReserveResponse
+    commit: CommitResponse
+    release: ReleaseResponse
+    consume: ConsumeResponse
+    error: StreamError
+    def __init__(self, check: _Optional[_Union[CheckResponse, _Mapping]] = ..., reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., consume: _Optional[_Union[ConsumeResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class BatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+
+class BatchStreamRequest(_message.Message):
+    __slots__ = ("sequence", "batch")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    batch: BatchRequest
+    def __init__(self, sequence: _Optional[int] = ..., batch: _Optional[_Union[BatchRequest, _Mapping]] = ...) -> None: ...
+
+class BatchStreamResponse(_message.Message):
+    __slots__ = ("sequence", "response", "error")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    response: BatchResponse
+    error: StreamError
+    def __init__(self, sequence: _Optional[int] = ..., response: _Optional[_Union[BatchResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
 class StreamError(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -920,7 +980,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid", "idempotency_window", "remembered_requests", "remembered_requests_max", "remembered_request_bytes", "remembered_request_bytes_max", "idempotency_max_age", "label_bytes", "label_bytes_max")
+    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid", "idempotency_window", "remembered_requests", "remembered_requests_max", "remembered_request_bytes", "remembered_request_bytes_max", "idempotency_max_age", "label_bytes", "label_bytes_max", "max_batch_operations", "gc_collections", "longest_gc_pause")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     LISTENERS_FIELD_NUMBER: _ClassVar[int]
@@ -944,6 +1004,9 @@ class GetServerInfoResponse(_message.Message):
     IDEMPOTENCY_MAX_AGE_FIELD_NUMBER: _ClassVar[int]
     LABEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     LABEL_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    GC_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    LONGEST_GC_PAUSE_FIELD_NUMBER: _ClassVar[int]
     version: str
     started_at: _timestamp_pb2.Timestamp
     listeners: _containers.RepeatedScalarFieldContainer[str]
@@ -967,7 +1030,10 @@ class GetServerInfoResponse(_message.Message):
     idempotency_max_age: _duration_pb2.Duration
     label_bytes: int
     label_bytes_max: int
-    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ...) -> None: ...
+    max_batch_operations: int
+    gc_collections: int
+    longest_gc_pause: _duration_pb2.Duration
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ..., max_batch_operations: _Optional[int] = ..., gc_collections: _Optional[int] = ..., longest_gc_pause: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()
