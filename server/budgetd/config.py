@@ -67,6 +67,8 @@ class ConfigError(Exception):
 
 
 DEFAULT_RATE = Rate(2000.0, 4000)  # per identity (agent and reader roles)
+# The most operations one Batch message may carry (server.max_batch_operations).
+MAX_BATCH_OPERATIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class Settings:
     tcp: str | None
     allow_non_loopback: bool
     max_message_bytes: int
+    max_batch_operations: int
     grace_s: float
     tick_s: float
     log_format: str
@@ -303,6 +306,13 @@ _OPTIONS = (
         "BUDGETD_MAX_MESSAGE_BYTES",
         "--max-message-bytes",
     ),
+    _Option(
+        "max_batch_operations",
+        "server.max_batch_operations",
+        _integer(1, MAX_BATCH_OPERATIONS),
+        "BUDGETD_MAX_BATCH_OPERATIONS",
+        "--max-batch-operations",
+    ),
     _Option("grace_s", "server.grace_seconds", _seconds(0, 300), "BUDGETD_GRACE", "--grace"),
     _Option("tick_s", "server.tick_seconds", _seconds(0.01, 60), "BUDGETD_TICK", "--tick"),
     _Option(
@@ -376,6 +386,7 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "tcp": DEFAULT_TCP,
         "allow_non_loopback": False,
         "max_message_bytes": 65_536,
+        "max_batch_operations": 256,
         "grace_s": 5.0,
         "tick_s": 1.0,
         "log_format": "keyvalue",
@@ -784,6 +795,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow a --tcp host other than loopback",
     )
     group.add_argument("--max-message-bytes", metavar="N", help="largest request, 1024..16 MiB")
+    group.add_argument(
+        "--max-batch-operations",
+        metavar="N",
+        help=f"most operations in one Batch message, 1..{MAX_BATCH_OPERATIONS} (default 256)",
+    )
     group.add_argument("--grace", metavar="SECONDS", help="drain time on SIGTERM, 0..300")
     group.add_argument("--tick", metavar="SECONDS", help="expiry timer period, 0.01..60")
     group.add_argument("--log-format", choices=("keyvalue", "json"))

@@ -148,6 +148,7 @@ class Daemon:
             ),
             self._event_log(0),
             max_streams=settings.max_streams,
+            max_batch_operations=settings.max_batch_operations,
             mode=self.mode,
         )
         self.runtime.refusing = STARTING

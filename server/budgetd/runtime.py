@@ -65,12 +65,14 @@ class Runtime:
         events: EventLog,
         *,
         max_streams: int = 64,
+        max_batch_operations: int = 256,
         clock: Callable[[], float] = time.time,
         mode: Durability = Durability.MEMORY,
     ) -> None:
         self.engine = engine
         self.events = events
         self.max_streams = max_streams
+        self.max_batch_operations = max_batch_operations
         self.clock = clock
         self.mode = mode
         self.streams = 0

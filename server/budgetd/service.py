@@ -18,6 +18,7 @@ import grpc
 
 from budgetd import __version__, convert
 from budgetd.auth.caller import Caller, caller_of
+from budgetd.batch import Batches, Durable, Kind
 from budgetd.core import (
     COMPILED,
     BudgetError,
@@ -73,22 +74,40 @@ def unary(method: Method[Request, Response]) -> Method[Request, Response]:
 class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # Each operation a batch may carry, through the same submit as its own RPC.
+        self.batches = Batches(
+            runtime,
+            {
+                "check": Kind("check", self._submit_check, convert.check_response, True),
+                "reserve": Kind("reserve", self._submit_reserve, convert.reserve_response, True),
+                "commit": Kind("commit", self._submit_commit, convert.commit_response, False),
+                "release": Kind("release", self._submit_release, _release_response, False),
+                "consume": Kind("consume", self._submit_consume, convert.consume_response, True),
+            },
+        )
 
     @unary
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
+        result, _ = self._submit_check(request)
+        return convert.check_response(result)
+
+    def _submit_check(self, request: pb.CheckRequest) -> tuple[Any, None]:
         if request.run_id:
             self._own_run(request.run_id)
         result = self.runtime.check(
             dict(request.labels), convert.usage(request.estimate, "estimate"), request.run_id
         )
-        return convert.check_response(result)
+        return result, None
 
     @unary
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
+        return convert.reserve_response(await self._answered(self._submit_reserve(request)))
+
+    def _submit_reserve(self, request: pb.ReserveRequest) -> tuple[Any, Durable]:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RESERVATION_TTL_S)
         if request.run_id:
             self._own_run(request.run_id)
-        result = await self.runtime.apply(
+        return self.runtime.submit(
             "reserve",
             {
                 "labels": dict(request.labels),
@@ -98,12 +117,14 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 "run_id": request.run_id,
             },
         )
-        return convert.reserve_response(result)
 
     @unary
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
+        return convert.commit_response(await self._answered(self._submit_commit(request)))
+
+    def _submit_commit(self, request: pb.CommitRequest) -> tuple[Any, Durable]:
         self._own_reservation(request.reservation_id, uncommittable)
-        result = await self.runtime.apply(
+        return self.runtime.submit(
             "commit",
             {
                 "reservation_id": request.reservation_id,
@@ -111,25 +132,30 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 "request_id": request.request_id,
             },
         )
-        return convert.commit_response(result)
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        return _release_response(await self._answered(self._submit_release(request)))
+
+    def _submit_release(self, request: pb.ReleaseRequest) -> tuple[Any, Durable]:
         self._own_reservation(request.reservation_id, lambda rid: NotFound("reservation", rid))
-        result = await self.runtime.apply(
+        return self.runtime.submit(
             "release",
             {"reservation_id": request.reservation_id, "request_id": request.request_id},
         )
-        return pb.ReleaseResponse(released=result.released, replayed=result.replayed)
 
     @unary
     async def Consume(self, request: pb.ConsumeRequest, context: Context) -> pb.ConsumeResponse:
-        result, durable = self._submit_consume(request)
+        return convert.consume_response(await self._answered(self._submit_consume(request)))
+
+    async def _answered(self, submitted: tuple[Any, Durable]) -> Any:
+        """A submitted mutation's result, once it counts."""
+        result, durable = submitted
         if durable is not None:
             await self.runtime.until_durable(durable)  # shared by a batch: see there
-        return convert.consume_response(result)
+        return result
 
-    def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Awaitable[None] | None]:
+    def _submit_consume(self, request: pb.ConsumeRequest) -> tuple[Any, Durable]:
         run_id = request.run_id
         if run_id and not self._sees_run(run_id):
             # Usage naming a run that is not open is recorded all the same, attributed to
@@ -144,6 +170,28 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 "run_id": run_id,
             },
         )
+
+    @unary
+    async def Batch(self, request: pb.BatchRequest, context: Context) -> pb.BatchResponse:
+        return await self.batches.answer(self.batches.submit(request))
+
+    async def BatchStream(
+        self,
+        request_iterator: AsyncIterator[pb.BatchStreamRequest],
+        context: Context,
+    ) -> AsyncIterator[pb.BatchStreamResponse]:
+        runtime = self.runtime
+        if runtime.streams >= runtime.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server limit max_streams={runtime.max_streams} reached",
+            )
+        runtime.streams += 1
+        try:
+            async for answer in self.batches.stream(request_iterator):
+                yield answer
+        finally:
+            runtime.streams -= 1
 
     async def ConsumeStream(
         self,
@@ -379,6 +427,10 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return convert.price_match(prices.explain(request.model))
 
 
+def _release_response(result: Any) -> pb.ReleaseResponse:
+    return pb.ReleaseResponse(released=result.released, replayed=result.replayed)
+
+
 def _narrowed(selector: Mapping[str, str], engine: Engine) -> dict[str, str] | None:
     """A list's selector held to the caller's scope; None (after the selector's own
     rules are checked) when it asks for another tenant: nothing this caller may see."""
@@ -612,6 +664,7 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             idempotency_max_age=convert.duration(limits.idempotency_max_age_s),
             label_bytes=engine.label_bytes,
             label_bytes_max=limits.max_label_bytes,
+            max_batch_operations=runtime.max_batch_operations,
         )
 
     @unary

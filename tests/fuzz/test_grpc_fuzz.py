@@ -93,7 +93,7 @@ def test_every_rpc_answers_documented_codes_and_rejections_change_nothing(
 def test_the_table_has_every_rpc_the_server_registers() -> None:
     """The fuzzer's methods are the descriptors' (a new RPC is fuzzed without an edit)."""
     paths = {rpc.path for rpc in RPCS}
-    assert len(paths) == len(RPCS) == 26  # 14 + 7 + health 3 + reflection 2
+    assert len(paths) == len(RPCS) == 28  # 16 + 7 + health 3 + reflection 2
     assert "/budgetd.v1.BudgetService/ConsumeStream" in paths
     assert "/grpc.health.v1.Health/Watch" in paths
     assert "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo" in paths

@@ -374,3 +374,29 @@ def test_a_scoped_subscription_never_passes_a_policy_change(kinds: list[Any]) ->
     change = ev.PolicyChanged(at=0.0, name="beta-secret", deleted=False)
     assert not service._event_filter(request, engine, scoped).passes(change, {})
     assert service._event_filter(request, engine, UNRESTRICTED).passes(change, {})
+
+
+def test_a_scoped_callers_batch_holds_each_operation_to_its_scope(gated: Gated) -> None:
+    """An operation outside the scope fails alone (PERMISSION_DENIED naming its place and
+    the caller's own rule); the others are applied."""
+    ops = [
+        pb.BatchOperation(
+            consume=pb.ConsumeRequest(request_id=f"batch-{i}", labels=_labels(t), usage=USAGE)
+        )
+        for i, t in enumerate(("acme", "beta", "acme"))
+    ]
+    answer = gated.budget().Batch(pb.BatchRequest(operations=ops), metadata=_md("acme"), timeout=30)
+    kinds = [r.WhichOneof("result") for r in answer.results]
+    assert kinds == ["consume", "error", "consume"]
+    denied = answer.results[1].error
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert "operations[1].consume.labels.tenant must be 'acme'" in denied.message
+    assert "beta" not in denied.message
+    admin = gated.budget().GetLedger(
+        pb.GetLedgerRequest(key="per-tenant{tenant=acme}"), metadata=_md("admin"), timeout=30
+    )
+    assert admin.ledger.totals.input_tokens == 20
+    with pytest.raises(grpc.RpcError):  # nothing of the refused one reached beta's ledger
+        gated.budget().GetLedger(
+            pb.GetLedgerRequest(key="per-tenant{tenant=beta}"), metadata=_md("admin"), timeout=30
+        )

@@ -150,6 +150,14 @@ def test_a_bucket_refills_up_to_its_burst_only() -> None:
     assert limiter.take("k", rate, 3600.0) > 0
 
 
+def test_a_batch_costs_its_operations_and_may_leave_the_bucket_in_debt() -> None:
+    limiter, rate = RateLimiter(), Rate(4.0, 3)
+    assert limiter.take("k", rate, 100.0, cost=2) == 0.0  # 1 left
+    assert limiter.take("k", rate, 100.0, cost=8) == 0.0  # one fits: goes, 7 in debt
+    assert limiter.take("k", rate, 100.0) == 2.0  # (1 - -7) / 4: the average rate holds
+    assert limiter.take("k", rate, 102.0, cost=100) == 0.0  # never refused for ever
+
+
 def test_buckets_are_bounded() -> None:
     limiter, rate = RateLimiter(max_buckets=4), Rate(1.0, 1)
     for i in range(4):

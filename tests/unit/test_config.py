@@ -22,6 +22,7 @@ SERVER_KEYS = [
     "tcp",
     "allow_non_loopback",
     "max_message_bytes",
+    "max_batch_operations",
     "grace_seconds",
     "tick_seconds",
     "log_format",
@@ -212,6 +213,13 @@ PRECEDENCE = [
         (2048, 4096, 1024),
     ),
     (
+        "max_batch_operations",
+        "max_batch_operations = 64",
+        ("BUDGETD_MAX_BATCH_OPERATIONS", "1"),
+        ("--max-batch-operations", "4096"),
+        (64, 1, 4096),
+    ),
+    (
         "loop",
         'loop = "asyncio"',
         ("BUDGETD_LOOP", "uvloop"),
@@ -375,6 +383,11 @@ def test_out_of_range(tmp_path: Path) -> None:
     error = _load_error(tmp_path, "[server]\nmax_message_bytes = 100\n")
     assert error.key == "server.max_message_bytes"
     assert error.reason == "must be in 1024..16777216, got 100"
+    batch = _load_error(tmp_path, "[server]\nmax_batch_operations = 4097\n")
+    assert (batch.key, batch.reason) == (
+        "server.max_batch_operations",
+        "must be in 1..4096, got 4097",
+    )
     assert _load_error(tmp_path, "[server]\ntick_seconds = 0.001\n").reason == (
         "must be in 0.01..60 seconds, got 0.001"
     )

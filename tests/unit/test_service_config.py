@@ -36,10 +36,14 @@ READS = {
     "budgetd.v1.BudgetAdminService/ListPolicies",
     "budgetd.v1.BudgetAdminService/GetServerInfo",
 }
+# Each operation of a batch is a read or carries its own request_id, so a retried batch
+# is answered from what its first attempt did (`replayed`), operation by operation.
+BATCHES = {"budgetd.v1.BudgetService/Batch"}
 # Not retried by the channel: streams (a retry would restart them), and admin writes
 # without a request_id, which a caller retries knowingly if at all.
 LEFT_OUT = {
     "budgetd.v1.BudgetService/ConsumeStream",
+    "budgetd.v1.BudgetService/BatchStream",
     "budgetd.v1.BudgetService/Subscribe",
     "budgetd.v1.BudgetAdminService/PutPolicy",
     "budgetd.v1.BudgetAdminService/DeletePolicy",
@@ -139,5 +143,5 @@ def test_exactly_the_request_id_calls_and_the_reads_are_retried() -> None:
         "budgetd.v1.BudgetAdminService/ResetLedger",
     }, "the contract's header lists the calls with a request_id"
     assert not READS & with_request_id
-    assert set(named()) == with_request_id | READS
+    assert set(named()) == with_request_id | READS | BATCHES
     assert set(known) - set(named()) == LEFT_OUT, "decide about each new RPC here"

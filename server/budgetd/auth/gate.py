@@ -39,6 +39,7 @@ from budgetd.auth.tls import CertificateRoles
 from budgetd.auth.tokens import EMPTY, TokenTable
 from budgetd.auth.unix_proxy import UnixProxy
 from budgetd.errors import PermissionDenied
+from budgetd.v1.budget_pb2 import BatchStreamRequest
 
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -151,14 +152,17 @@ class Gate:
             self._stream_unary(method, handler.stream_unary, gated), **common
         )
 
-    async def admit(self, method: str, allowed: frozenset[Role], context: Context) -> Caller:
-        """The caller if it may make this call now; else the call is aborted."""
+    async def admit(
+        self, method: str, allowed: frozenset[Role], context: Context, cost: int = 1
+    ) -> Caller:
+        """The caller if it may make this call now (`cost`: requests it counts as);
+        else the call is aborted."""
         assert self.identities is not None
         caller = self.identities.of(context)
         if caller.role not in allowed:
             await _refuse(context, caller, method, allowed)
         if caller.rate is not None:
-            wait = self.limiter.take(caller.key, caller.rate, self.clock())
+            wait = self.limiter.take(caller.key, caller.rate, self.clock(), cost)
             if wait:
                 await _rate_limited(context, caller, wait)
         return caller
@@ -166,12 +170,14 @@ class Gate:
     def _unary(self, method: str, inner: Any) -> Any:
         allowed = methods.roles_for(method)
         labeled = method in methods.LABELED
+        batch = method == methods.BATCH
         admit = self.admit
 
         async def call(request: Any, context: Context) -> Any:
             if request.__class__ is Undecodable:
                 await _undecodable(context, request)
-            caller = await admit(method, allowed, context)
+            cost = max(1, len(request.operations)) if batch else 1
+            caller = await admit(method, allowed, context, cost)
             if labeled and caller.scope_items:
                 violation = caller.scope_violation(request.labels)
                 if violation is not None:
@@ -197,7 +203,7 @@ class Gate:
 
     def _stream(self, method: str, inner: Any, gated: bool, streaming_requests: bool) -> Any:
         allowed = methods.roles_for(method)
-        checks_messages = method == methods.CONSUME_STREAM
+        checks_messages = method in (methods.CONSUME_STREAM, methods.BATCH_STREAM)
         bounds = self.bounds
 
         async def call(argument: Any, context: Context) -> AsyncIterator[Any]:
@@ -239,20 +245,25 @@ class Gate:
         return call
 
     async def _messages(self, requests: AsyncIterator[Any], caller: Caller) -> AsyncIterator[Any]:
-        """ConsumeStream messages held to the caller's scope and rate: a message outside
-        the scope ends the stream (after the answers to those before it); a message
-        over the rate waits for the bucket (the stream is flow-controlled: it slows
-        down rather than failing)."""
+        """ConsumeStream and BatchStream messages held to the caller's scope and rate: a
+        ConsumeStream message outside the scope ends the stream (after the answers to
+        those before it; a batch's operations get an error result each instead); a
+        message over the rate waits for the bucket (the stream is flow-controlled: it
+        slows down rather than failing). A batch costs its number of operations."""
         rate, limiter = caller.rate, self.limiter
         async for item in requests:
             if item.__class__ is Undecodable:
                 raise RequestUndecodable(item)
-            if caller.scope_items and item.HasField("request"):
+            cost = 1
+            if isinstance(item, BatchStreamRequest):
+                # Scope is held per operation by the batch itself (an error result each).
+                cost = max(1, len(item.batch.operations))
+            elif caller.scope_items and item.HasField("request"):
                 violation = caller.scope_violation(item.request.labels, "request.labels")
                 if violation is not None:
                     raise PermissionDenied(violation)
             if rate is not None:
-                while wait := limiter.take(caller.key, rate, self.clock()):
+                while wait := limiter.take(caller.key, rate, self.clock(), cost):
                     await asyncio.sleep(wait)
             yield item
 

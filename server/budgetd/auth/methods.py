@@ -34,6 +34,8 @@ SPENDS = frozenset(
         "Release",
         "Consume",
         "ConsumeStream",
+        "Batch",
+        "BatchStream",
         "OpenRun",
         "Heartbeat",
         "CloseRun",
@@ -59,6 +61,10 @@ LABELED = frozenset(
     f"/{BUDGET_SERVICE}/{name}" for name in ("Check", "Reserve", "Consume", "OpenRun")
 )
 CONSUME_STREAM = f"/{BUDGET_SERVICE}/ConsumeStream"
+# A batch's labels are held to the scope operation by operation (budgetd.batch); its rate
+# cost is its number of operations.
+BATCH = f"/{BUDGET_SERVICE}/Batch"
+BATCH_STREAM = f"/{BUDGET_SERVICE}/BatchStream"
 
 _AGENT = frozenset({Role.AGENT, Role.ADMIN})
 _READ = frozenset({Role.READER, Role.ADMIN})

@@ -36,9 +36,12 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: str, rate: Rate, now: float) -> float:
-        """Take one request from `key`'s bucket: 0.0 when it fits, else the seconds
-        until one would (nothing is taken then)."""
+    def take(self, key: str, rate: Rate, now: float, cost: int = 1) -> float:
+        """Take `cost` requests (a batch's operations) from `key`'s bucket: 0.0 when one
+        fits, else the seconds until one would (nothing is taken then). A batch larger
+        than what is left (or than the burst) still goes once one request fits, and
+        leaves the bucket in debt: the average rate holds, and no batch size is refused
+        for ever."""
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._max:
@@ -51,7 +54,7 @@ class RateLimiter:
                 bucket.tokens = min(float(rate.burst), bucket.tokens + elapsed * rate.per_second)
                 bucket.stamp = now
         if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+            bucket.tokens -= cost
             return 0.0
         return (1.0 - bucket.tokens) / rate.per_second
 
