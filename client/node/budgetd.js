@@ -12,7 +12,22 @@
 //
 // Each unary RPC of BudgetService and BudgetAdminService is a method returning a
 // promise; it rejects with the grpc-js error (`code`, `details`, `metadata`). The
-// streaming RPCs (ConsumeStream, Subscribe) are on `raw.budget`, the grpc-js client.
+// streaming RPCs (ConsumeStream, Subscribe, BatchStream) are on `raw.budget`, the
+// grpc-js client.
+//
+// Batches (see `batch` and `BatchStream` below): up to `maxBatchOperations` operations
+// (a connect() option, 256 by default as the daemon's server.max_batch_operations),
+// each `{ check | reserve | commit | release | consume: <that RPC's request> }`, carried
+// out in order; the results come back in the same order, each the operation's response
+// or a `BatchOperationError` (`code`, `details` naming `operations[i]`, `index`). A batch
+// of none or too many operations is refused whole before anything is sent, as the
+// daemon would refuse it (INVALID_ARGUMENT): it is never split, so one batch stays one
+// message, one journal write and one answer.
+//
+//   const results = await client.batch([{ consume: request }, { check: { labels, estimate } }]);
+//   const stream = client.batchStream({ maxInFlight: 8 });
+//   const more = await stream.send(operations);   // answers matched by sequence
+//   await stream.close();                         // once every sent batch is answered
 //
 // Retries are the channel's, not a loop of ours: `connect()` passes the contract's
 // service config (protos/budgetd/v1/service_config.json) as the channel option
@@ -125,9 +140,18 @@ function isDirectory(dir) {
  * Credentials: `token` / `tokenFile` and `tls` (see `resolveCredentials`); `env`
  * stands in for `process.env`. UNAUTHENTICATED and PERMISSION_DENIED are not in the
  * service config's retryable codes: the channel never retries them.
+ * Batches: `batch(operations, {deadlineMs})` and `batchStream({maxInFlight, deadlineMs})`
+ * (see below), held to `maxBatchOperations` operations a batch (default 256, the
+ * daemon's default server.max_batch_operations: give the daemon's own value,
+ * GetServerInfo.max_batch_operations, when it is configured otherwise). `close()`
+ * cancels the batch streams still open (their pending sends fail CANCELLED).
  */
 export function connect(target = defaultTarget(), options = {}) {
   const { deadlineMs = DEFAULT_DEADLINE_MS, channelOptions = {}, env = process.env } = options;
+  const maxOperations = batchBound(
+    options.maxBatchOperations ?? DEFAULT_MAX_BATCH_OPERATIONS,
+    "maxBatchOperations",
+  );
   const pkg = loadBudgetPackage();
   const auth = resolveCredentials(options, env);
   checkTransport(target, auth);
@@ -140,12 +164,24 @@ export function connect(target = defaultTarget(), options = {}) {
     budget: new pkg.BudgetService(target, credentials, { ...channel, interceptors }),
     admin: new pkg.BudgetAdminService(target, credentials, { ...channel, interceptors }),
   };
+  const budget = promisify(raw.budget, pkg.BudgetService.service, deadlineMs);
+  const streams = new Set(); // the open batch streams, cancelled by close()
   return {
     target,
     raw,
-    budget: promisify(raw.budget, pkg.BudgetService.service, deadlineMs),
+    budget,
     admin: promisify(raw.admin, pkg.BudgetAdminService.service, deadlineMs),
+    maxBatchOperations: maxOperations,
+    batch: (operations, callOptions = {}) =>
+      batch(budget, operations, { ...callOptions, maxOperations }),
+    batchStream(streamOptions = {}) {
+      const stream = new BatchStream(raw.budget, { ...streamOptions, maxOperations });
+      streams.add(stream);
+      stream.closed.then(() => streams.delete(stream));
+      return stream;
+    },
     close() {
+      for (const stream of streams) stream.cancel();
       raw.budget.close();
       raw.admin.close();
     },
@@ -376,6 +412,300 @@ export function promisify(client, serviceDefinition, deadlineMs = DEFAULT_DEADLI
       });
   }
   return methods;
+}
+
+// --- batches -----------------------------------------------------------------------
+
+/** The daemon's default server.max_batch_operations: what connect() holds batches to. */
+export const DEFAULT_MAX_BATCH_OPERATIONS = 256;
+/** Batches a BatchStream sends ahead of their answers (the daemon reads 8 ahead). */
+export const DEFAULT_BATCH_STREAM_IN_FLIGHT = 8;
+/** The kinds of operation a batch may carry: the BatchOperation oneof, in field order. */
+export const BATCH_KINDS = Object.freeze(["check", "reserve", "commit", "release", "consume"]);
+
+/**
+ * A gRPC status as an Error shaped like grpc-js's (`code`, `details`, `metadata`, and
+ * a message `"3 INVALID_ARGUMENT: <details>"`), for what the client reports without a
+ * call of its own: a batch refused whole, one a BatchStream could not get answered.
+ */
+export class StatusError extends Error {
+  constructor(code, details, options = {}) {
+    super(`${code} ${statusName(code)}: ${details}`, options.cause ? { cause: options.cause } : {});
+    this.name = "StatusError";
+    this.code = code;
+    this.details = details;
+    this.metadata = options.metadata ?? new grpc.Metadata();
+  }
+}
+
+/**
+ * One operation of a batch failed: the status its own RPC would have ended with
+ * (`code`, `details` naming `operations[index]`), nothing of it applied; the other
+ * operations of the batch are not affected. `operation` is its kind ("consume", ...;
+ * null when the operation set none).
+ */
+export class BatchOperationError extends StatusError {
+  constructor(index, operation, code, details) {
+    super(code, details);
+    this.name = "BatchOperationError";
+    this.index = index;
+    this.operation = operation;
+  }
+}
+
+function batchBound(value, name) {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new TypeError(`${name} must be an integer >= 1, not ${String(value)}`);
+  }
+  return value;
+}
+
+/** The kind an operation sets (null for none, which the daemon answers with an error
+ * result); a StatusError when it is no operation or sets more than one (the wire would
+ * silently keep only one of them). */
+function kindOf(operation, index) {
+  if (operation === null || typeof operation !== "object" || Array.isArray(operation)) {
+    const shape = `{ ${BATCH_KINDS.join(" | ")}: request }`;
+    throw refusedHere(`operations[${index}]: must be an object ${shape}`);
+  }
+  const set = BATCH_KINDS.filter((kind) => operation[kind] != null);
+  if (set.length > 1) {
+    throw refusedHere(`operations[${index}]: one operation each; ${set.join(" and ")} are all set`);
+  }
+  return set[0] ?? null;
+}
+
+/** The kinds of `operations`, or throws what refuses the whole batch before it is sent
+ * (`sent: false`): a StatusError INVALID_ARGUMENT, as the daemon would answer, when it
+ * holds none or more than `maxOperations`; a TypeError when it is not an array. */
+function checkBatch(operations, maxOperations) {
+  if (!Array.isArray(operations)) {
+    throw new TypeError("operations must be an array of batch operations");
+  }
+  if (operations.length < 1 || operations.length > maxOperations) {
+    const message =
+      `operations: must hold 1..${maxOperations} operations (the client's ` +
+      `maxBatchOperations; nothing was sent); got ${operations.length}`;
+    throw refusedHere(message);
+  }
+  return operations.map(kindOf);
+}
+
+function refusedHere(message) {
+  const error = new StatusError(Status.INVALID_ARGUMENT, message);
+  error.sent = false;
+  return error;
+}
+
+/** A BatchResponse as results in order: each the response, or a BatchOperationError. */
+function batchResults(response, kinds) {
+  const { results } = response;
+  if (results.length !== kinds.length) {
+    const message = `the daemon answered ${results.length} results to ${kinds.length} operations`;
+    throw new StatusError(Status.INTERNAL, message);
+  }
+  return results.map((result, index) => {
+    if (result.result === "error") {
+      const { code, message } = result.error;
+      return new BatchOperationError(index, kinds[index], code, message);
+    }
+    if (!result.result) {
+      const message = `operations[${index}]: the daemon's result holds no answer`;
+      return new BatchOperationError(index, kinds[index], Status.INTERNAL, message);
+    }
+    return result[result.result];
+  });
+}
+
+/**
+ * One Batch call through `budget` (a `promisify`d BudgetService): resolves to one result
+ * per operation, in order, each the operation's response (a CheckResponse,
+ * ReserveResponse, ...) or a BatchOperationError. Rejects with a StatusError, before
+ * anything is sent, for none or more than `maxOperations` operations (or an entry that
+ * is not one operation), and with the grpc-js error when the call fails as a whole (the
+ * daemon's own refusal, e.g. a lower server.max_batch_operations, included). The channel
+ * retries UNAVAILABLE with the same request, like the other request_id calls.
+ */
+export async function batch(budget, operations, options = {}) {
+  const { maxOperations = DEFAULT_MAX_BATCH_OPERATIONS, deadlineMs } = options;
+  const kinds = checkBatch(operations, maxOperations);
+  const callOptions = deadlineMs === undefined ? {} : { deadlineMs };
+  return batchResults(await budget.Batch({ operations }, callOptions), kinds);
+}
+
+/**
+ * Batches over one BatchStream call of `client` (the grpc-js BudgetService client,
+ * `raw.budget`), answers matched to their batches by sequence.
+ *
+ * `send(operations)` resolves to the batch's results, as `batch()` does; at most
+ * `maxInFlight` batches are sent and not yet answered, later ones wait their turn in
+ * order (await the sends, or a window of them, to bound what waits). A send refused
+ * whole (none or too many operations: before it is sent; or by the daemon's `error`
+ * answer) rejects with a StatusError and the stream goes on. When the stream ends
+ * (the daemon or the connection failed, a message over the daemon's size limit,
+ * `deadlineMs` passed, `cancel()`), every pending send rejects with a StatusError with
+ * the stream's code, saying whether its batch was sent (`sent`: it may have been
+ * applied; sending the same operations again is safe, request_ids make a repeat a
+ * replay) or not; a later send rejects at once.
+ *
+ * `close()` sends what waits, ends the requests and resolves once the stream has ended
+ * (every sent batch answered or failed); `cancel()` ends it now; `closed` is that end.
+ */
+export class BatchStream {
+  #call;
+  #maxInFlight;
+  #maxOperations;
+  #nextSequence = 1;
+  #inFlight = new Map(); // sequence -> { kinds, resolve, reject }, in send order
+  #waiting = []; // { operations, kinds, resolve, reject }, not yet sent
+  #failure = null; // the StatusError that ended the stream, once it has
+  #closing = false;
+  #halfClosed = false;
+  #status = null;
+  #ended = false;
+  #resolveClosed;
+
+  constructor(client, options = {}) {
+    const {
+      maxInFlight = DEFAULT_BATCH_STREAM_IN_FLIGHT,
+      maxOperations = DEFAULT_MAX_BATCH_OPERATIONS,
+      deadlineMs = null,
+    } = options;
+    this.#maxInFlight = batchBound(maxInFlight, "maxInFlight");
+    this.#maxOperations = batchBound(maxOperations, "maxOperations");
+    /** Resolves (never rejects) once the stream has ended and every send is settled. */
+    this.closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    const callOptions = deadlineMs === null ? {} : { deadline: new Date(Date.now() + deadlineMs) };
+    this.#call = client.BatchStream(callOptions);
+    this.#call.on("data", (answer) => this.#answer(answer));
+    this.#call.on("error", () => {}); // the status (below) carries it
+    this.#call.on("status", (status) => {
+      this.#status = status;
+      this.#finish();
+    });
+    this.#call.on("end", () => {
+      this.#ended = true; // every answer received has been handled
+      this.#finish();
+    });
+  }
+
+  /** Batches sent and not yet answered (at most maxInFlight). */
+  get inFlight() {
+    return this.#inFlight.size;
+  }
+
+  /** Batches given to send() and waiting for a place in flight. */
+  get waiting() {
+    return this.#waiting.length;
+  }
+
+  /** The batch's results, in order (see the class). */
+  send(operations) {
+    if (this.#closing) return Promise.reject(new Error("BatchStream: send() after close()"));
+    if (this.#failure !== null) return Promise.reject(this.#unanswered(this.#failure, false));
+    let kinds;
+    try {
+      kinds = checkBatch(operations, this.#maxOperations);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ operations, kinds, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Send what waits, then end the requests; resolves once the stream has ended. */
+  close() {
+    this.#closing = true;
+    this.#pump();
+    return this.closed;
+  }
+
+  /** End the stream now: pending sends reject with CANCELLED. */
+  cancel() {
+    this.#fail(new StatusError(Status.CANCELLED, "cancelled by the client"));
+    this.#call.cancel();
+    return this.closed;
+  }
+
+  #pump() {
+    while (this.#failure === null && this.#waiting.length > 0) {
+      if (this.#inFlight.size >= this.#maxInFlight) return;
+      const { operations, kinds, resolve, reject } = this.#waiting.shift();
+      const sequence = this.#nextSequence++;
+      this.#inFlight.set(sequence, { kinds, resolve, reject });
+      this.#call.write({ sequence, batch: { operations } });
+    }
+    if (this.#closing && this.#failure === null && !this.#halfClosed) {
+      this.#halfClosed = true;
+      this.#call.end();
+    }
+  }
+
+  #answer(answer) {
+    if (this.#failure !== null) return; // cancelled: its sends have been failed already
+    const pending = this.#inFlight.get(answer.sequence);
+    if (pending === undefined) {
+      const message = `BatchStream: an answer to sequence ${answer.sequence}, which is not pending`;
+      this.#fail(new StatusError(Status.INTERNAL, message));
+      this.#call.cancel();
+      return;
+    }
+    this.#inFlight.delete(answer.sequence);
+    if (answer.result === "response") {
+      try {
+        pending.resolve(batchResults(answer.response, pending.kinds));
+      } catch (error) {
+        pending.reject(error);
+      }
+    } else {
+      const { code, message } = answer.error ?? {};
+      const refused = new StatusError(code ?? Status.INTERNAL, message || "no answer");
+      pending.reject(refused); // the whole batch refused; none of it applied
+    }
+    this.#pump();
+  }
+
+  /** Once the status has come and every message before it has been read. */
+  #finish() {
+    if (this.#status === null || !this.#ended) return;
+    const { code, details, metadata } = this.#status;
+    if (code === Status.OK) {
+      const message = "BatchStream: the daemon ended the stream without answering";
+      this.#fail(new StatusError(Status.INTERNAL, message, { metadata }));
+    } else {
+      this.#fail(new StatusError(code, details, { metadata }));
+    }
+    this.#resolveClosed();
+  }
+
+  /** End the stream with `failure`: every pending send rejects. */
+  #fail(failure) {
+    if (this.#failure !== null) return;
+    this.#failure = failure;
+    const sent = [...this.#inFlight.values()];
+    const waiting = this.#waiting;
+    this.#inFlight.clear();
+    this.#waiting = [];
+    for (const { reject } of sent) reject(this.#unanswered(failure, true));
+    for (const { reject } of waiting) reject(this.#unanswered(failure, false));
+  }
+
+  #unanswered(failure, sent) {
+    const what = sent
+      ? "the stream ended before the batch was answered (it was sent: some or all of it " +
+        "may have been applied)"
+      : "the stream ended before the batch was sent (none of it was applied)";
+    const error = new StatusError(failure.code, `${what}: ${failure.details}`, {
+      cause: failure,
+      metadata: failure.metadata,
+    });
+    error.sent = sent;
+    return error;
+  }
 }
 
 /** The name of a gRPC status code, e.g. 3 -> "INVALID_ARGUMENT". */
