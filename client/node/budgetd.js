@@ -34,9 +34,9 @@
 // `grpc.service_config`, and grpc-js (retries on by default) sends a call that failed
 // with UNAVAILABLE again, the same request each time, with backoff, up to 5 attempts
 // within the call's deadline: for the calls idempotent by request_id (Reserve, Commit,
-// Release, Consume, OpenRun, CloseRun, ResetLedger), the reads and Heartbeat. A lost
-// answer that was in fact applied comes back on the retry as the stored answer with
-// `replayed: true`, counted once.
+// Release, Consume, Batch, OpenRun, CloseRun, ResetLedger), the reads and Heartbeat (not
+// the streams). A lost answer that was in fact applied comes back on the retry as the
+// stored answer with `replayed: true`, counted once.
 //
 // Credentials, for a daemon's TCP listener that requires them (see `resolveCredentials`):
 // a bearer token (`token`, `tokenFile`, else $BUDGETD_TOKEN / $BUDGETD_TOKEN_FILE), sent
