@@ -134,11 +134,12 @@ lint: $(STAMP) $(NODE_STAMP)
 proto: $(STAMP)
 	$(PY) protos/generate.py
 
+# One report (bench/README.md): budgetd side by side with a do-nothing floor of its
+# contract and a Redis + Lua peer, each cell from a separate load generator, then the
+# extra figures and the core, service, metrics and durability benches, their tables
+# embedded. Writes bench/results/side-by-side.md and .json; about 25 minutes.
 bench: $(STAMP) native
-	$(WITH_NATIVE) $(PY) -m bench.core_bench --out bench/results/core.txt
-	$(WITH_NATIVE) $(PY) -m bench.service_bench --out bench/results/service.txt
-	$(WITH_NATIVE) $(PY) -m bench.metrics_bench --out bench/results/metrics.txt
-	$(MAKE) --no-print-directory bench-durability
+	$(WITH_NATIVE) $(PY) -m bench.side_by_side --durability-ledgers $(BENCH_LEDGERS)
 
 # Durability modes side by side, snapshots and recovery at 1M ledgers (several minutes;
 # BENCH_LEDGERS=100000 for a quicker run).
@@ -147,8 +148,10 @@ bench-durability: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.durability_bench --ledgers $(BENCH_LEDGERS) \
 	    --out bench/results/durability.txt
 
+# Under a minute: budgetd vs the floor for Consume, Check and BatchStream at c=64 over the
+# socket, one repetition, and the core's quick run (bench/results/*-quick.*, not kept).
 bench-quick: $(STAMP) native
-	$(WITH_NATIVE) $(PY) -m bench.core_bench --quick --out bench/results/core-quick.txt
+	$(WITH_NATIVE) $(PY) -m bench.side_by_side --quick
 
 # Instructions per call under valgrind: steady on a loaded machine, for before/after.
 bench-instructions: $(STAMP) native
