@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from budgetd import wire
 from budgetd.auth.caller import caller_of
 from budgetd.core import InvalidArgument
 from budgetd.errors import PermissionDenied
@@ -29,7 +30,7 @@ STREAM_WINDOW = 8
 
 Durable = Awaitable[None] | None
 Submit = Callable[[Any], tuple[Any, Durable]]
-Answer = Callable[[Any], Any]
+Answer = Callable[[Any], bytes]  # a result -> its serialized response (budgetd.wire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,11 @@ class Batches:
             return kind, None, None, Placed(error, f"operations[{index}].{kind.name}")
         return kind, result, durable, None
 
-    async def answer(self, entries: list[_Entry]) -> pb.BatchResponse:
-        """The results, in order, once every record of the batch is durable."""
+    async def answer(self, entries: list[_Entry]) -> bytes:
+        """The serialized BatchResponse, results in order, once every record of the
+        batch is durable."""
         failures: dict[int, Exception | None] = {}  # by the id of the awaited future
-        response = pb.BatchResponse()
-        results = response.results
+        results: list[bytes] = []
         for kind, result, durable, refused in entries:
             error = refused
             if error is None and durable is not None:
@@ -116,13 +117,12 @@ class Batches:
                 if failure is not None:
                     assert kind is not None
                     error = Placed(failure, f"operations[{len(results)}].{kind.name}")
-            entry = results.add()
             if error is not None:
-                entry.error.code, entry.error.message = error.status()
+                results.append(wire.batch_error(*error.status()))
             else:
                 assert kind is not None
-                getattr(entry, kind.name).CopyFrom(kind.answer(result))
-        return response
+                results.append(wire.batch_result(kind.name, kind.answer(result)))
+        return wire.batch_response(results)
 
     async def _durable(
         self, durable: Awaitable[None], failures: dict[int, Exception | None]
@@ -137,25 +137,22 @@ class Batches:
                 failures[key] = failure
         return failures[key]
 
-    async def stream(
-        self, requests: AsyncIterator[pb.BatchStreamRequest]
-    ) -> AsyncIterator[pb.BatchStreamResponse]:
-        """BatchStream: each message submitted as it arrives, answered in order once
-        durable; at most STREAM_WINDOW batches wait for their answers."""
+    async def stream(self, requests: AsyncIterator[pb.BatchStreamRequest]) -> AsyncIterator[bytes]:
+        """BatchStream: each message submitted as it arrives, answered (serialized
+        BatchStreamResponse) in order once durable; at most STREAM_WINDOW batches wait
+        for their answers."""
         answers: asyncio.Queue[tuple[int, list[_Entry] | None, Exception | None] | None]
         answers = asyncio.Queue(STREAM_WINDOW)
         reader = asyncio.create_task(self._read(requests, answers))
         try:
             while (pending := await answers.get()) is not None:
                 sequence, entries, error = pending
-                answer = pb.BatchStreamResponse(sequence=sequence)
                 if entries is not None:
-                    answer.response.CopyFrom(await self.answer(entries))
+                    yield wire.stream_answer(sequence, await self.answer(entries))
                 else:
                     assert error is not None
                     code, message = status_of(error)
-                    answer.error.code, answer.error.message = code.value[0], message
-                yield answer
+                    yield wire.stream_error_answer(sequence, code.value[0], message)
             await reader  # re-raises what ended the request stream, if anything
         finally:
             reader.cancel()

@@ -239,6 +239,9 @@ class Daemon:
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
         snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
+        # Pauses are timed from here: the one full collection above happens before the
+        # daemon serves.
+        self.runtime.collector.install()
         store = self.runtime.store
         journal = store.journal if store is not None else None
         self.runtime.refusing = journal.error if journal is not None else None
@@ -347,7 +350,9 @@ class Daemon:
         log.info("stopped", extra=fields(events=self.runtime.events.last_seq, **totals))
 
     def _release(self) -> None:
-        """Give back the socket path and the state directory's lock."""
+        """Give back the socket path and the state directory's lock (and stop timing
+        the collector: a process may run another daemon after this one)."""
+        self.runtime.collector.uninstall()
         if self.listeners is not None and self.listeners.unix is not None:
             self.listeners.unix.release()
         if self.access.proxy is not None:
@@ -402,6 +407,7 @@ class Daemon:
         runtime = self.runtime
         while True:
             await asyncio.sleep(self.settings.tick_s)
+            runtime.collector.maintain()
             if runtime.refusing:
                 continue  # the journal cannot take it; the next tick catches up
             before = runtime.assigned_seq

@@ -35,6 +35,7 @@ from budgetd.page_cursors import PageCursors
 from budgetd.persistence import lease, snapshot
 from budgetd.persistence.journal import Entry, Journal
 from budgetd.persistence.statedir import StateDir
+from budgetd.tuning import Collector
 
 log = logging.getLogger("budgetd.runtime")
 STARTING = "starting: state is being recovered"
@@ -94,6 +95,8 @@ class Runtime:
         self.on_applied: Callable[[str, Mapping[str, Any], Any, list[ev.Event]], None] | None = None
         self.on_checked: Callable[[Any, Mapping[str, str]], None] | None = None
         self.on_snapshot: Callable[[float], None] | None = None
+        # The cyclic collector's pauses (installed by the daemon once it serves).
+        self.collector = Collector()
         engine.recorder = self._record
 
     def install(self, engine: Engine, events: EventLog, store: Store | None, lsn: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from budgetd import __version__, convert
+from budgetd import __version__, convert, wire
 from budgetd.auth.caller import Caller, caller_of
 from budgetd.batch import Batches, Durable, Kind
 from budgetd.core import (
@@ -74,22 +74,23 @@ def unary(method: Method[Request, Response]) -> Method[Request, Response]:
 class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.encoded = wire.EncodedEvents()  # what Subscribe sends, once per event
         # Each operation a batch may carry, through the same submit as its own RPC.
         self.batches = Batches(
             runtime,
             {
-                "check": Kind("check", self._submit_check, convert.check_response, True),
-                "reserve": Kind("reserve", self._submit_reserve, convert.reserve_response, True),
-                "commit": Kind("commit", self._submit_commit, convert.commit_response, False),
-                "release": Kind("release", self._submit_release, _release_response, False),
-                "consume": Kind("consume", self._submit_consume, convert.consume_response, True),
+                "check": Kind("check", self._submit_check, wire.check, True),
+                "reserve": Kind("reserve", self._submit_reserve, wire.reserve, True),
+                "commit": Kind("commit", self._submit_commit, wire.commit, False),
+                "release": Kind("release", self._submit_release, wire.release, False),
+                "consume": Kind("consume", self._submit_consume, wire.consume, True),
             },
         )
 
     @unary
-    async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
+    async def Check(self, request: pb.CheckRequest, context: Context) -> bytes:
         result, _ = self._submit_check(request)
-        return convert.check_response(result)
+        return wire.check(result)
 
     def _submit_check(self, request: pb.CheckRequest) -> tuple[Any, None]:
         if request.run_id:
@@ -100,8 +101,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return result, None
 
     @unary
-    async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
-        return convert.reserve_response(await self._answered(self._submit_reserve(request)))
+    async def Reserve(self, request: pb.ReserveRequest, context: Context) -> bytes:
+        return wire.reserve(await self._answered(self._submit_reserve(request)))
 
     def _submit_reserve(self, request: pb.ReserveRequest) -> tuple[Any, Durable]:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RESERVATION_TTL_S)
@@ -119,8 +120,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         )
 
     @unary
-    async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
-        return convert.commit_response(await self._answered(self._submit_commit(request)))
+    async def Commit(self, request: pb.CommitRequest, context: Context) -> bytes:
+        return wire.commit(await self._answered(self._submit_commit(request)))
 
     def _submit_commit(self, request: pb.CommitRequest) -> tuple[Any, Durable]:
         self._own_reservation(request.reservation_id, uncommittable)
@@ -134,8 +135,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         )
 
     @unary
-    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        return _release_response(await self._answered(self._submit_release(request)))
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> bytes:
+        return wire.release(await self._answered(self._submit_release(request)))
 
     def _submit_release(self, request: pb.ReleaseRequest) -> tuple[Any, Durable]:
         self._own_reservation(request.reservation_id, lambda rid: NotFound("reservation", rid))
@@ -145,8 +146,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         )
 
     @unary
-    async def Consume(self, request: pb.ConsumeRequest, context: Context) -> pb.ConsumeResponse:
-        return convert.consume_response(await self._answered(self._submit_consume(request)))
+    async def Consume(self, request: pb.ConsumeRequest, context: Context) -> bytes:
+        return wire.consume(await self._answered(self._submit_consume(request)))
 
     async def _answered(self, submitted: tuple[Any, Durable]) -> Any:
         """A submitted mutation's result, once it counts."""
@@ -172,14 +173,14 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         )
 
     @unary
-    async def Batch(self, request: pb.BatchRequest, context: Context) -> pb.BatchResponse:
+    async def Batch(self, request: pb.BatchRequest, context: Context) -> bytes:
         return await self.batches.answer(self.batches.submit(request))
 
     async def BatchStream(
         self,
         request_iterator: AsyncIterator[pb.BatchStreamRequest],
         context: Context,
-    ) -> AsyncIterator[pb.BatchStreamResponse]:
+    ) -> AsyncIterator[bytes]:
         runtime = self.runtime
         if runtime.streams >= runtime.max_streams:
             await context.abort(
@@ -197,7 +198,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         self,
         request_iterator: AsyncIterator[pb.ConsumeStreamRequest],
         context: Context,
-    ) -> AsyncIterator[pb.ConsumeStreamResponse]:
+    ) -> AsyncIterator[bytes]:
         runtime = self.runtime
         if runtime.streams >= runtime.max_streams:
             await context.abort(
@@ -314,7 +315,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining; retry later")
         except BudgetError as error:
             await context.abort(*status_of(error))
-        sender = _Sender(context, events.send_timeout_s, subscription.cursor - 1)
+        sender = _Sender(context, events.send_timeout_s, subscription.cursor - 1, self.encoded)
         try:
             # Where this stream starts, before any event: a client that loses the stream
             # early resumes from here instead of "from now".
@@ -427,10 +428,6 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return convert.price_match(prices.explain(request.model))
 
 
-def _release_response(result: Any) -> pb.ReleaseResponse:
-    return pb.ReleaseResponse(released=result.released, replayed=result.replayed)
-
-
 def _narrowed(selector: Mapping[str, str], engine: Engine) -> dict[str, str] | None:
     """A list's selector held to the caller's scope; None (after the selector's own
     rules are checked) when it asks for another tenant: nothing this caller may see."""
@@ -460,10 +457,10 @@ def _event_filter(request: pb.SubscribeRequest, engine: Engine, caller: Caller) 
     engine.rules.labels(dict(request.selector), "selector")
     selector = caller.narrow(request.selector)
     kinds: list[type[object]] = []
-    for i, wire in enumerate(request.kinds):
-        if wire == pb.EVENT_KIND_GAP:
+    for i, number in enumerate(request.kinds):
+        if number == pb.EVENT_KIND_GAP:
             continue  # gaps are always delivered
-        kinds.append(convert.enum_value(KIND_FROM_WIRE, wire, f"kinds[{i}]"))
+        kinds.append(convert.enum_value(KIND_FROM_WIRE, number, f"kinds[{i}]"))
     if caller.scope_items:
         kinds = [kind for kind in kinds or KIND_FROM_WIRE.values() if kind is not ev.PolicyChanged]
         if not kinds:  # asked for policy changes only: empty would mean every kind
@@ -483,18 +480,22 @@ class _NoEvent:
 
 
 def _deliverable(
-    item: tuple[int, ev.Event] | Gap, event_filter: EventFilter, now: float
-) -> pb.Event | None:
+    item: tuple[int, ev.Event] | Gap,
+    event_filter: EventFilter,
+    now: float,
+    encoded: wire.EncodedEvents,
+) -> bytes | None:
+    """The serialized SubscribeResponse for this subscriber, or None (filtered out)."""
     if isinstance(item, Gap):
-        return convert.gap_message(item.oldest_available - 1, now, item.oldest_available)
+        gap = convert.gap_message(item.oldest_available - 1, now, item.oldest_available)
+        return pb.SubscribeResponse(event=gap).SerializeToString()
     seq, event = item
-    if not event_filter.passes(event, convert.event_labels(event)):
-        return None
     try:
-        return convert.event_message(seq, event)
+        labels, data = encoded.of(seq, event)
     except Exception:  # a bug must not end every stream that reaches this event
         log.exception("event not deliverable", extra=fields(seq=seq))
         return None
+    return data if event_filter.passes(event, labels) else None
 
 
 class _StoppedReading(Exception):
@@ -511,10 +512,13 @@ class _Sender:
     """One subscriber's sends, each bounded by `timeout_s`, and the last seq delivered
     (what the subscriber resumes after when it is cut off)."""
 
-    __slots__ = ("context", "delivered", "started", "timeout_s")
+    __slots__ = ("context", "delivered", "encoded", "started", "timeout_s")
 
-    def __init__(self, context: Context, timeout_s: float, delivered: int) -> None:
+    def __init__(
+        self, context: Context, timeout_s: float, delivered: int, encoded: wire.EncodedEvents
+    ) -> None:
         self.context = context
+        self.encoded = encoded  # shared by every subscriber: each event serialized once
         self.timeout_s = timeout_s
         self.delivered = delivered
         self.started = False  # the initial metadata went out
@@ -526,9 +530,9 @@ class _Sender:
     async def send(
         self, item: tuple[int, ev.Event] | Gap, event_filter: EventFilter, now: float
     ) -> None:
-        event = _deliverable(item, event_filter, now)
-        if event is not None:
-            await self.bounded(self.context.write(pb.SubscribeResponse(event=event)))
+        data = _deliverable(item, event_filter, now, self.encoded)
+        if data is not None:
+            await self.bounded(self.context.write(data))
         # A filtered-out event counts as delivered: resuming past it loses nothing.
         self.delivered = item.oldest_available - 1 if isinstance(item, Gap) else item[0]
 
@@ -563,7 +567,8 @@ async def _stream_answer(
     result: Any,
     durable: Awaitable[None] | None,
     error: Exception | None,
-) -> pb.ConsumeStreamResponse:
+) -> bytes:
+    """A serialized ConsumeStreamResponse."""
     if error is None and durable is not None:
         try:  # through the runtime: cut at the end of a drain's grace, it is UNAVAILABLE
             await runtime.until_durable(durable)
@@ -571,10 +576,8 @@ async def _stream_answer(
             error = failure
     if error is not None:
         code, message = status_of(error)
-        return pb.ConsumeStreamResponse(
-            sequence=sequence, error=pb.StreamError(code=code.value[0], message=message)
-        )
-    return pb.ConsumeStreamResponse(sequence=sequence, response=convert.consume_response(result))
+        return wire.stream_error_answer(sequence, code.value[0], message)
+    return wire.stream_answer(sequence, wire.consume(result))
 
 
 def _policy_visible(policy: Policy, caller: Caller) -> bool:
@@ -665,6 +668,8 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             label_bytes=engine.label_bytes,
             label_bytes_max=limits.max_label_bytes,
             max_batch_operations=runtime.max_batch_operations,
+            gc_collections=runtime.collector.collections,
+            longest_gc_pause=convert.duration(runtime.collector.longest_pause_s),
         )
 
     @unary

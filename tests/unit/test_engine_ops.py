@@ -1130,3 +1130,46 @@ def test_a_restored_hold_made_before_a_policy_change_commits_like_the_original()
         each.commit(held.reservation_id, tokens(10), "k1", T0 + 1)
     assert restored.export_state() == engine.export_state()
     assert restored.get_ledger("users{user=u}", T0 + 1).totals.total_tokens == 10
+
+
+# ---------------------------------------------------------------------------------------
+# Remembered statuses (Engine._status): the same object while nothing changed
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_status_is_the_same_object_until_the_ledger_or_its_window_changes() -> None:
+    engine = Engine([users(window={"kind": "fixed", "duration": "1h"})])
+    engine.consume({"user": "u"}, tokens(10), "c-1", T0)
+    first = engine.get_ledger("users{user=u}", T0 + 1)
+    assert engine.get_ledger("users{user=u}", T0 + 2) is first  # nothing changed
+    (checked,) = engine.check({"user": "u"}, tokens(1), T0 + 3).ledgers
+    assert checked is first
+    engine.consume({"user": "u"}, tokens(5), "c-2", T0 + 4)
+    after = engine.get_ledger("users{user=u}", T0 + 5)
+    assert after is not first and after.totals.total_tokens == 15
+    engine.reserve({"user": "u"}, tokens(1), 60, "r-1", T0 + 6)
+    held = engine.get_ledger("users{user=u}", T0 + 7)
+    assert held is not after and held.reservations == 1
+    rolled = engine.get_ledger("users{user=u}", T0 + 3600)  # the window ended
+    assert rolled is not held and rolled.totals.total_tokens == 0
+
+
+def test_a_wall_clock_ledgers_status_is_built_afresh_each_time() -> None:
+    timed = policy(
+        {
+            "name": "timed",
+            "per": ["user"],
+            "caps": {"wall_clock_ms": 3_600_000},
+            "window": {"kind": "fixed", "duration": "2h"},
+        }
+    )
+    engine = Engine([timed])
+    engine.consume({"user": "u"}, tokens(1), "c-1", T0)
+    first = engine.get_ledger("timed{user=u}", T0 + 10)
+    later = engine.get_ledger("timed{user=u}", T0 + 20)
+    assert later is not first
+    elapsed = [
+        next(d.used for d in status.dimensions if d.dimension is Dimension.WALL_CLOCK_MS)
+        for status in (first, later)
+    ]
+    assert elapsed[1] > elapsed[0]

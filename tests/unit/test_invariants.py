@@ -810,6 +810,14 @@ class BudgetMachine(RuleBasedStateMachine):
     # --- invariants --------------------------------------------------------------------
 
     @invariant()
+    def a_remembered_status_is_the_status_now(self) -> None:
+        """GetLedger and Check answer a remembered status object while the ledger is
+        unchanged (Engine._status): it must equal the one built afresh now."""
+        for status in self.statuses():
+            assert self.engine.get_ledger(status.key, self.now) == status, status.key
+            assert self.engine.get_ledger(status.key, self.now) == status, status.key
+
+    @invariant()
     def reserved_is_never_negative(self) -> None:
         for status in self.statuses():
             for dimension in status.dimensions:

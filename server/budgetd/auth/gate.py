@@ -40,6 +40,7 @@ from budgetd.auth.tokens import EMPTY, TokenTable
 from budgetd.auth.unix_proxy import UnixProxy
 from budgetd.errors import PermissionDenied
 from budgetd.v1.budget_pb2 import BatchStreamRequest
+from budgetd.wire import passthrough
 
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -135,7 +136,8 @@ class Gate:
         gated = self.identities is not None and not methods.is_open(method)
         common = {
             "request_deserializer": tolerant(method, handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
+            # A handler may answer with its response already serialized (budgetd.wire).
+            "response_serializer": passthrough(handler.response_serializer),
         }
         if kinds == (False, False):
             unary = self._unary if gated else _decoded_unary
