@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from budgetd_client.aio import AsyncBudgetClient
 from budgetd_client.client import BudgetClient
+from budgetd_client.coalescing import Coalescing, CoalescingStats
 from budgetd_client.enums import (
     Decision,
     Dimension,
@@ -73,6 +74,8 @@ __all__ = [
     "BudgetdUnavailable",
     "CheckResult",
     "ClientClosed",
+    "Coalescing",
+    "CoalescingStats",
     "CommitResult",
     "ConsumeResult",
     "CredentialsError",

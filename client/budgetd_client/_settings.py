@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from budgetd_client._credentials import PLAINTEXT, Credentials, check_transport, tls_options
+from budgetd_client.coalescing import Coalescing
 from budgetd_client.paths import as_target, default_target
 from budgetd_client.retry import Backoff
 
@@ -23,7 +24,8 @@ class Settings:
     stream, separately from `retries`: at most about attempts x `resubscribe_backoff.max_s`
     of waiting (25 to 50 s with the defaults) before the subscription raises. `offline_recheck_s`:
     with `on_unavailable="allow"`, once a call found the daemon unreachable, calls in the
-    next `offline_recheck_s` go offline at once (0 turns this off).
+    next `offline_recheck_s` go offline at once (0 turns this off). `coalesce`: None, or
+    how concurrent calls are gathered into batches (`budgetd_client.coalescing`).
     """
 
     target: str
@@ -35,6 +37,7 @@ class Settings:
     resubscribe_backoff: Backoff = RESUBSCRIBE_BACKOFF
     offline_recheck_s: float = 5.0
     credentials: Credentials = PLAINTEXT
+    coalesce: Coalescing | None = None
 
     @classmethod
     def of(
@@ -48,6 +51,7 @@ class Settings:
         resubscribe_backoff: Backoff | None,
         offline_recheck_s: float,
         credentials: Credentials = PLAINTEXT,
+        coalesce: Coalescing | bool | None = None,
     ) -> Settings:
         """The settings of a client constructor's arguments (None: the default)."""
         return cls(
@@ -60,6 +64,7 @@ class Settings:
             resubscribe_backoff=resubscribe_backoff or RESUBSCRIBE_BACKOFF,
             offline_recheck_s=offline_recheck_s,
             credentials=credentials,
+            coalesce=Coalescing.of(coalesce),
         )
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from budgetd_client._core import Core
 from budgetd_client._settings import OnUnavailable
+from budgetd_client.coalescing import Coalescing
 
 
 class ClientState:
@@ -21,6 +22,11 @@ class ClientState:
     @property
     def timeout_s(self) -> float:
         return self._core.settings.timeout_s
+
+    @property
+    def coalescing(self) -> Coalescing | None:
+        """How concurrent calls are gathered into batches; None: each call is its own RPC."""
+        return self._core.settings.coalesce
 
     @property
     def closed(self) -> bool:

@@ -86,6 +86,10 @@ class _Attempts:
         self.attempt += 1
         return delay
 
+    def handed_over(self) -> None:
+        """The call went on as a unary call of its own, which tells the breaker itself."""
+        self._settled = True
+
     def abandoned(self) -> None:
         """Ended by something else (cancelled, interrupted): a probe must not stay taken."""
         if not self._settled and self.gate is Gate.probe:
@@ -116,18 +120,25 @@ class Transport:
 
     @contextmanager
     def _attempt(self) -> Iterator[None]:
+        self.hold()
+        try:
+            yield
+        finally:
+            self.let_go()
+
+    def hold(self) -> None:
+        """Keep the channel open until `let_go()` (ClientClosed once closed)."""
         with self._lock:
             if self.closed:
                 raise ClientClosed("the client is closed")
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                last = self.closed and self._in_flight == 0
-            if last:
-                self._channel.close()
+
+    def let_go(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            last = self.closed and self._in_flight == 0
+        if last:
+            self._channel.close()
 
     def unary(
         self,
@@ -170,6 +181,11 @@ class Transport:
             if self.closed:
                 raise ClientClosed("the client is closed")
             return self._stub.Subscribe(request, metadata=self._metadata)
+
+    def batch_stream(self, requests: Iterator[pb.BatchStreamRequest]) -> Any:
+        """A BatchStream call fed by `requests` (no deadline: it lives as long as the
+        client coalesces). The caller holds the channel (`hold()`) while it runs."""
+        return self._stub.BatchStream(requests, metadata=self._metadata)
 
     def close(self) -> None:
         with self._lock:
@@ -259,6 +275,10 @@ class AsyncTransport:
 
     def subscribe(self, request: pb.SubscribeRequest) -> Any:
         return self.stub.Subscribe(request, metadata=self._metadata)
+
+    def batch_stream(self) -> Any:
+        """A BatchStream call to write to and read from (no deadline, see `Transport`)."""
+        return self.stub.BatchStream(metadata=self._metadata)
 
     async def close(self) -> None:
         """Close the channel; from another loop than its own (or once that loop is gone)

@@ -18,16 +18,19 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from budgetd_client._coalesce_aio import AsyncCoalescer
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
 from budgetd_client._credentials import PathLike, resolve
 from budgetd_client._replay import exit_flush, flush_at_exit, replay_async
 from budgetd_client._settings import OnUnavailable, Settings
 from budgetd_client._state import ClientState
 from budgetd_client._transport import AsyncTransport, Transport
+from budgetd_client.coalescing import Coalescing, CoalescingStats
 from budgetd_client.enums import EventKind, LedgerState, Severity
 from budgetd_client.errors import BudgetdError, BudgetdUnavailable, NotFound
 from budgetd_client.models import (
@@ -65,6 +68,7 @@ class AsyncBudgetClient(ClientState):
         resubscribe_attempts: int = 30,
         resubscribe_backoff: Backoff | None = None,
         offline_recheck_s: float = 5.0,
+        coalesce: Coalescing | bool = False,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         token: str | None = None,
         token_file: PathLike | None = None,
@@ -93,9 +97,13 @@ class AsyncBudgetClient(ClientState):
             resubscribe_backoff,
             offline_recheck_s,
             credentials,
+            coalesce,
         )
         self._core = Core(settings, buffer_size)
         self._transport = AsyncTransport(settings, interceptors)
+        self._coalescer = (
+            AsyncCoalescer(self._transport, settings.coalesce) if settings.coalesce else None
+        )
         self._replay_lock = asyncio.Lock()
         self._closed = False
         self._exit_hook = functools.partial(flush_at_exit, weakref.ref(self))
@@ -231,6 +239,8 @@ class AsyncBudgetClient(ClientState):
             await self._flush()
             self._core.buffer.drop_all("the client was closed")
             self._core.orphans.drop_all("the client was closed")
+        if self._coalescer is not None:
+            await self._coalescer.close()
         await self._transport.close()
 
     async def __aenter__(self) -> AsyncBudgetClient:
@@ -243,6 +253,11 @@ class AsyncBudgetClient(ClientState):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def coalescing_stats(self) -> CoalescingStats | None:
+        """What coalescing did so far (None: the client does not coalesce)."""
+        return self._coalescer.stats() if self._coalescer is not None else None
 
     # --- internals ---------------------------------------------------------------------
 
@@ -266,7 +281,7 @@ class AsyncBudgetClient(ClientState):
                 raise
             return call.fail_open(not_sent(error))
         try:
-            response = await self._transport.unary(call.method, call.request)
+            response = await self._send(call.method, call.request)
         except BudgetdUnavailable as error:
             if call.fail_open is None or not self._core.fails_open:
                 raise
@@ -277,6 +292,12 @@ class AsyncBudgetClient(ClientState):
                 raise
             return await self._run(instead)
         return call.answer(response)
+
+    async def _send(self, method: str, request: Message) -> Any:
+        """One call's RPC: in a batch when coalescing, else on its own."""
+        if self._coalescer is not None and self._coalescer.carries(method):
+            return await self._coalescer.unary(method, request)
+        return await self._transport.unary(method, request)
 
     async def _flush(self) -> int:
         try:

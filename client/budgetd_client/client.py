@@ -22,16 +22,19 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from budgetd_client._coalesce_sync import Coalescer
 from budgetd_client._core import Call, Core, not_sent, subscribe_request
 from budgetd_client._credentials import PathLike, resolve
 from budgetd_client._replay import EXIT_FLUSH_S, exit_flush, flush_at_exit, replay
 from budgetd_client._settings import OnUnavailable, Settings
 from budgetd_client._state import ClientState
 from budgetd_client._transport import Transport
+from budgetd_client.coalescing import Coalescing, CoalescingStats
 from budgetd_client.enums import EventKind, LedgerState, Severity
 from budgetd_client.errors import (
     BudgetdError,
@@ -84,6 +87,7 @@ class BudgetClient(ClientState):
         resubscribe_attempts: int = 30,
         resubscribe_backoff: Backoff | None = None,
         offline_recheck_s: float = 5.0,
+        coalesce: Coalescing | bool = False,
         interceptors: Sequence[grpc.Interceptor] = (),
         token: str | None = None,
         token_file: PathLike | None = None,
@@ -112,9 +116,13 @@ class BudgetClient(ClientState):
             resubscribe_backoff,
             offline_recheck_s,
             credentials,
+            coalesce,
         )
         self._core = Core(settings, buffer_size)
         self._transport = Transport(settings, interceptors)
+        self._coalescer = (
+            Coalescer(self._transport, settings.coalesce) if settings.coalesce else None
+        )
         self._replay_lock = threading.Lock()
         self._closed = False
         self._exit_hook = functools.partial(flush_at_exit, weakref.ref(self))
@@ -245,6 +253,8 @@ class BudgetClient(ClientState):
             self._flush()
             self._core.buffer.drop_all("the client was closed")
             self._core.orphans.drop_all("the client was closed")
+        if self._coalescer is not None:
+            self._coalescer.close()
         self._transport.close()
 
     def __enter__(self) -> BudgetClient:
@@ -257,6 +267,11 @@ class BudgetClient(ClientState):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def coalescing_stats(self) -> CoalescingStats | None:
+        """What coalescing did so far (None: the client does not coalesce)."""
+        return self._coalescer.stats() if self._coalescer is not None else None
 
     # --- internals ---------------------------------------------------------------------
 
@@ -284,7 +299,7 @@ class BudgetClient(ClientState):
                 raise
             return call.fail_open(not_sent(error))
         try:
-            response = self._transport.unary(call.method, call.request)
+            response = self._send(call.method, call.request)
         except BudgetdUnavailable as error:
             if call.fail_open is None or not self._core.fails_open:
                 raise
@@ -295,6 +310,12 @@ class BudgetClient(ClientState):
                 raise
             return self._run(instead)
         return call.answer(response)
+
+    def _send(self, method: str, request: Message) -> Any:
+        """One call's RPC: in a batch when coalescing, else on its own."""
+        if self._coalescer is not None and self._coalescer.carries(method):
+            return self._coalescer.unary(method, request)
+        return self._transport.unary(method, request)
 
     def _flush(self) -> int:
         try:
