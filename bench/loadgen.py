@@ -236,7 +236,8 @@ def stream_op(operation: str, calls: Calls, requests: Requests) -> One:
     return one
 
 
-async def redis_op(operation: str, target: str, requests: Requests) -> One:
+async def redis_op(operation: str, target: str, requests: Requests, opened: list[Any]) -> One:
+    """One caller's op on a connection of its own (added to `opened`, closed at the end)."""
     from redis.asyncio import Redis  # noqa: PLC0415 - only the peer's cells need redis-py
 
     if target.startswith("unix:"):
@@ -244,6 +245,7 @@ async def redis_op(operation: str, target: str, requests: Requests) -> One:
     else:
         host, _, port = target.rpartition(":")
         client = Redis(host=host, port=int(port), single_connection_client=True)
+    opened.append(client)
     sha = await client.script_load(redis_peer.CHECK_AND_CONSUME)
     args = redis_peer.script_args()
 
@@ -358,7 +360,7 @@ def summary(
 
 
 async def _factories(
-    options: Options, requests: Requests, channels: list[grpc.aio.Channel]
+    options: Options, requests: Requests, channels: list[grpc.aio.Channel], opened: list[Any]
 ) -> list[Callable[[], Awaitable[One]]]:
     """One op factory per caller, callers spread round-robin over the channels."""
     operation = options.operation
@@ -367,7 +369,7 @@ async def _factories(
         if operation in REDIS_OPERATIONS:
 
             async def make_redis() -> One:
-                return await redis_op(operation, options.target, requests)
+                return await redis_op(operation, options.target, requests, opened)
 
             makers.append(make_redis)
             continue
@@ -387,13 +389,14 @@ async def drive(options: Options) -> dict[str, Any]:
     requests = Requests(options)
     tally = Tally()
     channels: list[grpc.aio.Channel] = []
+    opened: list[Any] = []  # Redis clients
     if options.operation in GRPC_OPERATIONS:
         for _ in range(options.channels):
             channel = grpc.aio.insecure_channel(options.target, options=CHANNEL_OPTIONS)
             await asyncio.wait_for(channel.channel_ready(), timeout=30)
             channels.append(channel)
     try:
-        makers = await _factories(options, requests, channels)
+        makers = await _factories(options, requests, channels, opened)
         tasks = [asyncio.create_task(caller(make, tally)) for make in makers]
         await asyncio.sleep(options.warmup)
         start = mark(options.server_pid)
@@ -411,6 +414,8 @@ async def drive(options: Options) -> dict[str, Any]:
     finally:
         for channel in channels:
             await channel.close(grace=None)
+        for client in opened:
+            await client.aclose()
     return summary(options, tally, start, end)
 
 

@@ -330,6 +330,8 @@ def _num(value: float) -> str:
 def _with_spread(spread: Spread | None, ratio: bool = False) -> str:
     if spread is None:
         return "-"
+    if spread.low == spread.high:  # one repetition: no spread to show
+        return f"{spread.median:.2f}x" if ratio else _num(spread.median)
     if ratio:
         return f"{spread.median:.2f}x ({spread.low:.2f}-{spread.high:.2f})"
     return f"{_num(spread.median)} ({_num(spread.low)}-{_num(spread.high)})"
@@ -341,9 +343,9 @@ def _plain(spread: Spread | None, scale: float = 1.0) -> str:
 
 TABLE_HEAD = (
     "| system | operation | c | via | ops/s (min-max) | decisions/s | p50 µs (min-max) | p99 µs "
-    "| p99.9 µs | server CPU µs/op (min-max) | server RSS MiB | ÷ floor: CPU/op | ÷ floor: p50 "
-    "| ÷ floor: p99.9 | ÷ floor: ops/s | ÷ peer: decisions/s |\n"
-    "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    "| p99.9 µs | server CPU µs/op (min-max) | server RSS MiB | load gen CPUs | ÷ floor: CPU/op "
+    "| ÷ floor: p50 | ÷ floor: p99.9 | ÷ floor: ops/s | ÷ peer: decisions/s |\n"
+    "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 )
 FLOOR_COLUMNS = ("cpu_per_op", "p50", "p999", "ops_per_s")
 
@@ -352,7 +354,7 @@ def _row_line(row: Row) -> str:
     f = row.figures
     head = f"| {row.system} | {row.operation} | {row.concurrency} | {row.transport} "
     if not row.repetitions:
-        return head + f"| not measured: {row.skipped or 'no repetition answered'} |" + " |" * 11
+        return head + f"| not measured: {row.skipped or 'no repetition answered'} |" + " |" * 12
     batched = row.operation in BATCHED or row.operation == "redis_pipelined"
     peer = row.vs_peer.get("decisions_per_s")
     cells = [
@@ -363,6 +365,7 @@ def _row_line(row: Row) -> str:
         _plain(f.get("p999_us")),
         _with_spread(f.get("server_cpu_us_per_op")),
         _plain(f.get("server_rss"), 2**20),
+        f"{f['own_busy'].median:.2f}" if "own_busy" in f else "-",
         *(_with_spread(row.vs_floor.get(k), ratio=True) for k in FLOOR_COLUMNS),
         f"{_with_spread(peer, ratio=True)} ({row.peer_operation})" if peer else "-",
     ]
@@ -370,7 +373,17 @@ def _row_line(row: Row) -> str:
 
 
 def table_lines(table: list[Row]) -> list[str]:
-    return [TABLE_HEAD, *(_row_line(row) for row in table)]
+    lines = [TABLE_HEAD, *(_row_line(row) for row in table)]
+    others = Spread.of(r.figures["others_busy"].median for r in table if "others_busy" in r.figures)
+    if others is not None:
+        lines += [
+            "",
+            f"load gen CPUs: the load generator's CPU time over the window, in CPUs (near 1: "
+            f"it, not the server, set the pace). Other processes on the machine used a median "
+            f"of {others.median:.2f} CPUs during the windows ({others.low:.2f}-{others.high:.2f} "
+            "over the rows): CPU time neither the server nor the load generator got.",
+        ]
+    return lines
 
 
 def _shown(target: Target) -> str:

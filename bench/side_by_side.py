@@ -56,8 +56,8 @@ class Cell:
 @dataclass
 class Settings:
     repetitions: int = 3
-    duration: float = 2.5
-    warmup: float = 0.8
+    duration: float = 2.0
+    warmup: float = 0.7
     cells: list[tuple[str, int, str]] = field(default_factory=list)
     systems: tuple[str, ...] = SYSTEMS
     batch_size: int = 64
@@ -415,8 +415,8 @@ def parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a few cells, one repetition, core quick run"
     )
     p.add_argument("--repetitions", type=int, help="rounds of every cell (default 3)")
-    p.add_argument("--duration", type=float, help="measured seconds per cell (default 2.5)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.8)")
+    p.add_argument("--duration", type=float, help="measured seconds per cell (default 2.0)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.7)")
     p.add_argument("--cells", type=_cells, help="OP:C:TRANSPORT,... (default: every combination)")
     p.add_argument("--operations", default=",".join(OPERATIONS), help="for the default cells")
     p.add_argument("--concurrency", default="1,64", help="for the default cells")
@@ -455,8 +455,8 @@ def settings_of(argv: list[str]) -> Settings:
     )
     return Settings(
         repetitions=args.repetitions or (1 if quick else 3),
-        duration=args.duration or (1.5 if quick else 2.5),
-        warmup=args.warmup if args.warmup is not None else (0.5 if quick else 0.8),
+        duration=args.duration or (1.5 if quick else 2.0),
+        warmup=args.warmup if args.warmup is not None else (0.5 if quick else 0.7),
         cells=args.cells or (_cells(",".join(QUICK_CELLS)) if quick else default_cells),
         systems=tuple(args.systems.split(",")),
         batch_size=args.batch_size,
