@@ -145,9 +145,14 @@ class Gathering:
         self.operations_sent = 0
         self.streams = 0
 
-    def stats(self) -> CoalescingStats:
+    def stats(self, waiting: int) -> CoalescingStats:
         return CoalescingStats(
-            self.batches_sent, self.operations_sent, self.streams, len(self.pending), self.bound
+            self.batches_sent,
+            self.operations_sent,
+            self.streams,
+            len(self.pending),
+            waiting,
+            self.bound,
         )
 
     # --- callers -------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class AsyncCoalescer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._waiters: list[asyncio.Future[None]] = []  # for room, a drain, a stream's end
+        self._room_waiters = 0
         self._closed = False
 
     @staticmethod
@@ -57,7 +58,7 @@ class AsyncCoalescer:
         return method in KINDS
 
     def stats(self) -> CoalescingStats:
-        return self._gathering.stats()
+        return self._gathering.stats(self._room_waiters)
 
     async def unary(self, method: str, request: Message) -> Any:
         """See `_coalesce_sync.Coalescer.unary`."""
@@ -107,7 +108,12 @@ class AsyncCoalescer:
     async def _wait_for_room(self, deadline: float) -> bool:
         loop = asyncio.get_running_loop()
         while not self._gathering.has_room:
-            if not await self._changed(deadline - loop.time()):
+            self._room_waiters += 1
+            try:
+                changed = await self._changed(deadline - loop.time())
+            finally:
+                self._room_waiters -= 1
+            if not changed:
                 return False
             if self._closed:
                 raise ClientClosed("the client is closed")

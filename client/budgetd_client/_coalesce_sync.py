@@ -64,7 +64,7 @@ class Coalescer:
 
     def stats(self) -> CoalescingStats:
         with self._cond:
-            return self._gathering.stats()
+            return self._gathering.stats(self._room_waiters)
 
     def unary(self, method: str, request: Message) -> Any:
         """The answer to `request` as `Transport.unary` gives it: the same retries (with

@@ -62,11 +62,12 @@ class CoalescingStats:
     """What a client's coalescer did so far (`client.coalescing_stats`): `batches` sent
     on the stream and the `operations` they carried (an operation sent again after a
     broken stream counts again), `streams` opened, operations `queued` for a batch now,
-    and `max_operations`, the bound in force (lower than the setting once a daemon
-    refused a batch as too large)."""
+    callers `waiting` for room (`max_pending` reached), and `max_operations`, the bound
+    in force (lower than the setting once a daemon refused a batch as too large)."""
 
     batches: int
     operations: int
     streams: int
     queued: int
+    waiting: int
     max_operations: int
