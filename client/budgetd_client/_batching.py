@@ -48,9 +48,11 @@ KINDS: Final = {
 # the tags and lengths around the batch) fits in the margin.
 MAX_MESSAGE_BYTES = 64 * 1024
 ENVELOPE_BYTES = 64
-# The daemon reads this many BatchStream messages ahead of its answers (its
-# STREAM_WINDOW): more in flight would only wait in buffers instead of gathering.
-IN_FLIGHT_BATCHES = 8
+# Batches awaiting their answers at once: one being carried out while the next travels.
+# More (the daemon reads up to 8 ahead) makes batches smaller and each operation dearer:
+# measured with 64 callers, 8 cost about 40 % more CPU per operation on both sides
+# than 2 for no steady gain in throughput.
+IN_FLIGHT_BATCHES = 2
 # After the daemon refused a stream (RESOURCE_EXHAUSTED: its stream bound, a message too
 # large), calls go unary for this long before a stream is tried again.
 BUSY_S = 1.0
