@@ -39,7 +39,7 @@ from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
-from budgetd.tuning import settle_heap
+from budgetd.tuning import MAINTAIN_EVERY_S, settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
 if TYPE_CHECKING:  # loaded only when metrics are on (`_telemetry`)
@@ -237,6 +237,7 @@ class Daemon:
         if self.telemetry is not None:
             self.telemetry.attach()
         timer = asyncio.create_task(self._tick(), name="budgetd-timer")
+        collector = asyncio.create_task(self._collector(), name="budgetd-collector")
         snapshots = asyncio.create_task(self._snapshots(), name="budgetd-snapshots")
         settle_heap()
         # Pauses are timed from here: the one full collection above happens before the
@@ -263,7 +264,7 @@ class Daemon:
             ),
         )
         await self.stopping.wait()
-        await self._drain(timer, snapshots)
+        await self._drain(timer, snapshots, collector)
 
     def _start_telemetry(self) -> str:
         """Open the metrics pipeline (before recovery: a port in use fails the start
@@ -304,7 +305,8 @@ class Daemon:
             await self._apply_file_policies("start")
             self.runtime.refusing = STARTING  # until the daemon says ready
 
-    async def _drain(self, timer: asyncio.Task[None], snapshots: asyncio.Task[None]) -> None:
+    async def _drain(self, *tasks: asyncio.Task[None]) -> None:
+        """Stop serving within the grace period, then the daemon's own tasks."""
         grace = self.settings.grace_s
         log.info("draining", extra=fields(grace_s=grace))
         loop = asyncio.get_running_loop()
@@ -329,7 +331,7 @@ class Daemon:
                     "grace period over: calls answered UNAVAILABLE", extra=fields(calls=cut)
                 )
         await stopped
-        for task in (timer, snapshots):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -407,7 +409,6 @@ class Daemon:
         runtime = self.runtime
         while True:
             await asyncio.sleep(self.settings.tick_s)
-            runtime.collector.maintain()
             if runtime.refusing:
                 continue  # the journal cannot take it; the next tick catches up
             before = runtime.assigned_seq
@@ -421,6 +422,13 @@ class Daemon:
                 continue
             if after != before:
                 _log_expiries(runtime.events, before, after)
+
+    async def _collector(self) -> None:
+        """Keep the oldest generation small (budgetd.tuning)."""
+        collector = self.runtime.collector
+        while True:
+            await asyncio.sleep(MAINTAIN_EVERY_S)
+            collector.maintain()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,22 +1,27 @@
 """Process-level tuning: the cyclic collector kept from pausing the server.
 
 The engine keeps millions of long-lived objects (ledgers, their counters, remembered
-answers). CPython's cyclic collector walks every object of a generation it collects, so
-a full collection at a million ledgers pauses the server for a second, and the hot path
-itself creates almost no reference cycles (results and events are freed by reference
-counting; grpc.aio leaves a few per call, which the young collections take). So:
+answers). CPython's cyclic collector walks every object of the generations it collects,
+so a full collection at a million ledgers pauses the server for a second, while the hot
+path itself makes almost no reference cycles: results and events are freed by reference
+counting, and the five objects grpc.aio leaves in a cycle per call (its handler lookup's
+closure) are garbage before the handler even runs, so the young collections take them.
+So:
 
 - once the state is loaded, everything alive is frozen out of the collector's reach
   (`settle_heap`);
 - while the daemon runs, what grows into the oldest generation (new ledgers, remembered
-  answers) is frozen in its turn once there is more of it than a collection walks in a
-  few milliseconds (`Collector.maintain`, on the daemon's tick). At a steady state
-  (state neither growing nor shrinking) nothing more is frozen. What is frozen is freed
-  by reference counting like anything else; only a reference cycle among frozen objects
-  would stay (the engine's state holds none; the few objects of calls in flight at the
-  moment of a freeze are the bound on what a freeze can keep);
+  answers) is collected and what survives frozen in its turn, as soon as there is more
+  of it than a collection walks in a few milliseconds (`Collector.maintain`, every
+  MAINTAIN_EVERY_S on the event loop). A full collection then never walks more than
+  that. Freezing right after a full collection keeps no garbage: what is frozen is
+  alive, and is freed by reference counting when it goes (only a reference cycle among
+  frozen objects would stay, and the engine's state holds none). At a steady state
+  nothing more is frozen;
 - the young generation is collected every YOUNG_COLLECTION_THRESHOLD container
-  allocations, small enough that one young collection is short.
+  allocations and the middle one every MIDDLE_COLLECTION_THRESHOLD young collections:
+  while the state grows, most young objects survive, and these bound what one
+  collection of either walks.
 
 `Collector` also times every collection (gc.callbacks) for GetServerInfo and the bench.
 """
@@ -27,13 +32,14 @@ import gc
 import time
 from typing import Any
 
-# Young-generation threshold (allocations of container objects between collections);
-# CPython's default is 700, and the middle generation, collected every 10 young ones,
-# holds what survived them: this bounds what it walks.
+# Container allocations between young collections (CPython's default is 700).
 YOUNG_COLLECTION_THRESHOLD = 10_000
-# Unfrozen objects in the oldest generation past which they are frozen: a full
-# collection walks them (~10-20 ns each), so this keeps it to a few milliseconds.
-FREEZE_ABOVE = 100_000
+# Young collections between collections of the middle generation (CPython's: 10).
+MIDDLE_COLLECTION_THRESHOLD = 2
+# Unfrozen objects in the oldest generation past which they are collected and frozen:
+# a full collection walks them (~20-100 ns each), so this keeps it to a few ms.
+FREEZE_ABOVE = 50_000
+MAINTAIN_EVERY_S = 0.1
 OLDEST = 2
 
 
@@ -41,8 +47,8 @@ def settle_heap() -> None:
     """Collect once, then freeze every object alive now out of future collections."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
+    oldest = gc.get_threshold()[2]
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD, oldest)
 
 
 class Collector:
@@ -73,15 +79,18 @@ class Collector:
         self.longest_pause_s = max(self.longest_pause_s, pause)
 
     def maintain(self) -> bool:
-        """Freeze the oldest generation once it holds more than `freeze_above` objects
-        (True when it did). Looks only when a middle-generation collection has moved
-        objects into it since the last look: counting it walks a list."""
+        """Collect and freeze the oldest generation once it holds more than
+        `freeze_above` objects (True when it did). Looks only when a collection of the
+        middle generation has moved objects into it since the last look: counting the
+        oldest generation walks a list."""
         middle = gc.get_stats()[1]["collections"]
         if middle == self._middle_seen:
             return False
         self._middle_seen = middle
         if len(gc.get_objects(OLDEST)) <= self.freeze_above:
             return False
+        gc.collect()  # walks only what is not frozen: about freeze_above objects
         gc.freeze()
         self.freezes += 1
+        self._middle_seen = gc.get_stats()[1]["collections"]
         return True
