@@ -53,8 +53,8 @@ T = TypeVar("T")
 
 
 class AsyncBudgetClient(ClientState):
-    """A connection to budgetd for asyncio code (default target and credentials as
-    `BudgetClient`)."""
+    """A connection to budgetd for asyncio code (default target, credentials and
+    `coalesce=` as `BudgetClient`; coalescing gathers the calls of concurrent tasks)."""
 
     def __init__(
         self,

@@ -73,7 +73,11 @@ class BudgetClient(ClientState):
     `tls=True` (the system's roots), else $BUDGETD_TLS_CA, ..., connect over TLS;
     `tls_server_name=` overrides the name the daemon's certificate must have. Files are
     read here: a bad one raises `CredentialsError` naming it. A token is never sent in
-    plaintext beyond loopback (`CredentialsError` too)."""
+    plaintext beyond loopback (`CredentialsError` too).
+
+    `coalesce=True` (or a `Coalescing`) gathers the check/reserve/commit/release/consume
+    calls of concurrent threads into batches on one BatchStream, each caller still
+    getting its own answer or exception (`budgetd_client.coalescing`)."""
 
     def __init__(
         self,
