@@ -97,6 +97,7 @@ class Coalescer:
                 return UNBATCHED
             if not self._wait_for_room(deadline):
                 return timed_out()
+            now = time.monotonic()  # its window starts once it is queued
             self._gathering.add(op, now)
             self._send_due(now)
         answered = done.acquire(timeout=max(0.0, deadline - time.monotonic()))
