@@ -51,12 +51,13 @@ from budgetd.core.events import (
     UsageRecorded,
 )
 from budgetd.core.ledger import (
-    Ident,
     Ledger,
     StatusMemo,
     format_key,
     hold,
-    ledger_text_bytes,
+    key_of,
+    key_text_bytes,
+    key_values,
     memoizable,
     parse_key,
     record_usage,
@@ -148,8 +149,10 @@ class Engine:
         self._policies: dict[str, Policy] = {}
         self._origins: dict[str, str] = {}  # policy name -> FROM_FILE or FROM_API
         self._policy_list: tuple[Policy, ...] = ()
-        self._ledgers: dict[Ident, Ledger] = {}
-        self._status_memo: dict[Ident, StatusMemo] = {}
+        # Ledgers by key (`policy{k=v,...}`, unique across policies): the key is the one
+        # string a ledger keeps of its own (its answers carry it).
+        self._ledgers: dict[str, Ledger] = {}
+        self._status_memo: dict[str, StatusMemo] = {}
         self._label_bytes = 0  # sum of the ledgers' label_bytes (limits.max_label_bytes)
         # Ledgers in creation order (serials ascending), for pagination and eviction; dead
         # entries are skipped and compacted away once they are half of the list.
@@ -181,7 +184,7 @@ class Engine:
         self._freed = 0
         self._full_scan = (-1, 0, 0)
         # Ledgers of policies with an idle ttl, by when they may next be idle long enough.
-        self._idle_heap: list[tuple[float, int, Ident]] = []
+        self._idle_heap: list[tuple[float, int, str]] = []
         # Bumped by every policy change: a hold made under another epoch re-resolves.
         self._epoch = 0
         # Ledgers created so far, by policy name (replays included): read by telemetry.
@@ -293,10 +296,10 @@ class Engine:
         warnings: list[Blocker] = []
         warn = False
         for policy in self._matching(subject):
-            ident = self._ident(policy, subject)
-            ledger = self._ledgers.get(ident)
+            ledger_key = key_of(policy, subject)
+            ledger = self._ledgers.get(ledger_key)
             if ledger is None:
-                ledger = Ledger(ident, format_key(ident, policy.per), policy, now, -1)
+                ledger = Ledger(ledger_key, policy, now, -1)
                 status = ledger.status(now)
             else:
                 status = self._status(ledger, now)
@@ -326,14 +329,14 @@ class Engine:
         """A kept ledger's status: the same object as last time while it is unchanged
         (StatusMemo), from a memo bounded by STATUS_MEMO_ENTRIES."""
         memos = self._status_memo
-        memo = memos.get(ledger.ident)
+        memo = memos.get(ledger.key)
         if memo is not None and memo.holds_for(ledger, now):
             return memo.status
         status = ledger.status(now)
         if memoizable(ledger, now):
             if len(memos) >= STATUS_MEMO_ENTRIES:
                 memos.clear()  # the ledgers in use fill it again within a few calls
-            memos[ledger.ident] = StatusMemo(ledger, status)
+            memos[ledger.key] = StatusMemo(ledger, status)
         return status
 
     def list_ledgers(
@@ -367,7 +370,7 @@ class Engine:
         for index in range(start, scan_end):
             ledger = chrono[index]
             last = ledger.serial
-            if not ledger.alive or (policy and ledger.ident[0] != policy):
+            if not ledger.alive or (policy and ledger.policy.name != policy):
                 continue
             if selector and not _selected(ledger, selector):
                 continue
@@ -918,24 +921,24 @@ class Engine:
 
     def _close_idle(self, now: float, events: list[Event], budget: int) -> bool:
         """Close ledgers of policies with an idle ttl that had no use, hold or run for
-        that long. Entries are (due, serial, ident), popped in that order (the same in
+        that long. Entries are (due, serial, key), popped in that order (the same in
         a live and a restored engine); a ledger used since is pushed back."""
         heap = self._idle_heap
         changed = False
         while heap and heap[0][0] <= now and budget > 0:
-            _, serial, ident = heapq.heappop(heap)
-            ledger = self._ledgers.get(ident)
+            _, serial, key = heapq.heappop(heap)
+            ledger = self._ledgers.get(key)
             if ledger is None or ledger.serial != serial:
-                continue  # closed since, or a newer ledger of the same ident
+                continue  # closed since, or a newer ledger of the same key
             ttl = ledger.policy.idle_ttl_s
             if not ttl:
                 continue
             if not ledger.idle:
-                heapq.heappush(heap, (now + ttl, serial, ident))  # freeing it sets freed_at
+                heapq.heappush(heap, (now + ttl, serial, key))  # freeing it sets freed_at
                 continue
             due = max(ledger.anchor, ledger.last_use or 0.0, ledger.freed_at) + ttl
             if due > now:
-                heapq.heappush(heap, (due, serial, ident))
+                heapq.heappush(heap, (due, serial, key))
                 continue
             budget -= 1
             changed = True
@@ -946,7 +949,7 @@ class Engine:
         ttl = ledger.policy.idle_ttl_s
         if ttl:
             due = max(ledger.anchor, ledger.last_use or 0.0, ledger.freed_at) + ttl
-            heapq.heappush(self._idle_heap, (due, ledger.serial, ledger.ident))
+            heapq.heappush(self._idle_heap, (due, ledger.serial, ledger.key))
 
     def _age_memories(self, now: float) -> bool:
         changed = False
@@ -1120,8 +1123,7 @@ class Engine:
         labels = {**{k: v for k, v in policy.match if v != "*"}, **values}
         self.rules.labels(labels, "key")
         events: list[Event] = []
-        ident = self._ident(policy, values)
-        ledger = self._ledgers.get(ident)
+        ledger = self._ledgers.get(key_of(policy, values))
         if ledger is None:
             raise NotFound("ledger", key)
         if now >= ledger.window_end:
@@ -1223,9 +1225,8 @@ class Engine:
         e._reservation_count = data["reservation_count"]
         for item in data["ledgers"]:
             ledger = state.ledger_from_plain(e.policy(item["ident"][0]), item)
-            ledger.label_bytes = ledger_text_bytes(ledger.ident, ledger.key)
             e._label_bytes += ledger.label_bytes  # counted again, not trusted from the state
-            e._ledgers[ledger.ident] = ledger
+            e._ledgers[ledger.key] = ledger
             e._chrono.append(ledger)
             e._schedule_roll(ledger)
             e._watch_idle(ledger)
@@ -1236,7 +1237,7 @@ class Engine:
                 item["labels"],
                 estimate,
                 tuple(item["amounts"]),
-                tuple(e._ledgers[tuple(ident)] for ident in item["idents"]),
+                tuple(e._ledger_named(ident) for ident in item["idents"]),
                 item["expires_at"],
                 item["run_id"],
                 item["created_at"],
@@ -1252,7 +1253,7 @@ class Engine:
                 held_labels, held_run, state.usage_from_plain(held_estimate), expired_at
             )
         for item in data["runs"]:
-            run = state.run_from_plain(e._ledgers, item)
+            run = state.run_from_plain(e._ledger_named, item)
             e._runs[run.id] = run
             e._run_order.append(run.id)
             e._run_heap.append((run.next_due(), run.id))
@@ -1395,16 +1396,12 @@ class Engine:
                 matched.append(policy)
         return matched
 
-    @staticmethod
-    def _ident(policy: Policy, labels: Labels) -> Ident:
-        per = policy.per
-        if policy.missing:
-            return _ident_with_defaults(policy, labels)
-        if not per:
-            return (policy.name,)
-        if len(per) == 1:
-            return (policy.name, labels[per[0]])
-        return (policy.name, *[labels[key] for key in per])
+    def _ledger_named(self, ident: Sequence[str]) -> Ledger:
+        """The ledger a state names by its ident (KeyError when there is none)."""
+        policy = self._policies.get(ident[0])
+        if policy is None:
+            raise KeyError(tuple(ident))
+        return self._ledgers[format_key(tuple(ident), policy.per)]
 
     def _resolve(self, labels: Labels, now: float, events: list[Event]) -> list[Ledger]:
         """The ledgers of every matching policy (in policy order), created and rolled.
@@ -1414,7 +1411,7 @@ class Engine:
         """
         ledgers = self._ledgers
         found: list[Ledger] = []
-        missing: list[tuple[int, Policy, Ident]] | None = None
+        missing: list[tuple[int, Policy, str]] | None = None
         stale: list[Ledger] | None = None
         for policy in self._policy_list:
             for key, wanted in policy.requirements:
@@ -1422,20 +1419,12 @@ class Engine:
                 if value is None or (wanted is not None and value != wanted):
                     break
             else:
-                per = policy.per
-                if not per:
-                    ident: Ident = (policy.name,)
-                elif policy.missing:
-                    ident = _ident_with_defaults(policy, labels)
-                elif len(per) == 1:
-                    ident = (policy.name, labels[per[0]])
-                else:
-                    ident = (policy.name, *[labels[key] for key in per])
-                ledger = ledgers.get(ident)
+                ledger_key = key_of(policy, labels)
+                ledger = ledgers.get(ledger_key)
                 if ledger is None:
                     if missing is None:
                         missing = []
-                    missing.append((len(found) + len(missing), policy, ident))
+                    missing.append((len(found) + len(missing), policy, ledger_key))
                 else:
                     if now >= ledger.window_end:
                         if stale is None:
@@ -1454,25 +1443,21 @@ class Engine:
 
     def _create(
         self,
-        wanted: list[tuple[Policy, Ident]],
+        wanted: list[tuple[Policy, str]],
         now: float,
         events: list[Event],
         protected: list[Ledger] | None = None,
     ) -> list[Ledger]:
-        keys = [format_key(ident, policy.per) for policy, ident in wanted]
-        sizes = [
-            ledger_text_bytes(ident, key) for (_, ident), key in zip(wanted, keys, strict=True)
-        ]
+        sizes = [key_text_bytes(key, policy) for policy, key in wanted]
         self._make_room(len(wanted), sum(sizes), now, events, protected or [])
         created = []
         counts = self.ledgers_created
-        for (policy, ident), key, size in zip(wanted, keys, sizes, strict=True):
+        for (policy, key), size in zip(wanted, sizes, strict=True):
             counts[policy.name] = counts.get(policy.name, 0) + 1
             self._serial += 1
-            ledger = Ledger(ident, key, policy, now, self._serial)
-            ledger.label_bytes = size
+            ledger = Ledger(key, policy, now, self._serial)
             self._label_bytes += size
-            self._ledgers[ident] = ledger
+            self._ledgers[key] = ledger
             self._chrono.append(ledger)
             self._schedule_roll(ledger)
             self._watch_idle(ledger)
@@ -1567,7 +1552,7 @@ class Engine:
                 now, ledger.policy.name, ledger.key, reason, ledger.totals(), ledger.label_map
             )
         )
-        del self._ledgers[ledger.ident]
+        del self._ledgers[ledger.key]
         self._label_bytes -= ledger.label_bytes
         ledger.alive = False
         self._freed += 1
@@ -1588,7 +1573,7 @@ class Engine:
         due.append(ledger)
 
     def _ledgers_of(self, policy_name: str) -> list[Ledger]:
-        return [x for x in self._ledgers.values() if x.ident[0] == policy_name]
+        return [x for x in self._ledgers.values() if x.policy.name == policy_name]
 
     def _ledger_by_key(self, key: str) -> Ledger:
         parsed = parse_key(key)
@@ -1598,7 +1583,7 @@ class Engine:
         policy = self._policies.get(name)
         ledger = None
         if policy is not None and set(values) == set(policy.per):
-            ledger = self._ledgers.get(self._ident(policy, values))
+            ledger = self._ledgers.get(key_of(policy, values))
         if ledger is None:
             raise NotFound("ledger", key)
         return ledger
@@ -1791,11 +1776,6 @@ def _agrees_with_usage(labels: Labels, usage: Usage, field: str) -> None:
             )
 
 
-def _ident_with_defaults(policy: Policy, labels: Labels) -> Ident:
-    """The ledger of a policy with `missing` defaults: a lacking per key takes its own."""
-    return (policy.name, *[labels.get(key, default) for key, default in policy.per_defaults])
-
-
 def _pairs_bytes(pairs: tuple[tuple[str, str], ...]) -> int:
     """UTF-8 bytes of a label set's keys and values."""
     size = 0
@@ -1805,5 +1785,16 @@ def _pairs_bytes(pairs: tuple[tuple[str, str], ...]) -> int:
 
 
 def _selected(ledger: Ledger, selector: Mapping[str, str]) -> bool:
-    labels = ledger.label_map
-    return all(labels.get(key) == value for key, value in selector.items())
+    """Whether the ledger's labels (`Ledger.labels`) hold every pair of `selector`:
+    tested on its policy's match and its per values, without building them."""
+    policy = ledger.policy
+    values: dict[str, str] | None = None
+    for key, value in selector.items():
+        if key in policy.per:
+            if values is None:
+                values = dict(zip(policy.per, key_values(ledger.key, policy), strict=True))
+            if values[key] != value:
+                return False
+        elif value == "*" or (key, value) not in policy.match:
+            return False
+    return True

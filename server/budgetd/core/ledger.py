@@ -4,6 +4,11 @@ Everything here is synchronous arithmetic on integer lists. The engine decides w
 ledgers an operation touches; a ledger knows how to count, roll its window and report
 threshold crossings. Hot-path methods are written for speed: no per-call allocation
 beyond the events they return.
+
+A million ledgers are kept at once, so a ledger holds only what must be its own (see
+`Ledger`): what can be derived from its key and its policy (its per-key values, its
+labels, the label bytes it counts) is derived when asked for, rarely; what is the same
+for many ledgers (no holds, no triggers beyond the first two) is one shared value.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from budgetd.core.dimensions import (
     HELD_SIZE,
@@ -37,7 +43,17 @@ from budgetd.core.policy import (
 from budgetd.core.results import DimensionStatus, LedgerStatus
 from budgetd.core.windows import SLIDING_BUCKETS, sliding_bucket_width, window_bounds
 
-NEVER = 1 << 62  # a trigger no counter reaches
+# A trigger no counter reaches: the largest integer the compiled core keeps unboxed
+# (larger ones are objects, compared by a slower path).
+NEVER = (1 << 62) - 1
+# `first_at` / `last_at` of a window nothing was recorded in yet (`first_use` is None).
+NO_TIME = -math.inf
+# What a ledger without holds has reserved: one list shared by all of them and never
+# written to. `hold` gives a ledger its own list; `release` of its last hold takes it
+# back (a million idle ledgers would otherwise keep a million lists of zeros).
+NO_HOLDS: Final[list[int]] = [0] * HELD_SIZE
+# The triggers of caps past the second, for ledgers that have at most two caps.
+NO_TRIGGERS: Final[list[int]] = []
 CONCURRENCY = Dimension.CONCURRENCY
 RUN_DURATION = Dimension.RUN_DURATION_MS
 WALL_CLOCK = Dimension.WALL_CLOCK_MS
@@ -48,6 +64,17 @@ Ident = tuple[str, ...]  # (policy name, *values of its per keys)
 
 
 class Ledger:
+    """One ledger's counters and what its thresholds and answers need.
+
+    Laid out for a million of them (the compiled class is 208 bytes; its `used` list,
+    its key and its brief are the only other objects it keeps while it holds nothing):
+    floats and ints are stored unboxed by mypyc, so times are floats with NO_TIME for
+    "never" rather than `float | None`; `reserved` is NO_HOLDS while nothing is held;
+    the next trigger of the first two caps are fields (`trigger0`, `trigger1`), those of
+    further caps a list. The key is the ledger's identity: its per-key values (`ident`),
+    its labels (`label_map`) and the label bytes it counts are derived from it.
+    """
+
     __slots__ = (
         "alive",
         "anchor",
@@ -56,54 +83,84 @@ class Ledger:
         "caps",
         "caps_overridden",
         "fired",
-        "first_use",
+        "first_at",
         "freed_at",
         "holds",
-        "ident",
         "key",
-        "label_bytes",
-        "label_map",
-        "last_use",
+        "last_at",
+        "more_triggers",
         "policy",
         "reserved",
         "serial",
         "state",
-        "triggers",
+        "trigger0",
+        "trigger1",
         "used",
         "window_end",
         "window_start",
     )
 
-    def __init__(self, ident: Ident, key: str, policy: Policy, now: float, serial: int) -> None:
-        self.ident = ident
+    def __init__(self, key: str, policy: Policy, now: float, serial: int) -> None:
+        # (mypyc lays the fields out in the order first assigned: the two flags first
+        # share a word.)
+        self.alive = True
+        self.caps_overridden = False
         self.key = key
         self.policy = policy
         # Caps are fixed at creation: changing a policy's default affects new ledgers only,
         # unless the change is applied to existing ones explicitly.
         self.caps = policy.caps
-        self.caps_overridden = False
-        self.label_map: Mapping[str, str] = self.labels()  # built once: events carry it
-        # What it counts against limits.max_label_bytes (set by the engine when it keeps
-        # the ledger: a ledger built for a read never counts).
-        self.label_bytes = 0
         self.used = zero_vector()
-        self.reserved = [0] * HELD_SIZE
+        self.reserved = NO_HOLDS
         self.holds = 0
         self.fired = 0
-        self.first_use: float | None = None
-        self.freed_at = 0.0  # when the last hold or run let go of it (idle ttls)
-        self.last_use: float | None = None
-        self.anchor = now
         self.serial = serial
-        self.alive = True
-        sliding = policy.window.kind is WindowKind.SLIDING
-        self.buckets: deque[tuple[int, list[int]]] | None = deque() if sliding else None
+        self.state = LedgerState.OK
+        # What hot-path answers report per ledger: (key, state), one object per change of
+        # state (the transport serializes each once). Typed as a tuple of any length: a
+        # fixed-length tuple field is unboxed by mypyc and rebuilt on every read.
+        self.brief: tuple[Any, ...] = (key, LedgerState.OK)
+        self.first_at = NO_TIME
+        self.last_at = NO_TIME
+        self.freed_at = 0.0  # when the last hold or run let go of it (idle ttls)
+        self.anchor = now
         self.window_start = 0.0
         self.window_end = math.inf
+        self.trigger0 = NEVER
+        self.trigger1 = NEVER
+        self.more_triggers = NO_TRIGGERS
+        sliding = policy.window.kind is WindowKind.SLIDING
+        self.buckets: deque[tuple[int, list[int]]] | None = deque() if sliding else None
         self._start_window(now)
-        self.triggers = [NEVER] * len(self.caps)
-        self.set_state(LedgerState.OK)
+        self.reset_triggers()
         self.refresh_levels(now, [])
+
+    # --- what is derived from the key ------------------------------------------------
+
+    @property
+    def ident(self) -> Ident:
+        """(policy name, *values of its per keys): what snapshots name the ledger by."""
+        return (self.policy.name, *key_values(self.key, self.policy))
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The ledger's labels (built when asked for: events and statuses carry them)."""
+        return self.labels()
+
+    @property
+    def label_bytes(self) -> int:
+        """What it counts against limits.max_label_bytes (see `ledger_text_bytes`)."""
+        return key_text_bytes(self.key, self.policy)
+
+    @property
+    def first_use(self) -> float | None:
+        first = self.first_at
+        return None if first == NO_TIME else first
+
+    @property
+    def last_use(self) -> float | None:
+        last = self.last_at
+        return None if last == NO_TIME else last
 
     # --- windows -------------------------------------------------------------------
 
@@ -143,8 +200,8 @@ class Ledger:
         for i in WINDOWED_SLOTS:
             used[i] = 0
         self.fired &= _CONCURRENCY_BITS
-        self.first_use = None
-        self.last_use = None
+        self.first_at = NO_TIME
+        self.last_at = NO_TIME
         if self.buckets is not None:
             self.buckets.clear()
 
@@ -209,10 +266,40 @@ class Ledger:
     def check_levels(self, now: float, events: list[Event]) -> None:
         """Fire what the counters reached (called after they grew)."""
         used = self.used
-        triggers = self.triggers
         for k, (dimension, _) in enumerate(self.caps):
-            if used[dimension] >= triggers[k]:
+            if used[dimension] >= self.trigger(k):
                 self._levels_changed(k, now, events)
+
+    def trigger(self, k: int) -> int:
+        """The count of cap `k`'s dimension at which its levels change next."""
+        if k == 0:
+            return self.trigger0
+        if k == 1:
+            return self.trigger1
+        return self.more_triggers[k - 2]
+
+    def _set_trigger(self, k: int, amount: int) -> None:
+        if k == 0:
+            self.trigger0 = amount
+        elif k == 1:
+            self.trigger1 = amount
+        else:
+            self.more_triggers[k - 2] = amount
+
+    def reset_triggers(self) -> None:
+        """Every trigger NEVER, one per cap (levels are then refreshed)."""
+        self.trigger0 = NEVER
+        self.trigger1 = NEVER
+        extra = len(self.caps) - 2
+        self.more_triggers = [NEVER] * extra if extra > 0 else NO_TRIGGERS
+
+    def reached_past_first(self, used: list[int]) -> bool:
+        """Whether a cap but the first reached its trigger (record_usage's test)."""
+        caps = self.caps
+        if used[caps[1][0]] >= self.trigger1:
+            return True
+        more = self.more_triggers
+        return any(used[caps[k][0]] >= more[k - 2] for k in range(2, len(caps)))
 
     def open_slot(self, now: float, events: list[Event]) -> None:
         self.used[CONCURRENCY] += 1
@@ -243,7 +330,7 @@ class Ledger:
         """New caps: levels reached under them fire now; levels no longer reached re-arm
         (a threshold is an amount of a cap, and the amount changed)."""
         self.caps = caps
-        self.triggers = [NEVER] * len(caps)
+        self.reset_triggers()
         for k in range(len(caps)):
             self._levels_changed(k, now, events, rearm=True)
         if not caps:
@@ -265,7 +352,7 @@ class Ledger:
         gauges (concurrency, sliding windows) that fell back; recompute state."""
         dimension, limit = self.caps[k]
         if dimension == RUN_DURATION:
-            self.triggers[k] = NEVER
+            self._set_trigger(k, NEVER)
             return
         value = self.used[dimension]
         rearm = rearm or dimension == CONCURRENCY or self.buckets is not None
@@ -312,14 +399,15 @@ class Ledger:
                 fired &= ~bit
             next_amount = min(next_amount, amount)
         self.fired = fired
-        self.triggers[k] = next_amount
+        self._set_trigger(k, next_amount)
         self.set_state(self.compute_state(self.used))
 
     def set_state(self, state: LedgerState) -> None:
-        self.state = state
-        # What hot-path answers report per ledger, built once per change of state
-        # rather than once per answer.
-        self.brief = (self.key, state)
+        if state is not self.state:
+            self.state = state
+            # What hot-path answers report per ledger, built once per change of state
+            # rather than once per answer.
+            self.brief = (self.key, state)
 
     def compute_state(self, used: list[int]) -> LedgerState:
         state = LedgerState.OK
@@ -344,8 +432,10 @@ class Ledger:
         """The ledger's labels, the one rule of every answer and event about it: the
         policy's exact `match` labels and the values of its `per` keys (defaults for
         missing ones included: they are the ident's values)."""
-        labels = {k: v for k, v in self.policy.match if v != "*"}
-        labels.update(zip(self.policy.per, self.ident[1:], strict=True))
+        policy = self.policy
+        labels = {k: v for k, v in policy.match if v != "*"}
+        if policy.per:
+            labels.update(zip(policy.per, key_values(self.key, policy), strict=True))
         return labels
 
     def remaining_of(self, dimension: Dimension, limit: int) -> int:
@@ -414,9 +504,9 @@ class StatusMemo:
 
     __slots__ = (
         "caps",
-        "first_use",
+        "first_at",
         "holds",
-        "last_use",
+        "last_at",
         "ledger",
         "policy",
         "reserved",
@@ -433,11 +523,12 @@ class StatusMemo:
         self.policy = ledger.policy
         self.caps = ledger.caps
         self.used = list(ledger.used)
-        self.reserved = list(ledger.reserved)
+        reserved = ledger.reserved
+        self.reserved = reserved if reserved is NO_HOLDS else list(reserved)
         self.holds = ledger.holds
         self.state = ledger.state
-        self.first_use = ledger.first_use
-        self.last_use = ledger.last_use
+        self.first_at = ledger.first_at
+        self.last_at = ledger.last_at
         self.window_start = ledger.window_start
         self.window_end = ledger.window_end
 
@@ -452,8 +543,8 @@ class StatusMemo:
             and self.state == ledger.state
             and self.caps is ledger.caps
             and self.policy is ledger.policy
-            and self.first_use == ledger.first_use
-            and self.last_use == ledger.last_use
+            and self.first_at == ledger.first_at
+            and self.last_at == ledger.last_at
             and self.window_start == ledger.window_start
             and self.window_end == ledger.window_end
         )
@@ -507,11 +598,14 @@ def hold(ledgers: Iterable[Ledger], amounts: tuple[int, ...]) -> None:
     """Hold a reservation's amounts (HELD_SIZE) in every ledger it was granted in."""
     for ledger in ledgers:
         reserved = ledger.reserved
-        reserved[0] += amounts[0]
-        reserved[1] += amounts[1]
-        reserved[2] += amounts[2]
-        reserved[3] += amounts[3]
-        reserved[4] += amounts[4]
+        if reserved is NO_HOLDS:  # its first hold: a list of its own
+            ledger.reserved = list(amounts)
+        else:
+            reserved[0] += amounts[0]
+            reserved[1] += amounts[1]
+            reserved[2] += amounts[2]
+            reserved[3] += amounts[3]
+            reserved[4] += amounts[4]
         ledger.holds += 1
 
 
@@ -519,17 +613,28 @@ def release(ledgers: Iterable[Ledger], amounts: tuple[int, ...]) -> None:
     """Undo `hold` (a commit, release or expiry)."""
     for ledger in ledgers:
         reserved = ledger.reserved
-        reserved[0] -= amounts[0]
-        reserved[1] -= amounts[1]
-        reserved[2] -= amounts[2]
-        reserved[3] -= amounts[3]
-        reserved[4] -= amounts[4]
         holds = ledger.holds - 1
-        ledger.holds = holds
-        # With no hold left nothing may stay reserved; otherwise a hold was released
-        # twice or for the wrong amounts.
-        if holds <= 0 and (holds < 0 or any(reserved)):
+        # With no hold left nothing may stay reserved (the ledger goes back to the shared
+        # NO_HOLDS); otherwise a hold was released twice or for the wrong amounts.
+        if holds > 0 and reserved is not NO_HOLDS:
+            reserved[0] -= amounts[0]
+            reserved[1] -= amounts[1]
+            reserved[2] -= amounts[2]
+            reserved[3] -= amounts[3]
+            reserved[4] -= amounts[4]
+        elif (
+            holds < 0
+            or reserved is NO_HOLDS
+            or reserved[0] != amounts[0]
+            or reserved[1] != amounts[1]
+            or reserved[2] != amounts[2]
+            or reserved[3] != amounts[3]
+            or reserved[4] != amounts[4]
+        ):
             raise InvariantBroken(f"{ledger.key}: holds released do not match holds granted")
+        else:
+            ledger.reserved = NO_HOLDS
+        ledger.holds = holds
 
 
 def record_usage(
@@ -582,18 +687,18 @@ def record_usage(
             used[12] += written
         if reasoning:
             used[13] += reasoning
-        if ledger.first_use is None:
-            ledger.first_use = now
-        ledger.last_use = now
+        if ledger.first_at == NO_TIME:
+            ledger.first_at = now
+        ledger.last_at = now
         if ledger.buckets is not None:
             ledger.add_to_bucket(delta, now)
         caps = ledger.caps
-        if caps:  # Ledger.check_levels, inlined: most calls reach no trigger
-            triggers = ledger.triggers
-            for k in range(len(caps)):
-                if used[caps[k][0]] >= triggers[k]:
-                    ledger.check_levels(now, events)
-                    break
+        # Ledger.check_levels, inlined: most calls reach no trigger.
+        if caps and (
+            used[caps[0][0]] >= ledger.trigger0
+            or (len(caps) > 1 and ledger.reached_past_first(used))
+        ):
+            ledger.check_levels(now, events)
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -602,15 +707,54 @@ _ESCAPES = {"%": "%25", ",": "%2C", "=": "%3D", "{": "%7B", "}": "%7D"}
 
 
 def _escape(value: str) -> str:
-    for raw, escaped in _ESCAPES.items():
-        if raw in value:
-            value = value.replace(raw, escaped)
+    if "%" in value or "," in value or "=" in value or "{" in value or "}" in value:
+        for raw, escaped in _ESCAPES.items():
+            if raw in value:
+                value = value.replace(raw, escaped)
     return value
 
 
 def text_bytes(text: str) -> int:
     """UTF-8 bytes of `text` (labels may carry lone surrogates: they count as 3)."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def key_of(policy: Policy, labels: Mapping[str, str]) -> str:
+    """The key of `policy`'s ledger for `labels` (which it matches, or which name every
+    per key): `format_key` of its ident, built without one for a single per key."""
+    per_defaults = policy.per_defaults
+    if not per_defaults:
+        return policy.name
+    if len(per_defaults) == 1:
+        key, default = per_defaults[0]
+        return f"{policy.key_prefix}{_escape(labels.get(key, default))}}}"
+    values = [labels.get(key, default) for key, default in per_defaults]
+    return format_key((policy.name, *values), policy.per)
+
+
+def key_text_bytes(key: str, policy: Policy) -> int:
+    """`ledger_text_bytes` of `policy`'s ledger `key`."""
+    size = text_bytes(key)
+    if policy.per:
+        for value in key_values(key, policy):
+            size += text_bytes(value)
+    return size
+
+
+def key_values(key: str, policy: Policy) -> tuple[str, ...]:
+    """The values of `policy`'s per keys in a key `format_key` made for it (the inverse
+    the ledgers use instead of keeping their values beside their key)."""
+    per = policy.per
+    if not per:
+        return ()
+    if len(per) == 1:  # `name{key=value}`
+        value = key[len(policy.name) + len(per[0]) + 2 : -1]
+        return (_unescape(value) if "%" in value else value,)
+    parsed = parse_key(key)
+    if parsed is None or parsed[0] != policy.name or len(parsed[1]) != len(per):
+        raise InvariantBroken(f"{key}: not a key of policy {policy.name!r}")
+    values = parsed[1]
+    return tuple([values[k] for k in per])
 
 
 def ledger_text_bytes(ident: Ident, key: str) -> int:
@@ -643,7 +787,12 @@ def parse_key(key: str) -> tuple[str, dict[str, str]] | None:
         k, sep, v = pair.partition("=")
         if not sep or k in values:
             return None
-        for raw, escaped in _ESCAPES.items():
-            v = v.replace(escaped, raw) if raw != "%" else v
-        values[k] = v.replace("%25", "%")
+        values[k] = _unescape(v)
     return name, values
+
+
+def _unescape(value: str) -> str:
+    """The inverse of `_escape`."""
+    for raw, escaped in _ESCAPES.items():
+        value = value.replace(escaped, raw) if raw != "%" else value
+    return value.replace("%25", "%")

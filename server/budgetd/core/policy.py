@@ -119,6 +119,9 @@ class Policy:
     # `per` keys with their `missing` default ("" for keys without one: those are
     # required by `requirements`, so a matching request always has them).
     per_defaults: tuple[tuple[str, str], ...] = field(init=False, compare=False)
+    # `name{key=` for a policy with one per key: its ledgers' keys are that, the value
+    # (escaped) and `}` (ledger.key_of); "" otherwise.
+    key_prefix: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         required: dict[str, str | None] = {k: (None if v == "*" else v) for k, v in self.match}
@@ -131,6 +134,8 @@ class Policy:
         object.__setattr__(
             self, "per_defaults", tuple((key, defaults.get(key, "")) for key in self.per)
         )
+        prefix = f"{self.name}{{{self.per[0]}=" if len(self.per) == 1 else ""
+        object.__setattr__(self, "key_prefix", prefix)
 
     @property
     def is_meter(self) -> bool:

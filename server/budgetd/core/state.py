@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -23,7 +23,7 @@ from budgetd.core import results as results_module
 from budgetd.core.digest import digest_of
 from budgetd.core.dimensions import Dimension, upgraded_vector
 from budgetd.core.events import Totals
-from budgetd.core.ledger import NEVER, Ledger, format_key, parse_key
+from budgetd.core.ledger import NO_HOLDS, NO_TIME, Ledger, format_key, parse_key
 from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
 from budgetd.core.records import Deadline, Reservation, Run
 from budgetd.core.usage import Usage, usage_from_plain, usage_plain
@@ -198,29 +198,33 @@ def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ident = tuple(item["ident"])
     # Built through __init__ and then overwritten: the compiled core's classes cannot be
     # created with __new__ alone.
-    ledger = Ledger(ident, _key(ident, policy), policy, item["anchor"], item["serial"])
+    ledger = Ledger(format_key(ident, policy.per), policy, item["anchor"], item["serial"])
     ledger.caps = tuple((Dimension(d), limit) for d, limit in item["caps"])
     ledger.caps_overridden = item["caps_overridden"]
     ledger.used = upgraded_vector(item["used"])
-    ledger.reserved = list(item["reserved"])
-    ledger.holds = item["holds"]
+    holds = item["holds"]
+    reserved = list(item["reserved"])
+    # Nothing held: the shared list of zeros (see NO_HOLDS), as `release` leaves it.
+    ledger.reserved = NO_HOLDS if holds == 0 and not any(reserved) else reserved
+    ledger.holds = holds
     ledger.fired = item["fired"]
-    ledger.first_use = item["first_use"]
-    ledger.last_use = item["last_use"]
+    ledger.first_at = _unuse(item["first_use"])
+    ledger.last_at = _unuse(item["last_use"])
     ledger.freed_at = item.get("freed_at", 0.0)
     buckets = item["buckets"]
     ledger.buckets = None if buckets is None else deque((i, upgraded_vector(v)) for i, v in buckets)
     ledger.window_start = item["window_start"]
     ledger.window_end = _untime(item["window_end"])
-    ledger.triggers = [NEVER] * len(ledger.caps)
+    ledger.reset_triggers()
     ledger.set_state(LedgerState.OK)
     # Fired bits were restored: recomputing triggers and state fires nothing new.
     ledger.refresh_levels(ledger.last_use or ledger.anchor, [])
     return ledger
 
 
-def _key(ident: tuple[str, ...], policy: Policy) -> str:
-    return format_key(ident, policy.per)
+def _unuse(value: float | None) -> float:
+    """A stored first or last use as a ledger keeps it (NO_TIME for none)."""
+    return NO_TIME if value is None else float(value)
 
 
 def deadline_from_plain(item: list[Any]) -> Deadline:
@@ -228,13 +232,12 @@ def deadline_from_plain(item: list[Any]) -> Deadline:
     return Deadline(at, policy, ledger, limit_ms, Enforcement(enforcement), reported)
 
 
-def _ledgers(
-    ledgers: Mapping[tuple[str, ...], Ledger], idents: list[list[str]]
-) -> tuple[Ledger, ...]:
-    return tuple(ledgers[tuple(ident)] for ident in idents)
+def _ledgers(ledgers: Callable[[list[str]], Ledger], idents: list[list[str]]) -> tuple[Ledger, ...]:
+    return tuple(ledgers(ident) for ident in idents)
 
 
-def run_from_plain(ledgers: Mapping[tuple[str, ...], Ledger], item: Mapping[str, Any]) -> Run:
+def run_from_plain(ledgers: Callable[[list[str]], Ledger], item: Mapping[str, Any]) -> Run:
+    """A run from its plain data; `ledgers` finds a ledger by its ident."""
     return Run(
         item["id"],
         item["labels"],
