@@ -153,4 +153,4 @@ def test_a_compiled_ledger_is_compact() -> None:
     ledger = ledger_of(engine, "p{user=u}")
     assert ledger.more_triggers == [] and ledger.buckets is None
     if COMPILED:
-        assert sys.getsizeof(ledger) <= 208
+        assert sys.getsizeof(ledger) <= 192

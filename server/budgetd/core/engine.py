@@ -113,6 +113,7 @@ RUN_DURATION = Dimension.RUN_DURATION_MS
 WALL_CLOCK = Dimension.WALL_CLOCK_MS
 COST = Dimension.COST_MICRO_USD
 NO_AMOUNTS = (0,) * HELD_SIZE
+NO_RUN: tuple[object, ...] = ("",)  # a Consume's other arguments: no run_id
 ALLOW = Decision.ALLOW
 SHADOW = Enforcement.SHADOW
 BRIEF = attrgetter("brief")  # a ledger's (key, state)
@@ -254,7 +255,7 @@ class Engine:
         order = self._done_order
         if not order:
             return 0.0
-        age = now - self._done[order[0]][1]
+        age = now - self._done[order[0]].at
         return max(0.0, min(age, self.limits.idempotency_max_age_s))
 
     def run_totals(self, run_id: str) -> Totals:
@@ -705,7 +706,8 @@ class Engine:
         briefs = tuple(map(BRIEF, ledgers))
         result = ConsumeResult(briefs, crossings(events), cost)
         events.append(UsageRecorded(now, subject, request_id, run_id, usage, cost, briefs))
-        self._remember(request_id, "consume", now, result, (key[0], usage, (run_id,)), text)
+        extras = (run_id,) if run_id else NO_RUN  # (shared: most calls name no run)
+        self._remember(request_id, "consume", now, result, (key[0], usage, extras), text)
         if self.recorder is not None:
             self._record(
                 "consume", now, labels=labels, usage=usage, request_id=request_id, run_id=run_id
@@ -955,8 +957,8 @@ class Engine:
         changed = False
         done, order = self._done, self._done_order
         oldest = now - self.limits.idempotency_max_age_s
-        while order and done[order[0]][1] < oldest:
-            self._done_bytes -= done.pop(order.popleft())[4]
+        while order and done[order[0]].at < oldest:
+            self._done_bytes -= done.pop(order.popleft()).size
             changed = True
         holds = self._expired_holds
         oldest = now - self.limits.max_reservation_ttl_s
@@ -1170,13 +1172,13 @@ class Engine:
             "done": [
                 [
                     request_id,
-                    op,
-                    at,
-                    state.to_plain(result) if plain_answers else result,
-                    digest_of(op, remembered) if plain_answers else remembered,
-                    size,
+                    answer.op,
+                    answer.at,
+                    state.to_plain(answer.result) if plain_answers else answer.result,
+                    digest_of(answer.op, answer.remembered) if plain_answers else answer.remembered,
+                    answer.size,
                 ]
-                for request_id, (op, at, result, remembered, size) in self._done.items()
+                for request_id, answer in self._done.items()
             ],
         }
 
@@ -1705,13 +1707,13 @@ class Engine:
         if not size:
             size = ANSWER_BYTES + len(request_id) + text
         done = self._done
-        done[request_id] = (op, now, result, remembered, size)
+        done[request_id] = Remembered(op, now, result, remembered, size)
         order = self._done_order
         order.append(request_id)
         total = self._done_bytes + size
         limits = self.limits
         if len(order) > limits.idempotency_max_entries:  # the usual case once full
-            total -= done.pop(order.popleft())[4]
+            total -= done.pop(order.popleft()).size
         self._done_bytes = total
         if total > limits.idempotency_max_bytes:
             self._forget_oldest()
@@ -1724,12 +1726,12 @@ class Engine:
             len(order) > limits.idempotency_max_entries
             or self._done_bytes > limits.idempotency_max_bytes
         ):
-            self._done_bytes -= done.pop(order.popleft())[4]
+            self._done_bytes -= done.pop(order.popleft()).size
 
     def _replay(
         self, prior: Remembered, op: str, kind: type[R], request: Fingerprint
     ) -> Outcome[R]:
-        prior_op, _, result, remembered, _ = prior
+        prior_op, result, remembered = prior.op, prior.result, prior.remembered
         if prior_op != op or not isinstance(result, kind):
             raise Conflict(f"request_id: already used by a {prior_op} request")
         if differs(op, remembered, request):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from budgetd.core.dimensions import (
     HELD_SIZE,
@@ -66,13 +66,14 @@ Ident = tuple[str, ...]  # (policy name, *values of its per keys)
 class Ledger:
     """One ledger's counters and what its thresholds and answers need.
 
-    Laid out for a million of them (the compiled class is 208 bytes; its `used` list,
-    its key and its brief are the only other objects it keeps while it holds nothing):
-    floats and ints are stored unboxed by mypyc, so times are floats with NO_TIME for
-    "never" rather than `float | None`; `reserved` is NO_HOLDS while nothing is held;
-    the next trigger of the first two caps are fields (`trigger0`, `trigger1`), those of
-    further caps a list. The key is the ledger's identity: its per-key values (`ident`),
-    its labels (`label_map`) and the label bytes it counts are derived from it.
+    Laid out for a million of them: the compiled object is 192 bytes, and while it
+    holds nothing its only other objects are its `used` list, its brief and the key in
+    it. Floats and ints are stored unboxed by mypyc, so times are floats with NO_TIME
+    for "never" rather than `float | None`; `reserved` is NO_HOLDS while nothing is
+    held; the next triggers of the first two caps are fields (`trigger0`, `trigger1`),
+    those of further caps a list. The key and the state are the brief's. The key is the
+    ledger's identity: its per-key values (`ident`), its labels (`label_map`) and the
+    label bytes it counts are derived from it.
     """
 
     __slots__ = (
@@ -86,13 +87,11 @@ class Ledger:
         "first_at",
         "freed_at",
         "holds",
-        "key",
         "last_at",
         "more_triggers",
         "policy",
         "reserved",
         "serial",
-        "state",
         "trigger0",
         "trigger1",
         "used",
@@ -105,7 +104,6 @@ class Ledger:
         # share a word.)
         self.alive = True
         self.caps_overridden = False
-        self.key = key
         self.policy = policy
         # Caps are fixed at creation: changing a policy's default affects new ledgers only,
         # unless the change is applied to existing ones explicitly.
@@ -115,10 +113,10 @@ class Ledger:
         self.holds = 0
         self.fired = 0
         self.serial = serial
-        self.state = LedgerState.OK
         # What hot-path answers report per ledger: (key, state), one object per change of
-        # state (the transport serializes each once). Typed as a tuple of any length: a
-        # fixed-length tuple field is unboxed by mypyc and rebuilt on every read.
+        # state (the transport serializes each once), and the ledger's only record of its
+        # key and state (`key`, `state`). Typed as a tuple of any length: a fixed-length
+        # tuple field is unboxed by mypyc and rebuilt on every read.
         self.brief: tuple[Any, ...] = (key, LedgerState.OK)
         self.first_at = NO_TIME
         self.last_at = NO_TIME
@@ -136,6 +134,16 @@ class Ledger:
         self.refresh_levels(now, [])
 
     # --- what is derived from the key ------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """`policy{k=v,...}`: the ledger's identity (engine.Engine._ledgers)."""
+        return cast(str, self.brief[0])
+
+    @property
+    def state(self) -> LedgerState:
+        """OK, the severity of the highest threshold crossed, or EXHAUSTED."""
+        return cast(LedgerState, self.brief[1])
 
     @property
     def ident(self) -> Ident:
@@ -403,11 +411,11 @@ class Ledger:
         self.set_state(self.compute_state(self.used))
 
     def set_state(self, state: LedgerState) -> None:
-        if state is not self.state:
-            self.state = state
+        brief = self.brief
+        if state is not brief[1]:
             # What hot-path answers report per ledger, built once per change of state
             # rather than once per answer.
-            self.brief = (self.key, state)
+            self.brief = (brief[0], state)
 
     def compute_state(self, used: list[int]) -> LedgerState:
         state = LedgerState.OK

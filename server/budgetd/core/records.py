@@ -99,7 +99,20 @@ class EndedRun(NamedTuple):
     labels: Mapping[str, str]
 
 
-# The stored answer to a request_id, returned again on a retry: (op, at, result, what
-# the request was: see budgetd.core.digest, the bytes it counts against
-# limits.idempotency_max_bytes).
-Remembered = tuple[str, float, Result, Remembrance, int]
+class Remembered:
+    """The stored answer to a request_id, returned again on a retry: its operation,
+    when, the result, what the request was (see budgetd.core.digest) and the bytes it
+    counts against limits.idempotency_max_bytes. A class rather than a tuple: up to a
+    million are kept, and compiled its time and size are unboxed (80 bytes in all, a
+    tuple with its float and int objects 160)."""
+
+    __slots__ = ("at", "op", "remembered", "result", "size")
+
+    def __init__(
+        self, op: str, at: float, result: Result, remembered: Remembrance, size: int
+    ) -> None:
+        self.op = op
+        self.at = at
+        self.result = result
+        self.remembered = remembered
+        self.size = size
