@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from budgetd.core import COMPILED, Engine, LedgerState, Policy, Usage
+from budgetd.core.dimensions import VECTOR_SIZE
 from budgetd.core.ledger import (
     NO_HOLDS,
     Ledger,
@@ -146,6 +148,24 @@ def test_a_key_gives_back_the_values_it_was_made_of(values: list[str]) -> None:
     assert key_text_bytes(key, p) == ledger_text_bytes(("p", *values), key)
 
 
+@given(st.lists(st.integers(-(2**70), 2**70), min_size=VECTOR_SIZE, max_size=VECTOR_SIZE))
+def test_the_counter_fields_are_the_counter_vector(vector: list[int]) -> None:
+    # The counters are one field per slot (unboxed when compiled); every reader by slot
+    # and every writer of the vector must agree on which field is which slot.
+    ledger = Ledger("p", policy(), T0, 1)
+    assert ledger.counts() == [0] * VECTOR_SIZE and not ledger.has_window_counts()
+    ledger.set_counts(vector)
+    assert ledger.counts() == vector
+    assert [ledger.count(slot) for slot in range(VECTOR_SIZE)] == vector
+    assert ledger.same_counts(vector) and ledger.counts() is not ledger.counts()
+    ledger.subtract(vector)
+    assert ledger.counts() == [v if slot == 5 else 0 for slot, v in enumerate(vector)]
+    ledger.set_counts(vector, open_runs=3)
+    assert ledger.count(5) == 3
+    with pytest.raises(IndexError):
+        ledger.count(VECTOR_SIZE)
+
+
 def test_a_compiled_ledger_is_compact() -> None:
     """Holding nothing, a ledger is its object, its counters, its key and its brief."""
     engine = Engine([policy(per=["user"], caps={"total_tokens": 1000})])
@@ -153,4 +173,4 @@ def test_a_compiled_ledger_is_compact() -> None:
     ledger = ledger_of(engine, "p{user=u}")
     assert ledger.more_triggers == [] and ledger.buckets is None
     if COMPILED:
-        assert sys.getsizeof(ledger) <= 192
+        assert sys.getsizeof(ledger) <= 304

@@ -59,7 +59,7 @@ def decide(blockers: list[Blocker], warnings: list[Blocker], warn: bool) -> Deci
 
 def collect_blockers(
     ledger: Ledger,
-    used: list[int],
+    used: list[int] | None,
     amounts: tuple[int, ...],
     blockers: list[Blocker],
     warnings: list[Blocker],
@@ -72,7 +72,8 @@ def collect_blockers(
     A request needs at least one unit of headroom in every capped dimension, so an
     exhausted ledger denies even a zero estimate. `unpriced_model` (not None when the
     estimate has no price) blocks at a cost cap unless the policy allows unpriced
-    estimates; a wall-clock cap blocks once the window has lasted that long.
+    estimates; a wall-clock cap blocks once the window has lasted that long. `used` is
+    the counters to judge by (`Ledger.effective_used`), None for the ledger's own.
     """
     reserved = ledger.reserved
     policy = ledger.policy
@@ -103,12 +104,13 @@ def collect_blockers(
             continue
         else:
             continue
+        value = ledger.count(dimension) if used is None else used[dimension]
         if dimension == COST and unpriced_model is not None and not policy.unpriced_allowed:
             blocker = Blocker(
                 policy.name,
                 ledger.key,
                 dimension,
-                used[dimension],
+                value,
                 held,
                 0,
                 limit,
@@ -118,13 +120,13 @@ def collect_blockers(
                 unpriced_model,
             )
             _add(blocker, blockers, warnings)
-        elif used[dimension] + held + (requested or 1) > limit:
-            need = used[dimension] + held + (requested or 1) - limit
+        elif value + held + (requested or 1) > limit:
+            need = value + held + (requested or 1) - limit
             blocker = Blocker(
                 policy.name,
                 ledger.key,
                 dimension,
-                used[dimension],
+                value,
                 held,
                 requested,
                 limit,

@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from budgetd.core import state
 from budgetd.core.decisions import (
@@ -108,14 +108,14 @@ RouteKey = tuple[tuple[tuple[str, str], ...], str, str]
 # Last, the UTF-8 bytes of the key's labels: what the memo and remembered requests hold.
 Route = tuple[int, Labels, tuple[Ledger, ...], RouteKey, int]
 
-CONCURRENCY = Dimension.CONCURRENCY
-RUN_DURATION = Dimension.RUN_DURATION_MS
-WALL_CLOCK = Dimension.WALL_CLOCK_MS
-COST = Dimension.COST_MICRO_USD
+CONCURRENCY: Final = Dimension.CONCURRENCY
+RUN_DURATION: Final = Dimension.RUN_DURATION_MS
+WALL_CLOCK: Final = Dimension.WALL_CLOCK_MS
+COST: Final = Dimension.COST_MICRO_USD
 NO_AMOUNTS = (0,) * HELD_SIZE
 NO_RUN: tuple[object, ...] = ("",)  # a Consume's other arguments: no run_id
-ALLOW = Decision.ALLOW
-SHADOW = Enforcement.SHADOW
+ALLOW: Final = Decision.ALLOW
+SHADOW: Final = Enforcement.SHADOW
 BRIEF = attrgetter("brief")  # a ledger's (key, state)
 # Ledger statuses remembered for the next Check or GetLedger (Engine._status).
 STATUS_MEMO_ENTRIES = 4096
@@ -305,7 +305,8 @@ class Engine:
             else:
                 status = self._status(ledger, now)
             statuses.append(status)
-            used = ledger.effective_used(now)
+            # (None: its own counters, current; a window that ended counts as rolled.)
+            used = ledger.effective_used(now) if now >= ledger.window_end else None
             if status.state and status.enforcement is not SHADOW:
                 warn = True
             collect_blockers(
@@ -473,20 +474,21 @@ class Engine:
                 policy = ledger.policy
                 if ledger.state and policy.enforcement is not SHADOW:
                     warn = True  # WARNING or worse in a ledger that enforces
-                used = ledger.used
                 reserved = ledger.reserved
                 for dimension, limit in caps:  # fits: one unit of headroom at least
                     if (
                         dimension < CONCURRENCY
                         and (
-                            used[dimension] + reserved[dimension] + (amounts[dimension] or 1)
+                            ledger.count(dimension)
+                            + reserved[dimension]
+                            + (amounts[dimension] or 1)
                             > limit
                             or (unpriced and dimension == COST and not policy.unpriced_allowed)
                         )
                     ) or dimension == WALL_CLOCK:
                         collect_blockers(
                             ledger,
-                            used,
+                            None,
                             amounts,
                             blockers,
                             warnings,
@@ -748,9 +750,7 @@ class Engine:
             if ledger.caps:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True
-                collect_blockers(
-                    ledger, ledger.used, NO_AMOUNTS, blockers, warnings, now, slot=True
-                )
+                collect_blockers(ledger, None, NO_AMOUNTS, blockers, warnings, now, slot=True)
         decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
             events.append(Denied(now, labels, blocker, request_id, run_id))

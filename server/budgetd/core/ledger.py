@@ -45,20 +45,21 @@ from budgetd.core.windows import SLIDING_BUCKETS, sliding_bucket_width, window_b
 
 # A trigger no counter reaches: the largest integer the compiled core keeps unboxed
 # (larger ones are objects, compared by a slower path).
-NEVER = (1 << 62) - 1
+NEVER: Final = (1 << 62) - 1
 # `first_at` / `last_at` of a window nothing was recorded in yet (`first_use` is None).
-NO_TIME = -math.inf
+NO_TIME: Final = -math.inf
 # What a ledger without holds has reserved: one list shared by all of them and never
 # written to. `hold` gives a ledger its own list; `release` of its last hold takes it
 # back (a million idle ledgers would otherwise keep a million lists of zeros).
 NO_HOLDS: Final[list[int]] = [0] * HELD_SIZE
 # The triggers of caps past the second, for ledgers that have at most two caps.
 NO_TRIGGERS: Final[list[int]] = []
-CONCURRENCY = Dimension.CONCURRENCY
-RUN_DURATION = Dimension.RUN_DURATION_MS
-WALL_CLOCK = Dimension.WALL_CLOCK_MS
-EXHAUSTION_LEVEL = 7  # bit offset of "100 % of the cap" within a dimension's byte
-_CONCURRENCY_BITS = 0xFF << (CONCURRENCY * 8)
+_CLEARED: Final[list[int]] = [0] * VECTOR_SIZE  # the counters of a new window
+CONCURRENCY: Final = Dimension.CONCURRENCY
+RUN_DURATION: Final = Dimension.RUN_DURATION_MS
+WALL_CLOCK: Final = Dimension.WALL_CLOCK_MS
+EXHAUSTION_LEVEL: Final = 7  # bit offset of "100 % of the cap" within a dimension's byte
+_CONCURRENCY_BITS: Final = 0xFF << (CONCURRENCY * 8)
 
 Ident = tuple[str, ...]  # (policy name, *values of its per keys)
 
@@ -66,12 +67,14 @@ Ident = tuple[str, ...]  # (policy name, *values of its per keys)
 class Ledger:
     """One ledger's counters and what its thresholds and answers need.
 
-    Laid out for a million of them: the compiled object is 192 bytes, and while it
-    holds nothing its only other objects are its `used` list, its brief and the key in
-    it. Floats and ints are stored unboxed by mypyc, so times are floats with NO_TIME
-    for "never" rather than `float | None`; `reserved` is NO_HOLDS while nothing is
-    held; the next triggers of the first two caps are fields (`trigger0`, `trigger1`),
-    those of further caps a list. The key and the state are the brief's. The key is the
+    Laid out for a million of them: the compiled object is 304 bytes, and while it
+    holds nothing its only other objects are its brief and the key in it. Ints and
+    floats are stored unboxed by mypyc: the counters are fields, one per slot of the
+    counter vector (`dimensions`; `count(slot)` reads one by index, `counts()` is the
+    vector), so adding usage allocates nothing; times are floats with NO_TIME for
+    "never" rather than `float | None`. `reserved` is NO_HOLDS while nothing is held;
+    the next triggers of the first two caps are fields (`trigger0`, `trigger1`), those
+    of further caps a list. The key and the state are the brief's. The key is the
     ledger's identity: its per-key values (`ident`), its labels (`label_map`) and the
     label bytes it counts are derived from it.
     """
@@ -81,20 +84,34 @@ class Ledger:
         "anchor",
         "brief",
         "buckets",
+        "cache_write_input_tokens",
+        "cached_input_tokens",
         "caps",
         "caps_overridden",
+        "cost_micro_usd",
         "fired",
         "first_at",
         "freed_at",
         "holds",
+        "input_tokens",
         "last_at",
+        "latency_samples",
+        "latency_us_sum",
         "more_triggers",
+        "open_runs",
+        "output_tokens",
         "policy",
+        "reasoning_tokens",
+        "requests",
         "reserved",
+        "run_duration_ms",
         "serial",
+        "total_tokens",
         "trigger0",
         "trigger1",
-        "used",
+        "unpriced_requests",
+        "unpriced_tokens",
+        "wall_clock_ms",
         "window_end",
         "window_start",
     )
@@ -108,7 +125,22 @@ class Ledger:
         # Caps are fixed at creation: changing a policy's default affects new ledgers only,
         # unless the change is applied to existing ones explicitly.
         self.caps = policy.caps
-        self.used = zero_vector()
+        # The counters (VECTOR_SIZE slots, in the order of `dimensions`).
+        self.total_tokens = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_micro_usd = 0
+        self.requests = 0
+        self.open_runs = 0
+        self.run_duration_ms = 0
+        self.cached_input_tokens = 0
+        self.unpriced_requests = 0
+        self.latency_us_sum = 0
+        self.latency_samples = 0
+        self.wall_clock_ms = 0
+        self.cache_write_input_tokens = 0
+        self.reasoning_tokens = 0
+        self.unpriced_tokens = 0
         self.reserved = NO_HOLDS
         self.holds = 0
         self.fired = 0
@@ -185,8 +217,7 @@ class Ledger:
             self._age_buckets(now)
             self.refresh_levels(now, events)
             return
-        used = self.used
-        if used[Dimension.REQUESTS] or any(used[i] for i in WINDOWED_SLOTS):
+        if self.requests or self.has_window_counts():
             events.append(
                 WindowRolledOver(
                     now,
@@ -204,9 +235,7 @@ class Ledger:
 
     def clear_window(self) -> None:
         """Zero what a window counts and re-arm its thresholds; open runs stay counted."""
-        used = self.used
-        for i in WINDOWED_SLOTS:
-            used[i] = 0
+        self.set_counts(_CLEARED, self.open_runs)
         self.fired &= _CONCURRENCY_BITS
         self.first_at = NO_TIME
         self.last_at = NO_TIME
@@ -223,11 +252,9 @@ class Ledger:
         buckets = self.buckets
         assert buckets is not None
         cutoff = int(now // sliding_bucket_width(self.policy.window)) - SLIDING_BUCKETS
-        used = self.used
         while buckets and buckets[0][0] <= cutoff:
             _, vector = buckets.popleft()
-            for i in WINDOWED_SLOTS:
-                used[i] -= vector[i]
+            self.subtract(vector)
         self.window_start = now - self.policy.window.duration_s
         self.window_end = self._next_bucket_expiry()
 
@@ -244,10 +271,11 @@ class Ledger:
         return vector
 
     def effective_used(self, now: float) -> list[int]:
-        """The counters as they stand at `now`, without rolling (for read-only queries)."""
+        """The counters as they stand at `now`, without rolling (for read-only queries):
+        a new vector."""
+        used = self.counts()
         if now < self.window_end:
-            return self.used
-        used = list(self.used)
+            return used
         if self.buckets is None:
             for i in WINDOWED_SLOTS:
                 used[i] = 0
@@ -273,9 +301,8 @@ class Ledger:
 
     def check_levels(self, now: float, events: list[Event]) -> None:
         """Fire what the counters reached (called after they grew)."""
-        used = self.used
         for k, (dimension, _) in enumerate(self.caps):
-            if used[dimension] >= self.trigger(k):
+            if self.count(dimension) >= self.trigger(k):
                 self._levels_changed(k, now, events)
 
     def trigger(self, k: int) -> int:
@@ -301,34 +328,167 @@ class Ledger:
         extra = len(self.caps) - 2
         self.more_triggers = [NEVER] * extra if extra > 0 else NO_TRIGGERS
 
-    def reached_past_first(self, used: list[int]) -> bool:
+    def reached_past_first(self) -> bool:
         """Whether a cap but the first reached its trigger (record_usage's test)."""
         caps = self.caps
-        if used[caps[1][0]] >= self.trigger1:
+        if self.count(caps[1][0]) >= self.trigger1:
             return True
         more = self.more_triggers
-        return any(used[caps[k][0]] >= more[k - 2] for k in range(2, len(caps)))
+        return any(self.count(caps[k][0]) >= more[k - 2] for k in range(2, len(caps)))
+
+    # --- the counters ----------------------------------------------------------------
+
+    def count(self, slot: int) -> int:
+        """The counter of one slot of the vector (a Dimension, or an aggregate's index)."""
+        if slot == 0:
+            return self.total_tokens
+        if slot == 1:
+            return self.input_tokens
+        if slot == 2:
+            return self.output_tokens
+        if slot == 3:
+            return self.cost_micro_usd
+        if slot == 4:
+            return self.requests
+        if slot == 5:
+            return self.open_runs
+        if slot == 6:
+            return self.run_duration_ms
+        if slot == 7:
+            return self.cached_input_tokens
+        if slot == 8:
+            return self.unpriced_requests
+        if slot == 9:
+            return self.latency_us_sum
+        if slot == 10:
+            return self.latency_samples
+        if slot == 11:
+            return self.wall_clock_ms
+        if slot == 12:
+            return self.cache_write_input_tokens
+        if slot == 13:
+            return self.reasoning_tokens
+        if slot == 14:
+            return self.unpriced_tokens
+        raise IndexError(f"no counter slot {slot}")
+
+    def counts(self) -> list[int]:
+        """The counters as a vector (VECTOR_SIZE slots): a new list."""
+        return [
+            self.total_tokens,
+            self.input_tokens,
+            self.output_tokens,
+            self.cost_micro_usd,
+            self.requests,
+            self.open_runs,
+            self.run_duration_ms,
+            self.cached_input_tokens,
+            self.unpriced_requests,
+            self.latency_us_sum,
+            self.latency_samples,
+            self.wall_clock_ms,
+            self.cache_write_input_tokens,
+            self.reasoning_tokens,
+            self.unpriced_tokens,
+        ]
+
+    def set_counts(self, vector: list[int], open_runs: int | None = None) -> None:
+        """Set every counter from a vector (and the open runs from `open_runs`, when
+        given, rather than from the vector)."""
+        self.total_tokens = vector[0]
+        self.input_tokens = vector[1]
+        self.output_tokens = vector[2]
+        self.cost_micro_usd = vector[3]
+        self.requests = vector[4]
+        self.run_duration_ms = vector[6]
+        self.cached_input_tokens = vector[7]
+        self.unpriced_requests = vector[8]
+        self.latency_us_sum = vector[9]
+        self.latency_samples = vector[10]
+        self.wall_clock_ms = vector[11]
+        self.cache_write_input_tokens = vector[12]
+        self.reasoning_tokens = vector[13]
+        self.unpriced_tokens = vector[14]
+        self.open_runs = vector[5] if open_runs is None else open_runs
+
+    def same_counts(self, vector: list[int]) -> bool:
+        """Whether the counters are those of `vector`."""
+        return (
+            self.total_tokens == vector[0]
+            and self.input_tokens == vector[1]
+            and self.output_tokens == vector[2]
+            and self.cost_micro_usd == vector[3]
+            and self.requests == vector[4]
+            and self.open_runs == vector[5]
+            and self.run_duration_ms == vector[6]
+            and self.cached_input_tokens == vector[7]
+            and self.unpriced_requests == vector[8]
+            and self.latency_us_sum == vector[9]
+            and self.latency_samples == vector[10]
+            and self.wall_clock_ms == vector[11]
+            and self.cache_write_input_tokens == vector[12]
+            and self.reasoning_tokens == vector[13]
+            and self.unpriced_tokens == vector[14]
+        )
+
+    def has_window_counts(self) -> bool:
+        """Whether a slot a window counts (all but open runs) is not zero."""
+        return bool(
+            self.total_tokens
+            or self.input_tokens
+            or self.output_tokens
+            or self.cost_micro_usd
+            or self.requests
+            or self.run_duration_ms
+            or self.cached_input_tokens
+            or self.unpriced_requests
+            or self.latency_us_sum
+            or self.latency_samples
+            or self.wall_clock_ms
+            or self.cache_write_input_tokens
+            or self.reasoning_tokens
+            or self.unpriced_tokens
+        )
+
+    def subtract(self, vector: list[int]) -> None:
+        """Take a sliding-window bucket's counts (all but open runs) out of the counters."""
+        self.total_tokens -= vector[0]
+        self.input_tokens -= vector[1]
+        self.output_tokens -= vector[2]
+        self.cost_micro_usd -= vector[3]
+        self.requests -= vector[4]
+        self.run_duration_ms -= vector[6]
+        self.cached_input_tokens -= vector[7]
+        self.unpriced_requests -= vector[8]
+        self.latency_us_sum -= vector[9]
+        self.latency_samples -= vector[10]
+        self.wall_clock_ms -= vector[11]
+        self.cache_write_input_tokens -= vector[12]
+        self.reasoning_tokens -= vector[13]
+        self.unpriced_tokens -= vector[14]
+
+    # --- runs ------------------------------------------------------------------------
 
     def open_slot(self, now: float, events: list[Event]) -> None:
-        self.used[CONCURRENCY] += 1
+        self.open_runs += 1
         self._levels_of(CONCURRENCY, now, events)
 
     def close_slot(self, duration_ms: int, now: float, events: list[Event]) -> None:
-        self.used[CONCURRENCY] -= 1
+        self.open_runs -= 1
         self.freed_at = now
-        invariant(self.used[CONCURRENCY] >= 0, f"{self.key}: open runs went negative")
+        invariant(self.open_runs >= 0, f"{self.key}: open runs went negative")
         self.add_run_time(duration_ms, now)
         self._levels_of(CONCURRENCY, now, events)
 
     def add_run_time(self, duration_ms: int, now: float) -> None:
-        self.used[RUN_DURATION] += duration_ms
+        self.run_duration_ms += duration_ms
         if self.buckets is not None:
             self._bucket_for(now)[RUN_DURATION] += duration_ms
 
     @property
     def idle(self) -> bool:
         """Nothing holds the ledger: no reservation and no open run."""
-        return self.holds == 0 and self.used[CONCURRENCY] == 0
+        return self.holds == 0 and self.open_runs == 0
 
     # --- thresholds and state --------------------------------------------------------
 
@@ -362,7 +522,7 @@ class Ledger:
         if dimension == RUN_DURATION:
             self._set_trigger(k, NEVER)
             return
-        value = self.used[dimension]
+        value = self.count(dimension)
         rearm = rearm or dimension == CONCURRENCY or self.buckets is not None
         base = dimension * 8
         fired = self.fired
@@ -408,7 +568,7 @@ class Ledger:
             next_amount = min(next_amount, amount)
         self.fired = fired
         self._set_trigger(k, next_amount)
-        self.set_state(self.compute_state(self.used))
+        self.set_state(self.compute_state(None))
 
     def set_state(self, state: LedgerState) -> None:
         brief = self.brief
@@ -417,13 +577,14 @@ class Ledger:
             # rather than once per answer.
             self.brief = (brief[0], state)
 
-    def compute_state(self, used: list[int]) -> LedgerState:
+    def compute_state(self, used: list[int] | None) -> LedgerState:
+        """The state of counters `used` (None: the ledger's own)."""
         state = LedgerState.OK
         thresholds = self.policy.thresholds
         for dimension, limit in self.caps:
             if dimension == RUN_DURATION:
                 continue
-            value = used[dimension]
+            value = self.count(dimension) if used is None else used[dimension]
             if value >= max(1, limit):
                 return LedgerState.EXHAUSTED
             for threshold in thresholds:
@@ -434,7 +595,7 @@ class Ledger:
     # --- views -----------------------------------------------------------------------
 
     def totals(self, used: list[int] | None = None) -> Totals:
-        return Totals.of(used if used is not None else self.used, self.first_use, self.last_use)
+        return Totals.of(used if used is not None else self.counts(), self.first_use, self.last_use)
 
     def labels(self) -> dict[str, str]:
         """The ledger's labels, the one rule of every answer and event about it: the
@@ -448,16 +609,17 @@ class Ledger:
 
     def remaining_of(self, dimension: Dimension, limit: int) -> int:
         held = self.reserved[dimension] if dimension < HELD_SIZE else 0
-        return max(0, limit - self.used[dimension] - held)
+        return max(0, limit - self.count(dimension) - held)
 
     def state_at(self, now: float) -> LedgerState:
         """`status(now).state` without building the status (a List filter's test)."""
-        used = self.effective_used(now)
-        return self.compute_state(used) if used is not self.used else self.state
+        if now < self.window_end:
+            return self.state
+        return self.compute_state(self.effective_used(now))
 
     def status(self, now: float) -> LedgerStatus:
         used = self.effective_used(now)
-        stale = used is not self.used
+        stale = now >= self.window_end
         dimensions = tuple(
             self._dimension_status(d, limit, used, now)
             for d, limit in self.caps
@@ -530,7 +692,7 @@ class StatusMemo:
         self.status = status
         self.policy = ledger.policy
         self.caps = ledger.caps
-        self.used = list(ledger.used)
+        self.used = ledger.counts()
         reserved = ledger.reserved
         self.reserved = reserved if reserved is NO_HOLDS else list(reserved)
         self.holds = ledger.holds
@@ -545,7 +707,7 @@ class StatusMemo:
         return (
             now < ledger.window_end
             and self.ledger is ledger
-            and self.used == ledger.used
+            and ledger.same_counts(self.used)
             and self.reserved == ledger.reserved
             and self.holds == ledger.holds
             and self.state == ledger.state
@@ -591,7 +753,7 @@ def returns_at(ledger: Ledger, dimension: Dimension, need: int, now: float) -> f
     buckets = ledger.buckets
     if buckets is None:
         return window_end_of(ledger)
-    if need > ledger.used[dimension]:
+    if need > ledger.count(dimension):
         return None  # what is held by reservations does not age out
     width = sliding_bucket_width(ledger.policy.window)
     freed = 0
@@ -677,24 +839,23 @@ def record_usage(
         unpriced_tokens,
     ) = delta
     for ledger in ledgers:
-        used = ledger.used
-        used[0] += total
-        used[1] += input_tokens
-        used[2] += output_tokens
-        used[3] += cost
-        used[4] += requests
+        ledger.total_tokens += total
+        ledger.input_tokens += input_tokens
+        ledger.output_tokens += output_tokens
+        ledger.cost_micro_usd += cost
+        ledger.requests += requests
         if cached:
-            used[7] += cached
+            ledger.cached_input_tokens += cached
         if unpriced:
-            used[8] += unpriced
-            used[14] += unpriced_tokens
+            ledger.unpriced_requests += unpriced
+            ledger.unpriced_tokens += unpriced_tokens
         if samples:
-            used[9] += latency
-            used[10] += samples
+            ledger.latency_us_sum += latency
+            ledger.latency_samples += samples
         if written:
-            used[12] += written
+            ledger.cache_write_input_tokens += written
         if reasoning:
-            used[13] += reasoning
+            ledger.reasoning_tokens += reasoning
         if ledger.first_at == NO_TIME:
             ledger.first_at = now
         ledger.last_at = now
@@ -703,8 +864,8 @@ def record_usage(
         caps = ledger.caps
         # Ledger.check_levels, inlined: most calls reach no trigger.
         if caps and (
-            used[caps[0][0]] >= ledger.trigger0
-            or (len(caps) > 1 and ledger.reached_past_first(used))
+            ledger.count(caps[0][0]) >= ledger.trigger0
+            or (len(caps) > 1 and ledger.reached_past_first())
         ):
             ledger.check_levels(now, events)
 

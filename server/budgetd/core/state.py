@@ -141,7 +141,7 @@ def ledger_plain(ledger: Ledger) -> dict[str, Any]:
         "serial": ledger.serial,
         "caps": [[int(d), limit] for d, limit in ledger.caps],
         "caps_overridden": ledger.caps_overridden,
-        "used": list(ledger.used),
+        "used": ledger.counts(),
         "reserved": list(ledger.reserved),
         "holds": ledger.holds,
         "fired": ledger.fired,
@@ -201,7 +201,7 @@ def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ledger = Ledger(format_key(ident, policy.per), policy, item["anchor"], item["serial"])
     ledger.caps = tuple((Dimension(d), limit) for d, limit in item["caps"])
     ledger.caps_overridden = item["caps_overridden"]
-    ledger.used = upgraded_vector(item["used"])
+    ledger.set_counts(upgraded_vector(item["used"]))
     holds = item["holds"]
     reserved = list(item["reserved"])
     # Nothing held: the shared list of zeros (see NO_HOLDS), as `release` leaves it.
