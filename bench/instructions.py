@@ -27,14 +27,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.core_bench import POLICIES, START, core_kind, write_table
+from budgetd import wire
 from budgetd.core import Engine, Limits, Policy, Usage
+from budgetd.event_log import EventLog
+from budgetd.runtime import Runtime
+from budgetd.service import BudgetService
 from budgetd.telemetry.recorder import Recorder
 from budgetd.telemetry.settings import TelemetrySettings
+from budgetd.v1 import budget_pb2 as pb
 
 MEMORY = 1_000  # remembered request ids: full after the default warm-up
-# The last: a consume with what the metrics add to it (the recorder fed its result, as
+# The third: a consume with what the metrics add to it (the recorder fed its result, as
 # the runtime does when an exporter is on); the difference to the first is their cost.
-OPERATIONS = ("consume (4 ledgers)", "reserve+commit", "consume + metrics")
+# The last two: what the service adds in Python, without gRPC: a parsed ConsumeRequest
+# submitted through `BudgetService` and its answer encoded (a Consume's, or one message
+# of a ConsumeStream's, own work), and one operation of a 64-Consume batch submitted
+# and answered (`Batches`; its count is per operation).
+OPERATIONS = (
+    "consume (4 ledgers)",
+    "reserve+commit",
+    "consume + metrics",
+    "consume, service",
+    "batch op, service",
+)
+BATCH_SIZE = 64
+SERVICE_POOL = 8_192  # requests the service rows may use (warm-up and counted)
 _COUNTED = re.compile(r"I\s+refs:\s*([\d,]+)")
 
 
@@ -64,10 +81,50 @@ def _operation(name: str, ledgers: int) -> Callable[[int], object]:
         recorder.applied("consume", args, result, events)
         return result
 
-    operation = {OPERATIONS[0]: consume, OPERATIONS[1]: reserve_commit}.get(name, consume_metered)
     for i in range(len(labels)):  # every ledger exists before the warm-up
         consume(i)
-    return operation
+    if name in OPERATIONS[3:]:
+        return _service_operation(name, engine, labels)
+    return {OPERATIONS[0]: consume, OPERATIONS[1]: reserve_commit}.get(name, consume_metered)
+
+
+def _service_operation(
+    name: str, engine: Engine, labels: list[dict[str, str]]
+) -> Callable[[int], object]:
+    service = BudgetService(Runtime(engine, EventLog(10_000, 8, 1_000), clock=lambda: START + 1))
+    usage = pb.Usage(input_tokens=120, output_tokens=80, model="gpt-4o", latency_us=350_000)
+    # Built before counting, the same in both runs compared: a fixed pool, one request
+    # id each (a second use would be a replay, answered from memory).
+    pool = [
+        pb.ConsumeRequest(request_id=f"s-{i}", labels=labels[i % len(labels)], usage=usage)
+        for i in range(SERVICE_POOL)
+    ]
+
+    def pooled(i: int) -> int:
+        if i >= SERVICE_POOL:
+            raise SystemExit(f"{name}: at most {SERVICE_POOL:,} warm-up + counted calls")
+        return i
+
+    if name == OPERATIONS[3]:
+        return lambda i: wire.consume(service._submit_consume(pool[pooled(i)])[0])
+
+    batches = service.batches
+    grouped = [
+        pb.BatchRequest(operations=[pb.BatchOperation(consume=r) for r in pool[b : b + BATCH_SIZE]])
+        for b in range(0, SERVICE_POOL, BATCH_SIZE)
+    ]
+
+    def batch_op(i: int) -> object:
+        if pooled(i) % BATCH_SIZE:
+            return None  # counted: the batch that holds this operation did its work
+        answering = batches.answer(batches.submit(grouped[i // BATCH_SIZE]))
+        try:  # nothing to wait for in memory durability: it finishes at the first step
+            answering.send(None)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("a memory-mode batch answer waited")
+
+    return batch_op
 
 
 def _worker(name: str, ledgers: int, warm_up: int, calls: int) -> None:
@@ -82,6 +139,9 @@ def _worker_env() -> dict[str, str]:
     # alike, and a worker does not spend most of its time under valgrind compiling.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "budgetd-bench-pycache")
+    # One string hash for both runs compared: dicts then grow and probe alike, and the
+    # difference between the runs is the calls' alone.
+    env["PYTHONHASHSEED"] = "0"
     return env
 
 

@@ -95,9 +95,9 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     def _submit_check(self, request: pb.CheckRequest) -> tuple[Any, None]:
         if request.run_id:
             self._own_run(request.run_id)
-        result = self.runtime.check(
-            dict(request.labels), convert.usage(request.estimate, "estimate"), request.run_id
-        )
+        labels = convert.labels(request.labels)
+        estimate = convert.usage(request.estimate, "estimate")
+        result = self.runtime.check(labels, estimate, request.run_id)
         return result, None
 
     @unary
@@ -111,7 +111,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return self.runtime.submit(
             "reserve",
             {
-                "labels": dict(request.labels),
+                "labels": convert.labels(request.labels),
                 "estimate": convert.usage(request.estimate, "estimate"),
                 "ttl_s": ttl,
                 "request_id": request.request_id,
@@ -165,7 +165,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         return self.runtime.submit(
             "consume",
             {
-                "labels": dict(request.labels),
+                "labels": convert.labels(request.labels),
                 "usage": convert.usage(request.usage),
                 "request_id": request.request_id,
                 "run_id": run_id,
@@ -245,7 +245,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         result = await self.runtime.apply(
             "open_run",
             {
-                "labels": dict(request.labels),
+                "labels": convert.labels(request.labels),
                 "run_id": request.run_id,
                 "ttl_s": ttl,
                 "request_id": request.request_id,

@@ -70,19 +70,21 @@ def _scalar(field: int, value: int) -> bytes:
 
 
 class _Serialized(Generic[T]):
-    """Length-delimited serializations by the object they encode. Keyed by identity,
-    the object kept alive beside its bytes so that its id is not reused while cached;
-    bounded by CACHE_ENTRIES (cleared when full)."""
+    """Serializations of one message field (its tag, then the length-delimited message)
+    by the object they encode. Keyed by identity, the object kept alive beside its
+    bytes so that its id is not reused while cached; bounded by CACHE_ENTRIES (cleared
+    when full)."""
 
-    def __init__(self, build: Callable[[T], bytes]) -> None:
+    def __init__(self, build: Callable[[T], bytes], field: int) -> None:
         self._build = build
+        self._tag = _tag(field, 2)
         self._by_id: dict[int, tuple[T, bytes]] = {}
 
     def __call__(self, value: T) -> bytes:
         found = self._by_id.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
-        data = delimited(self._build(value))
+        data = self._tag + delimited(self._build(value))
         if len(self._by_id) >= CACHE_ENTRIES:
             self._by_id.clear()
         self._by_id[id(value)] = (value, data)
@@ -98,18 +100,40 @@ def _status(status: LedgerStatus) -> bytes:
     return convert.ledger_status(status).SerializeToString()
 
 
-briefs = _Serialized[LedgerBrief](_brief)
-statuses = _Serialized[LedgerStatus](_status)
+# Briefs as the `ledgers` field of Consume and Commit answers (1) and of Reserve's (4);
+# statuses as Check's (2).
+briefs = _Serialized[LedgerBrief](_brief, 1)
+reserve_briefs = _Serialized[LedgerBrief](_brief, 4)
+check_statuses = _Serialized[LedgerStatus](_status, 2)
+
+
+class _Costs:
+    """The cost fields of an answer (`cost_known` = true, then the cost), by cost: the
+    same few costs recur call after call. Bounded by CACHE_ENTRIES (cleared when full)."""
+
+    def __init__(self, known_field: int) -> None:
+        self._known = _tag(known_field, 0) + b"\x01"
+        self._cost_field = known_field + 1
+        self._by_cost: dict[int, bytes] = {}
+
+    def __call__(self, cost: int) -> bytes:
+        found = self._by_cost.get(cost)
+        if found is None:
+            found = self._known + _scalar(self._cost_field, convert.i64(cost))
+            if len(self._by_cost) >= CACHE_ENTRIES:
+                self._by_cost.clear()
+            self._by_cost[cost] = found
+        return found
+
+
+_consume_cost = _Costs(3)
+_commit_cost = _Costs(4)
+_check_cost = _Costs(5)
 
 
 def _messages(field: int, messages: Sequence[Any]) -> list[bytes]:
     tag = _tag(field, 2)
     return [tag + delimited(m.SerializeToString()) for m in messages]
-
-
-def _briefs(field: int, ledgers: Sequence[LedgerBrief]) -> list[bytes]:
-    tag = _tag(field, 2)
-    return [tag + briefs(brief) for brief in ledgers]
 
 
 def _blockers(field: int, blockers: Sequence[Any]) -> list[bytes]:
@@ -120,30 +144,31 @@ def _crossings(field: int, crossings: Sequence[Any]) -> list[bytes]:
     return _messages(field, [convert.crossing(c) for c in crossings]) if crossings else []
 
 
-def _cost(known_field: int, cost: int | None) -> list[bytes]:
-    """cost_known and the cost (0 when unknown), as `convert` sets them."""
-    if cost is None:
-        return []
-    return [_tag(known_field, 0) + b"\x01", _scalar(known_field + 1, convert.i64(cost))]
-
-
 def _flag(field: int, value: bool) -> bytes:
     return _tag(field, 0) + b"\x01" if value else b""
 
 
+_CONSUME_REPLAYED = _flag(5, True)
+
+
 def consume(result: ConsumeResult) -> bytes:
-    """ConsumeResponse: ledgers 1, crossings 2, cost_known 3, cost 4, replayed 5."""
-    parts = _briefs(1, result.ledgers)
-    parts += _crossings(2, result.crossings)
-    parts += _cost(3, result.cost_micro_usd)
-    parts.append(_flag(5, result.replayed))
+    """ConsumeResponse: ledgers 1, crossings 2, cost_known 3, cost 4, replayed 5. (The
+    hot path's answer: one cached piece per brief and per cost, a flag only when set.)"""
+    parts = [briefs(brief) for brief in result.ledgers]
+    if result.crossings:
+        parts += _crossings(2, result.crossings)
+    cost = result.cost_micro_usd
+    if cost is not None:
+        parts.append(_consume_cost(cost))
+    if result.replayed:
+        parts.append(_CONSUME_REPLAYED)
     return b"".join(parts)
 
 
 def commit(result: CommitResult) -> bytes:
     """CommitResponse: ledgers 1, crossings 2, overruns 3, cost_known 4, cost 5,
     replayed 6."""
-    parts = _briefs(1, result.ledgers)
+    parts = [briefs(brief) for brief in result.ledgers]
     parts += _crossings(2, result.crossings)
     if result.overruns:
         overruns = [
@@ -153,7 +178,8 @@ def commit(result: CommitResult) -> bytes:
             for o in result.overruns
         ]
         parts += _messages(3, overruns)
-    parts += _cost(4, result.cost_micro_usd)
+    if result.cost_micro_usd is not None:
+        parts.append(_commit_cost(result.cost_micro_usd))
     parts.append(_flag(6, result.replayed))
     return b"".join(parts)
 
@@ -162,11 +188,11 @@ def check(result: CheckResult) -> bytes:
     """CheckResponse: decision 1, ledgers 2, blockers 3, warnings 4, cost_known 5,
     estimated cost 6."""
     parts = [_scalar(1, convert.DECISION[result.decision])]
-    tag = _tag(2, 2)
-    parts += [tag + statuses(status) for status in result.ledgers]
+    parts += [check_statuses(status) for status in result.ledgers]
     parts += _blockers(3, result.blockers)
     parts += _blockers(4, result.warnings)
-    parts += _cost(5, result.cost_micro_usd)
+    if result.cost_micro_usd is not None:
+        parts.append(_check_cost(result.cost_micro_usd))
     return b"".join(parts)
 
 
@@ -179,7 +205,7 @@ def reserve(result: ReserveResult) -> bytes:
     if result.expires_at is not None:
         stamp = convert.timestamp(result.expires_at).SerializeToString()
         parts.append(_tag(3, 2) + delimited(stamp))
-    parts += _briefs(4, result.ledgers)
+    parts += [reserve_briefs(brief) for brief in result.ledgers]
     parts += _blockers(5, result.blockers)
     parts += _blockers(6, result.warnings)
     cost = result.cost_micro_usd

@@ -17,8 +17,17 @@ def test_instruction_counts_are_written_per_operation(tmp_path: Path) -> None:
         name: int(count.replace(",", ""))
         for name, count in re.findall(r"^(\S.*?)\s{2,}([\d,]+)$", table, re.MULTILINE)
     }
-    assert set(counts) == {"consume (4 ledgers)", "reserve+commit", "consume + metrics"}
+    assert set(counts) == {
+        "consume (4 ledgers)",
+        "reserve+commit",
+        "consume + metrics",
+        "consume, service",
+        "batch op, service",
+    }
     # A call runs thousands of instructions; a reserve and a commit cost more than a
-    # consume, and recording its metrics adds to a consume.
+    # consume, and recording its metrics adds to a consume, as the service adds its
+    # request and answer work to it, alone or in a batch.
     assert 1_000 < counts["consume (4 ledgers)"] < counts["reserve+commit"]
     assert counts["consume (4 ledgers)"] < counts["consume + metrics"]
+    assert counts["consume (4 ledgers)"] < counts["consume, service"]
+    assert counts["consume (4 ledgers)"] < counts["batch op, service"]

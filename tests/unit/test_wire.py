@@ -114,7 +114,9 @@ def test_a_cached_status_is_reused_and_a_changed_one_is_encoded_again() -> None:
     first = engine.check({"user": "u"}, _usage(1), T0 + 1)
     again = engine.check({"user": "u"}, _usage(1), T0 + 2)
     assert first.ledgers[0] is again.ledgers[0]  # the core's memo: the same object
-    assert wire.statuses(first.ledgers[0]) is wire.statuses(again.ledgers[0])  # one encoding
+    assert wire.check_statuses(first.ledgers[0]) is wire.check_statuses(
+        again.ledgers[0]
+    )  # one encoding
     engine.consume({"user": "u"}, _usage(10), "b", T0 + 3)
     changed = engine.check({"user": "u"}, _usage(1), T0 + 4)
     parsed = pb.CheckResponse.FromString(wire.check(changed))
@@ -127,6 +129,11 @@ def test_the_caches_are_bounded() -> None:
         result, _ = engine.consume({"user": f"u{i}"}, _usage(1), f"c{i}", T0)
         wire.consume(result)
     assert len(wire.briefs._by_id) <= wire.CACHE_ENTRIES
+    costs = wire._Costs(3)
+    for cost in range(wire.CACHE_ENTRIES + 10):
+        answer = pb.ConsumeResponse.FromString(costs(cost))
+        assert answer.cost_known and answer.cost_micro_usd == cost
+    assert len(costs._by_cost) <= wire.CACHE_ENTRIES
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**31, 2**63 - 1, -1, -(2**63)])
