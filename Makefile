@@ -25,7 +25,7 @@ CAN_COMPILE = $(PY) -c 'import os, shlex, shutil, sysconfig as s; \
     raise SystemExit(not (shutil.which(cc) and os.path.exists(h)))'
 PURE := running the pure-Python core (slower)
 
-.PHONY: setup node native run test test-node lint proto bench bench-durability bench-quick bench-instructions clean
+.PHONY: setup node native run test test-node lint proto bench bench-durability bench-quick bench-instructions bench-setups clean
 
 # The venv: the SDK's distribution (client/, with budgetctl) and the daemon's, editable.
 # Both are uninstalled first: an older venv's budgetd owned budgetctl, and removing that
@@ -152,6 +152,11 @@ bench-durability: $(STAMP) native
 # socket, one repetition, and the core's quick run (bench/results/*-quick.*, not kept).
 bench-quick: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.side_by_side --quick
+
+# Server set-ups compared (grpc.aio vs the thread-pool server, uvloop vs asyncio, server
+# options): bench/results/setups.md, about 5 minutes.
+bench-setups: $(STAMP) native
+	$(WITH_NATIVE) $(PY) -m bench.setups --out bench/results/setups.md
 
 # Instructions per call under valgrind: steady on a loaded machine, for before/after.
 bench-instructions: $(STAMP) native

@@ -164,6 +164,7 @@ class Budgetd:
         name: str,
         durability: str = "memory",
         max_ledgers: int | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         config = home / f"{name}.toml"
@@ -172,7 +173,7 @@ class Budgetd:
         argv = [sys.executable, "-m", "budgetd", "--config", str(config)]
         argv += ["--socket", str(self.socket), "--tcp", "127.0.0.1:0"]
         argv += ["--state-dir", str(home / f"{name}-state"), "--durability", durability]
-        argv += ["--log-format", "json"]
+        argv += ["--log-format", "json", *extra]
         self.processes = processes
         self.process = processes.start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.log = LogReader(self.process.stderr, "ready")
