@@ -33,8 +33,8 @@ from budgetd.core.results import (
 )
 from budgetd.v1 import budget_pb2 as pb
 
-# Serialized briefs and statuses kept, each (the ledgers in use fill them within a
-# few calls after a clear).
+# Serialized briefs, statuses and costs kept, each cache (the ledgers in use fill them
+# within a few calls after a clear).
 CACHE_ENTRIES = 8192
 _U64 = (1 << 64) - 1
 _SMALL = tuple(bytes((n,)) for n in range(0x80))

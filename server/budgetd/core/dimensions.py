@@ -1,7 +1,8 @@
 """What a ledger counts, as fixed slots of one integer vector.
 
-A ledger keeps its counters in a plain `list[int]` indexed by these constants: adding a
-usage record is a handful of integer additions, with no dict or object per dimension.
+A ledger keeps its counters as one integer field per slot (`Ledger.count(slot)` reads
+one by these constants, `Ledger.counts()` gives the vector): adding a usage record is a
+handful of integer additions, with no dict or object per dimension.
 Dimensions a cap can limit are slots 0-6 and 11 (wall clock, computed, never counted);
 the rest are aggregates that summaries need (cached, cache-write and reasoning tokens,
 unpriced requests and tokens, latency).
