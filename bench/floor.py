@@ -75,19 +75,25 @@ def _stream(reply: bytes) -> Callable[[AsyncIterator[Any], Any], AsyncIterator[b
     return answer
 
 
-def handlers(replies: dict[str, bytes]) -> grpc.GenericRpcHandler[Any, Any]:
-    """The service's generic handler: each recorded method, answered with its bytes."""
+def handlers(
+    replies: dict[str, bytes],
+    unary: Callable[[bytes], Any] = _unary,
+    stream: Callable[[bytes], Any] = _stream,
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """The service's generic handler: each recorded method, answered with its bytes by
+    the behaviour `unary` / `stream` make of them (coroutines by default; plain functions
+    for a thread-pool server)."""
     table: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method, reply in replies.items():
         if method in UNARY:
             table[method] = grpc.unary_unary_rpc_method_handler(
-                _unary(reply),
+                unary(reply),
                 request_deserializer=UNARY[method],
                 response_serializer=_identity,
             )
         elif method in STREAMS:
             table[method] = grpc.stream_stream_rpc_method_handler(
-                _stream(reply),
+                stream(reply),
                 request_deserializer=STREAMS[method],
                 response_serializer=_identity,
             )
@@ -102,11 +108,25 @@ def load_replies(path: Path) -> dict[str, bytes]:
     return {method: base64.b64decode(text) for method, text in recorded.items()}
 
 
-async def serve(replies: dict[str, bytes], socket: Path | None, tcp: str | None) -> None:
-    limits = ConnectionLimits()
+def budgetd_max_rpcs() -> int:
+    """budgetd's bound on concurrent calls (`budgetd.server.build_server`'s)."""
+    return ConnectionLimits().max_streams_total + MAX_UNARY_IN_FLIGHT
+
+
+async def serve(
+    replies: dict[str, bytes],
+    socket: Path | None,
+    tcp: str | None,
+    options: list[tuple[str, Any]] | None = None,
+    max_rpcs: int | None = -1,
+) -> None:
+    """Serve until SIGTERM or SIGINT, with budgetd's server options and bound on
+    concurrent calls unless given (`max_rpcs` None: unbounded; -1: budgetd's)."""
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=limits.max_streams_total + MAX_UNARY_IN_FLIGHT,
-        options=server_options(MAX_MESSAGE_BYTES, limits),
+        maximum_concurrent_rpcs=budgetd_max_rpcs() if max_rpcs == -1 else max_rpcs,
+        options=server_options(MAX_MESSAGE_BYTES, ConnectionLimits())
+        if options is None
+        else options,
     )
     server.add_generic_rpc_handlers((handlers(replies),))
     if socket is not None:
@@ -121,7 +141,11 @@ async def serve(replies: dict[str, bytes], socket: Path | None, tcp: str | None)
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    print(json.dumps({"ready": True, "pid": os.getpid(), "tcp": bound}), flush=True)
+    # `loop`: the event loop's package ("uvloop" or "asyncio"), for a caller to check.
+    loop_kind = type(loop).__module__.split(".")[0]
+    print(
+        json.dumps({"ready": True, "pid": os.getpid(), "tcp": bound, "loop": loop_kind}), flush=True
+    )
     await stop.wait()
     await server.stop(None)
 

@@ -47,7 +47,7 @@ import uvloop
 
 from bench import extras, floor, recording
 from bench.processes import Budgetd, LogReader, Processes
-from budgetd.server import MAX_UNARY_IN_FLIGHT, ConnectionLimits, server_options
+from budgetd.server import ConnectionLimits, server_options
 from budgetd.tuning import settle_heap
 
 Option = tuple[str, int | str]
@@ -144,31 +144,7 @@ def options_for(overrides: Sequence[Option]) -> list[tuple[str, Any]]:
 
 def max_rpcs(rpc_limit: bool) -> int | None:
     """budgetd's bound on concurrent calls (as bench.floor has it), or none."""
-    return ConnectionLimits().max_streams_total + MAX_UNARY_IN_FLIGHT if rpc_limit else None
-
-
-def sync_handlers(replies: dict[str, bytes]) -> grpc.GenericRpcHandler[Any, Any]:
-    """bench.floor's handlers for the sync server: the same deserializers, the recorded
-    bytes answered from plain functions (the thread-pool server cannot await)."""
-    table: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method, reply in replies.items():
-        if method in floor.UNARY:
-            table[method] = grpc.unary_unary_rpc_method_handler(
-                _sync_unary(reply),
-                request_deserializer=floor.UNARY[method],
-                response_serializer=_identity,
-            )
-        elif method in floor.STREAMS:
-            table[method] = grpc.stream_stream_rpc_method_handler(
-                _sync_stream(reply),
-                request_deserializer=floor.STREAMS[method],
-                response_serializer=_identity,
-            )
-    return grpc.method_handlers_generic_handler(floor.SERVICE, table)
-
-
-def _identity(reply: bytes) -> bytes:
-    return reply
+    return floor.budgetd_max_rpcs() if rpc_limit else None
 
 
 def _sync_unary(reply: bytes) -> Callable[[Any, Any], bytes]:
@@ -199,30 +175,12 @@ def sync_server(
         options=options_for(options),
         maximum_concurrent_rpcs=max_rpcs(rpc_limit),
     )
-    server.add_generic_rpc_handlers((sync_handlers(replies),))
+    # bench.floor's handlers, answered from plain functions (the thread-pool server
+    # cannot await).
+    server.add_generic_rpc_handlers((floor.handlers(replies, _sync_unary, _sync_stream),))
     server.add_insecure_port(f"unix:{socket}")
     server.start()
     return server
-
-
-async def serve_aio(
-    replies: dict[str, bytes], socket: Path, options: Sequence[Option], rpc_limit: bool
-) -> None:
-    """bench.floor.serve with the options and the bound on concurrent calls chosen."""
-    server = grpc.aio.server(
-        maximum_concurrent_rpcs=max_rpcs(rpc_limit), options=options_for(options)
-    )
-    server.add_generic_rpc_handlers((floor.handlers(replies),))
-    server.add_insecure_port(f"unix:{socket}")
-    await server.start()
-    settle_heap()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, stop.set)
-    _ready(type(loop).__module__.split(".")[0])
-    await stop.wait()
-    await server.stop(None)
 
 
 def serve_sync(
@@ -269,9 +227,13 @@ def serve_main(argv: list[str]) -> int:
     if args.server == "sync":
         serve_sync(replies, args.socket, args.workers, args.option, limit)
     elif args.loop == "uvloop":
-        uvloop.run(serve_aio(replies, args.socket, args.option, limit))
+        uvloop.run(
+            floor.serve(replies, args.socket, None, options_for(args.option), max_rpcs(limit))
+        )
     else:
-        asyncio.run(serve_aio(replies, args.socket, args.option, limit))
+        asyncio.run(
+            floor.serve(replies, args.socket, None, options_for(args.option), max_rpcs(limit))
+        )
     return 0
 
 
