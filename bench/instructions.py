@@ -172,9 +172,11 @@ def _instructions(valgrind: str, name: str, args: argparse.Namespace, calls: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=3_000, help="calls counted per operation")
+    # Multiples of BATCH_SIZE: a batch operation's row counts whole batches, so a count
+    # that ends inside a batch would charge its remaining operations to the counted ones.
+    parser.add_argument("--calls", type=int, default=3_072, help="calls counted per operation")
     parser.add_argument("--ledgers", type=int, default=1_000, help="ledgers in the engine")
-    parser.add_argument("--warm-up", type=int, default=2_000, help="calls before counting")
+    parser.add_argument("--warm-up", type=int, default=2_048, help="calls before counting")
     parser.add_argument("--out", type=Path, help="file to write the table to")
     parser.add_argument("--worker", choices=OPERATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required")
+    for flag, count in (("--calls", args.calls), ("--warm-up", args.warm_up)):
+        if count % BATCH_SIZE:
+            parser.error(f"{flag} must be a multiple of {BATCH_SIZE} (the batch size), not {count}")
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

@@ -89,6 +89,7 @@ class Ledger:
         "caps",
         "caps_overridden",
         "cost_micro_usd",
+        "counted_wall_clock_ms",
         "fired",
         "first_at",
         "freed_at",
@@ -111,7 +112,6 @@ class Ledger:
         "trigger1",
         "unpriced_requests",
         "unpriced_tokens",
-        "wall_clock_ms",
         "window_end",
         "window_start",
     )
@@ -137,7 +137,9 @@ class Ledger:
         self.unpriced_requests = 0
         self.latency_us_sum = 0
         self.latency_samples = 0
-        self.wall_clock_ms = 0
+        # Slot 11 keeps the vector's layout: a wall-clock cap is measured from the window
+        # (`wall_clock_ms()`), never counted, so this stays 0 in a live ledger.
+        self.counted_wall_clock_ms = 0
         self.cache_write_input_tokens = 0
         self.reasoning_tokens = 0
         self.unpriced_tokens = 0
@@ -363,7 +365,7 @@ class Ledger:
         if slot == 10:
             return self.latency_samples
         if slot == 11:
-            return self.wall_clock_ms
+            return self.counted_wall_clock_ms
         if slot == 12:
             return self.cache_write_input_tokens
         if slot == 13:
@@ -386,7 +388,7 @@ class Ledger:
             self.unpriced_requests,
             self.latency_us_sum,
             self.latency_samples,
-            self.wall_clock_ms,
+            self.counted_wall_clock_ms,
             self.cache_write_input_tokens,
             self.reasoning_tokens,
             self.unpriced_tokens,
@@ -405,7 +407,7 @@ class Ledger:
         self.unpriced_requests = vector[8]
         self.latency_us_sum = vector[9]
         self.latency_samples = vector[10]
-        self.wall_clock_ms = vector[11]
+        self.counted_wall_clock_ms = vector[11]
         self.cache_write_input_tokens = vector[12]
         self.reasoning_tokens = vector[13]
         self.unpriced_tokens = vector[14]
@@ -425,7 +427,7 @@ class Ledger:
             and self.unpriced_requests == vector[8]
             and self.latency_us_sum == vector[9]
             and self.latency_samples == vector[10]
-            and self.wall_clock_ms == vector[11]
+            and self.counted_wall_clock_ms == vector[11]
             and self.cache_write_input_tokens == vector[12]
             and self.reasoning_tokens == vector[13]
             and self.unpriced_tokens == vector[14]
@@ -444,7 +446,7 @@ class Ledger:
             or self.unpriced_requests
             or self.latency_us_sum
             or self.latency_samples
-            or self.wall_clock_ms
+            or self.counted_wall_clock_ms
             or self.cache_write_input_tokens
             or self.reasoning_tokens
             or self.unpriced_tokens
@@ -462,7 +464,7 @@ class Ledger:
         self.unpriced_requests -= vector[8]
         self.latency_us_sum -= vector[9]
         self.latency_samples -= vector[10]
-        self.wall_clock_ms -= vector[11]
+        self.counted_wall_clock_ms -= vector[11]
         self.cache_write_input_tokens -= vector[12]
         self.reasoning_tokens -= vector[13]
         self.unpriced_tokens -= vector[14]
