@@ -39,7 +39,7 @@ from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
 from budgetd.runtime import STARTING, Durability, Runtime
 from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
-from budgetd.tuning import settle_heap
+from budgetd.tuning import MAINTAIN_EVERY_S, settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
 if TYPE_CHECKING:  # loaded only when metrics are on (`_telemetry`)
@@ -427,7 +427,7 @@ class Daemon:
         """Keep the oldest generation small (budgetd.tuning)."""
         collector = self.runtime.collector
         while True:
-            await asyncio.sleep(collector.period_s)
+            await asyncio.sleep(MAINTAIN_EVERY_S)
             collector.maintain()
 
     def _install_signals(self) -> None:

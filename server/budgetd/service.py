@@ -206,16 +206,6 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
                 f"server limit max_streams={runtime.max_streams} reached",
             )
         runtime.streams += 1
-        store = runtime.store
-        if store is None or store.journal is None:
-            # Nothing to wait for before an answer: each message is answered as it is
-            # applied, without the window's task and queue.
-            try:
-                async for item in request_iterator:
-                    yield _stream_answer_now(*self._stream_submit(item))
-            finally:
-                runtime.streams -= 1
-            return
         # Messages are applied as they arrive and answered, in order, once durable: a
         # bounded window of answers waits, so their records share fsyncs.
         answers: asyncio.Queue[_Pending | None] = asyncio.Queue(STREAM_WINDOW)
@@ -584,13 +574,6 @@ async def _stream_answer(
             await runtime.until_durable(durable)
         except Exception as failure:  # not durable: this message fails, the stream goes on
             error = failure
-    return _stream_answer_now(sequence, result, None, error)
-
-
-def _stream_answer_now(
-    sequence: int, result: Any, durable: Awaitable[None] | None, error: Exception | None
-) -> bytes:
-    """A serialized ConsumeStreamResponse of a message with nothing (more) to wait for."""
     if error is not None:
         code, message = status_of(error)
         return wire.stream_error_answer(sequence, code.value[0], message)

@@ -13,15 +13,14 @@ So:
 - while the daemon runs, what grows into the oldest generation (new ledgers, remembered
   answers) is collected and what survives frozen in its turn, as soon as there is more
   of it than a collection walks in a few milliseconds (`Collector.maintain`, every
-  MAINTAIN_EVERY_S on the event loop while the heap grows, less often while it does
-  not). A full collection then never walks more than that. Freezing right after a full
-  collection keeps no garbage: what is frozen is alive, and is freed by reference
-  counting when it goes (only a reference cycle among frozen objects would stay, and the
-  engine's state holds none). At a steady state nothing more is frozen. (What a call in
-  flight holds is frozen with it; were any of it a cycle, it would stay once the call
-  ends. Measured: 15 s rounds of Consume at c=64, 80k-120k requests, grew RSS by 699 B
-  per remembered request freezing every 50k objects and 715 B every 5k, a difference
-  within the noise of the measure);
+  MAINTAIN_EVERY_S on the event loop). A full collection then never walks more than
+  that. Freezing right after a full collection keeps no garbage: what is frozen is
+  alive, and is freed by reference counting when it goes (only a reference cycle among
+  frozen objects would stay, and the engine's state holds none). At a steady state
+  nothing more is frozen. (What a call in flight holds is frozen with it; were any of
+  it a cycle, it would stay once the call ends. Measured: 15 s rounds of Consume at
+  c=64, 80k-120k requests, grew RSS by 699 B per remembered request freezing every 50k
+  objects and 715 B every 5k, a difference within the noise of the measure);
 - the young generation is collected every YOUNG_COLLECTION_THRESHOLD container
   allocations and the middle one every MIDDLE_COLLECTION_THRESHOLD young collections:
   while the state grows, most young objects survive, and these bound what one
@@ -50,10 +49,6 @@ MIDDLE_COLLECTION_THRESHOLD = 2
 # period lets the oldest generation pass the bound by more than the bound itself.
 FREEZE_ABOVE = 5_000
 MAINTAIN_EVERY_S = 0.01
-# An idle daemon looks less often: the period doubles on every look that finds no new
-# survivors, up to this. When load starts after a quiet spell, the first look comes
-# within it: 0.1 s of ~50k new long-lived objects a second stays near the bound.
-MAINTAIN_IDLE_EVERY_S = 0.1
 OLDEST = 2
 
 
@@ -75,7 +70,6 @@ class Collector:
         self.freezes = 0
         self._began = 0.0
         self._middle_seen = -1  # middle-generation collections at the last look
-        self.period_s = MAINTAIN_EVERY_S  # until the next look (see maintain)
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:
@@ -97,15 +91,11 @@ class Collector:
         """Collect and freeze the oldest generation once it holds more than
         `freeze_above` objects (True when it did). Looks only when a collection of the
         middle generation has moved objects into it since the last look: counting the
-        oldest generation walks a list. Sets `period_s`, the time until the next look:
-        it doubles while nothing new survives, and is MAINTAIN_EVERY_S again once
-        something does."""
+        oldest generation walks a list."""
         middle = gc.get_stats()[1]["collections"]
         if middle == self._middle_seen:
-            self.period_s = min(self.period_s * 2, MAINTAIN_IDLE_EVERY_S)
             return False
         self._middle_seen = middle
-        self.period_s = MAINTAIN_EVERY_S
         if len(gc.get_objects(OLDEST)) <= self.freeze_above:
             return False
         gc.collect()  # walks only what is not frozen: about freeze_above objects

@@ -4,8 +4,7 @@ frozen once it grows past the bound, and a freeze keeps no garbage.
 Goal: GetServerInfo's gc figures come from every collection the process runs; what
 `maintain` freezes is only what is alive (a reference cycle dropped before it is
 collected, not frozen); below the bound, or without a middle-generation collection
-since the last look, it does nothing; an idle daemon looks less often, a busy one at
-once again.
+since the last look, it does nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from budgetd.tuning import MAINTAIN_EVERY_S, MAINTAIN_IDLE_EVERY_S, Collector
+from budgetd.tuning import Collector
 
 
 class Node:
@@ -78,22 +77,3 @@ def test_nothing_is_frozen_below_the_bound_or_without_new_survivors(
     kept = _promoted(5_000)
     assert collector.maintain()
     assert len(kept) == 5_000
-
-
-def test_looks_slow_down_while_idle_and_speed_up_with_new_survivors(
-    collector: Collector,
-) -> None:
-    collector.freeze_above = 10_000_000
-    _promoted(10)
-    collector.maintain()
-    assert collector.period_s == MAINTAIN_EVERY_S
-    periods = []
-    for _ in range(12):  # nothing new survives between these looks
-        collector.maintain()
-        periods.append(collector.period_s)
-    assert periods == sorted(periods)
-    assert periods[0] == 2 * MAINTAIN_EVERY_S
-    assert periods[-1] == MAINTAIN_IDLE_EVERY_S
-    _promoted(10)
-    collector.maintain()
-    assert collector.period_s == MAINTAIN_EVERY_S
