@@ -30,7 +30,7 @@ from budgetd.core import events as ev
 from budgetd.core.dimensions import DIMENSION_NAMES
 from budgetd.core.ledger import parse_key
 from budgetd.core.limits import Limits
-from budgetd.core.policy import CalendarUnit, WindowKind
+from budgetd.core.policy import CalendarUnit, OnUnavailable, Scope, WindowKind
 from budgetd.core.prices import PriceEntry, PriceMatch
 from budgetd.core.results import (
     CheckResult,
@@ -42,6 +42,7 @@ from budgetd.core.results import (
     LedgerStatus,
     OpenRunResult,
     ReserveResult,
+    ShareView,
 )
 from budgetd.v1 import budget_pb2 as pb
 
@@ -62,6 +63,15 @@ STATE_FROM_WIRE: dict[int, LedgerState] = {wire: state for state, wire in STATE.
 DIMENSION = {d: cast(pb.Dimension, pb.Dimension.Value(f"DIMENSION_{d.name}")) for d in Dimension}
 DIMENSION_FROM_WIRE: dict[int, Dimension] = {wire: d for d, wire in DIMENSION.items()}
 UNPRICED_FROM_WIRE: dict[int, str] = {pb.UNPRICED_DENY: "deny", pb.UNPRICED_ALLOW: "allow"}
+SCOPE = {Scope.LOCAL: pb.SCOPE_LOCAL, Scope.GLOBAL: pb.SCOPE_GLOBAL}
+SCOPE_FROM_WIRE: dict[int, Scope] = {wire: scope for scope, wire in SCOPE.items()}
+ON_UNAVAILABLE = {
+    OnUnavailable.DENY: pb.ON_UNAVAILABLE_DENY,
+    OnUnavailable.ALLOW_LOCAL: pb.ON_UNAVAILABLE_ALLOW_LOCAL,
+}
+ON_UNAVAILABLE_FROM_WIRE: dict[int, OnUnavailable] = {
+    wire: mode for mode, wire in ON_UNAVAILABLE.items()
+}
 SEVERITY = {s: cast(pb.Severity, pb.Severity.Value(f"SEVERITY_{s.name}")) for s in Severity}
 SEVERITY_FROM_WIRE: dict[int, Severity] = {wire: s for s, wire in SEVERITY.items()}
 ENFORCEMENT = {
@@ -203,6 +213,13 @@ def policy(message: pb.Policy, where: str = "policy") -> dict[str, Any]:
     if message.unpriced != pb.UNPRICED_UNSPECIFIED:
         unpriced = enum_value(UNPRICED_FROM_WIRE, message.unpriced, f"{where}.unpriced")
         data["unpriced"] = unpriced
+    if message.scope != pb.SCOPE_UNSPECIFIED:
+        data["scope"] = enum_value(SCOPE_FROM_WIRE, message.scope, f"{where}.scope").value
+    if message.on_unavailable != pb.ON_UNAVAILABLE_UNSPECIFIED:
+        mode = enum_value(
+            ON_UNAVAILABLE_FROM_WIRE, message.on_unavailable, f"{where}.on_unavailable"
+        )
+        data["on_unavailable"] = mode.value
     if message.HasField("idle_ttl"):
         span = message.idle_ttl
         if span.nanos or span.seconds <= 0:
@@ -338,6 +355,30 @@ def ledger_status(status: LedgerStatus) -> pb.LedgerStatus:
     )
     if status.window_end is not None:
         message.window_end.CopyFrom(timestamp(status.window_end))
+    if status.share is not None:
+        message.share.CopyFrom(_share(status.share))
+    return message
+
+
+def _share(view: ShareView) -> pb.GlobalShare:
+    message = pb.GlobalShare(
+        dimensions=[
+            pb.GlobalDimension(
+                dimension=DIMENSION[Dimension(d)],
+                global_used=i64(used),
+                lease_remaining=i64(view.lease_remaining[d]),
+                bound=i64(view.bound[d]),
+                unsettled=i64(view.unsettled[d]),
+            )
+            for d, used in view.global_used.items()
+        ],
+        sidecars=view.sidecars,
+        reachable=view.reachable,
+    )
+    if view.lease_until:
+        message.lease_until.CopyFrom(timestamp(view.lease_until))
+    if view.synced_at:
+        message.synced_at.CopyFrom(timestamp(view.synced_at))
     return message
 
 
@@ -352,7 +393,13 @@ def blocker(b: Blocker) -> pb.Blocker:
         limit=b.limit,
         shortfall=i64(b.shortfall),
         enforcement=ENFORCEMENT[b.enforcement],
-        reason=pb.BLOCK_REASON_UNPRICED if b.unpriced else pb.BLOCK_REASON_OVER_CAP,
+        reason=(
+            pb.BLOCK_REASON_UNPRICED
+            if b.unpriced
+            else pb.BLOCK_REASON_LEASE
+            if b.lease
+            else pb.BLOCK_REASON_OVER_CAP
+        ),
         model=b.model,
     )
     if b.resets_at is not None:
@@ -462,6 +509,9 @@ def policy_message(value: Policy) -> pb.Policy:
         missing=dict(value.missing),
         export_ledgers=value.export_ledgers,
     )
+    if value.is_global:
+        message.scope = pb.SCOPE_GLOBAL
+        message.on_unavailable = ON_UNAVAILABLE[value.on_unavailable]
     if value.idle_ttl_s:
         message.idle_ttl.seconds = value.idle_ttl_s
     window = value.window

@@ -23,6 +23,7 @@ from budgetd import convert
 from budgetd.core import InvalidArgument, Policy, default_policies
 from budgetd_client.ctl import policy_grammar
 from budgetd_client.ctl.policy_grammar import PolicyError
+from budgetd_client.v1 import budget_pb2 as pb
 
 Outcome = tuple[str, ...] | object
 
@@ -148,6 +149,13 @@ MISTAKES: list[dict[str, Any]] = [
     {"name": "a", "thresholds": ["50%"]},
     {"name": "a", "evictable": "yes"},
     {"name": "a", "close_with_run": 1},
+    {"name": "a", "scope": "global", "window": {"kind": "sliding", "duration": "1h"}},
+    {"name": "a", "scope": "global", "caps": {"run_duration": "1h"}},
+    {"name": "a", "scope": "global", "evictable": True},
+    {"name": "a", "scope": "global", "idle_ttl": "1h"},
+    {"name": "a", "scope": "global", "on_unavailable": "maybe"},
+    {"name": "a", "on_unavailable": "deny"},
+    {"name": "a", "scope": "regional"},
 ]
 
 
@@ -236,6 +244,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "close_with_run": st.booleans(),
     "unpriced": st.sampled_from(["deny", "allow", "ALLOW"]),
     "idle_ttl": st.one_of(SPANS, st.just(0)),
+    "scope": st.sampled_from(["local", "LOCAL"]),  # (global tables: GLOBAL_TABLES)
 }
 INVALID: dict[str, st.SearchStrategy[Any]] = {
     "name": st.one_of(st.sampled_from(["Bad", "", "x" * 65, "a b"]), ODD),
@@ -315,12 +324,19 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     "evictable": ODD.filter(lambda v: not isinstance(v, bool)),
     "close_with_run": st.one_of(st.just("yes"), st.just(0)),
     "unpriced": st.one_of(st.sampled_from(["maybe", "", "unknown"]), ODD),
-    "idle_ttl": st.one_of(st.sampled_from(["367d", "53w", "1y"]), st.just(-5), ODD),
+    # (None and 0 mean no idle ttl: valid.)
+    "idle_ttl": st.one_of(
+        st.sampled_from(["367d", "53w", "1y"]),
+        st.just(-5),
+        ODD.filter(lambda v: v not in (None, 0)),
+    ),
     "missing": st.one_of(
         st.just({"zz-not-per": "x"}),
         st.dictionaries(BAD_KEYS, st.just("x"), min_size=1, max_size=1),
         ODD,
     ),
+    "scope": st.one_of(st.sampled_from(["galaxy", ""]), ODD),
+    "on_unavailable": st.sampled_from(["deny", "allow_local"]),  # local: not allowed
     "nmae": st.just("x"),  # an unknown key
 }
 NAMES = st.sampled_from(["a", "per-thread", "v1.2_x-y", "x" * 64])
@@ -367,6 +383,44 @@ def test_generated_tables_with_any_mix_get_the_same_answer(
     table: dict[str, Any], where: str
 ) -> None:
     assert client(table, where) == daemon(table, where)
+
+
+# Global policies: any mix of keys, with the rules only they have (no sliding window,
+# no per-host dimension, nothing that closes a ledger on one sidecar).
+GLOBAL_TABLES = st.builds(
+    lambda table, extra: {**table, "scope": "global", **extra},
+    ANY_TABLES,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "on_unavailable": st.one_of(
+                st.sampled_from(["deny", "allow_local", "ALLOW_LOCAL", "maybe"]), ODD
+            )
+        },
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(GLOBAL_TABLES, WHERE)
+def test_generated_global_tables_get_the_same_answer(table: dict[str, Any], where: str) -> None:
+    assert client(table, where) == daemon(table, where)
+
+
+def test_a_global_policy_reads_the_same_and_carries_its_scope() -> None:
+    table = {
+        "name": "org-daily",
+        "scope": "global",
+        "on_unavailable": "allow_local",
+        "caps": {"cost_usd": "500", "concurrency": 10},
+        "window": {"kind": "calendar", "unit": "day"},
+    }
+    message = daemon(table)
+    assert client(table) == message
+    assert isinstance(message, pb.Policy)
+    assert message.scope == pb.SCOPE_GLOBAL
+    assert message.on_unavailable == pb.ON_UNAVAILABLE_ALLOW_LOCAL
+    assert not message.evictable
 
 
 def test_amounts_convert_exactly() -> None:

@@ -44,6 +44,13 @@ DIMENSIONS = {
     "wall_clock_ms": pb.DIMENSION_WALL_CLOCK_MS,
 }
 UNPRICED = {"deny": pb.UNPRICED_DENY, "allow": pb.UNPRICED_ALLOW}
+SCOPES = {"local": pb.SCOPE_LOCAL, "global": pb.SCOPE_GLOBAL}
+ON_UNAVAILABLE = {"deny": pb.ON_UNAVAILABLE_DENY, "allow_local": pb.ON_UNAVAILABLE_ALLOW_LOCAL}
+# Dimensions a global policy cannot cap: measured on one host.
+UNSHARED = {
+    pb.DIMENSION_RUN_DURATION_MS: "run_duration_ms",
+    pb.DIMENSION_WALL_CLOCK_MS: "wall_clock_ms",
+}
 # The daemon's bounds of durations (budgetd.core.policy).
 MAX_DURATION_S = 10 * 366 * 86_400
 MAX_SLIDING_S = 86_400
@@ -87,6 +94,8 @@ _POLICY_KEYS = {
     "idle_ttl",
     "idle_ttl_s",
     "export_ledgers",
+    "scope",
+    "on_unavailable",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
@@ -131,6 +140,13 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
     evictable = _bool(data.get("evictable", True), f"{where}.evictable")
     close_with_run = _bool(data.get("close_with_run", False), f"{where}.close_with_run")
     unpriced = UNPRICED[_choice(tuple(UNPRICED), data.get("unpriced", "deny"), f"{where}.unpriced")]
+    scope = _choice(tuple(SCOPES), data.get("scope", "local"), f"{where}.scope")
+    on_unavailable = None
+    if scope == "global":
+        on_unavailable = _global(data, caps, window, where)
+        evictable = _bool(data.get("evictable", False), f"{where}.evictable")
+    elif "on_unavailable" in data:
+        raise PolicyError(f"{where}.on_unavailable", "only for scope = 'global'")
     missing = _missing(data.get("missing", {}), per, f"{where}.missing")
     idle_ttl = data.get("idle_ttl_s", data.get("idle_ttl"))
     idle_ttl_s = (
@@ -156,7 +172,33 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
     )
     if idle_ttl_s:
         message.idle_ttl.seconds = idle_ttl_s
+    if on_unavailable is not None:
+        message.scope = pb.SCOPE_GLOBAL
+        message.on_unavailable = ON_UNAVAILABLE[on_unavailable]
     return message
+
+
+def _global(
+    data: Mapping[str, Any], caps: list[tuple[pb.Dimension, int]], window: pb.Window, where: str
+) -> str:
+    """The rules only a global policy has (the daemon's `_parse_global`); its on_unavailable."""
+    for dimension, _ in caps:
+        if dimension in UNSHARED:
+            raise PolicyError(
+                f"{where}.caps.{UNSHARED[dimension]}",
+                "not allowed with scope = 'global' (it is measured on one host)",
+            )
+    if window.HasField("sliding"):
+        raise PolicyError(
+            f"{where}.window", "scope = 'global' needs a lifetime, calendar or fixed window"
+        )
+    for key in ("evictable", "close_with_run"):
+        if data.get(key) is True:
+            raise PolicyError(f"{where}.{key}", "not allowed with scope = 'global'")
+    if data.get("idle_ttl_s", data.get("idle_ttl")) not in (None, 0):
+        raise PolicyError(f"{where}.idle_ttl", "not allowed with scope = 'global'")
+    mode = data.get("on_unavailable", "deny")
+    return _choice(tuple(ON_UNAVAILABLE), mode, f"{where}.on_unavailable")
 
 
 def _missing(value: object, per: list[str], where: str) -> list[tuple[str, str]]:

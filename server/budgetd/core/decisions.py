@@ -12,6 +12,7 @@ from budgetd.core.ledger import Ledger, returns_at, wall_clock_ms, window_end_of
 from budgetd.core.policy import Enforcement
 from budgetd.core.records import Deadline
 from budgetd.core.results import Decision, Overrun
+from budgetd.core.shares import Share, ceiling
 from budgetd.core.usage import Usage
 
 CONCURRENCY = Dimension.CONCURRENCY
@@ -66,6 +67,7 @@ def collect_blockers(
     now: float,
     slot: bool = False,
     unpriced_model: str | None = None,
+    share: Share | None = None,
 ) -> None:
     """Append a Blocker for every cap of `ledger` the request does not fit.
 
@@ -74,6 +76,8 @@ def collect_blockers(
     estimate has no price) blocks at a cost cap unless the policy allows unpriced
     estimates; a wall-clock cap blocks once the window has lasted that long. `used` is
     the counters to judge by (`Ledger.effective_used`), None for the ledger's own.
+    A hard global policy's ledger is judged by its `share` too: a request the cap has
+    room for but the lease has not gets a Blocker marked `lease`.
     """
     reserved = ledger.reserved
     policy = ledger.policy
@@ -134,6 +138,21 @@ def collect_blockers(
                 None if dimension == CONCURRENCY else returns_at(ledger, dimension, need, now),
             )
             _add(blocker, blockers, warnings)
+        elif policy.is_global and policy.enforcement is Enforcement.HARD:
+            top = ceiling(share, dimension, limit, value, policy.on_unavailable, now)
+            if value + held + (requested or 1) > top:
+                blocker = Blocker(
+                    policy.name,
+                    ledger.key,
+                    dimension,
+                    value,
+                    held,
+                    requested,
+                    limit,
+                    policy.enforcement,
+                    lease=True,
+                )
+                blockers.append(blocker)
 
 
 def _add(blocker: Blocker, blockers: list[Blocker], warnings: list[Blocker]) -> None:

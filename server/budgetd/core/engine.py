@@ -96,6 +96,7 @@ from budgetd.core.results import (
     RunInfo,
     RunPage,
 )
+from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION, Shares, view
 from budgetd.core.usage import EdgeRules, Labels, Usage
 
 R = TypeVar("R", bound=Result)
@@ -141,8 +142,13 @@ class Engine:
         limits: Limits | None = None,
         prices: PriceTable | None = None,
         id_prefix: str = "res-",
+        global_enabled: bool = False,
+        max_slice_fraction: float = DEFAULT_MAX_SLICE_FRACTION,
     ) -> None:
         self.limits = limits or Limits()
+        # Global policies need a sidecar connected to Redis (the daemon's [global]).
+        self.global_enabled = global_enabled
+        self.max_slice_fraction = max_slice_fraction
         self.rules = EdgeRules(self.limits)
         self.prices = prices or default_price_table()
         self.recorder: Callable[[Mutation], None] | None = None
@@ -190,6 +196,7 @@ class Engine:
         self._epoch = 0
         # Ledgers created so far, by policy name (replays included): read by telemetry.
         self.ledgers_created: dict[str, int] = {}
+        self.shares = Shares(self._ledgers)  # of the global policies' ledgers
         for policy in policies:
             self._install(self._validated(policy), FROM_FILE)
 
@@ -310,7 +317,14 @@ class Engine:
             if status.state and status.enforcement is not SHADOW:
                 warn = True
             collect_blockers(
-                ledger, used, amounts, blockers, warnings, now, unpriced_model=unpriced_model
+                ledger,
+                used,
+                amounts,
+                blockers,
+                warnings,
+                now,
+                unpriced_model=unpriced_model,
+                share=self.shares.of(ledger) if policy.is_global else None,
             )
         if run_blocker is not None:
             (blockers if run_blocker.enforcement is Enforcement.HARD else warnings).append(
@@ -330,6 +344,8 @@ class Engine:
     def _status(self, ledger: Ledger, now: float) -> LedgerStatus:
         """A kept ledger's status: the same object as last time while it is unchanged
         (StatusMemo), from a memo bounded by STATUS_MEMO_ENTRIES."""
+        if ledger.policy.is_global:  # its share changes apart from its counters
+            return self._global_status(ledger, now)
         memos = self._status_memo
         memo = memos.get(ledger.key)
         if memo is not None and memo.holds_for(ledger, now):
@@ -339,6 +355,13 @@ class Engine:
             if len(memos) >= STATUS_MEMO_ENTRIES:
                 memos.clear()  # the ledgers in use fill it again within a few calls
             memos[ledger.key] = StatusMemo(ledger, status)
+        return status
+
+    def _global_status(self, ledger: Ledger, now: float) -> LedgerStatus:
+        status = ledger.status(now)
+        share = self.shares.of(ledger)
+        if share is not None:
+            status.share = view(share, ledger.counts(), ledger.caps, self.max_slice_fraction, now)
         return status
 
     def list_ledgers(
@@ -477,15 +500,19 @@ class Engine:
                 reserved = ledger.reserved
                 for dimension, limit in caps:  # fits: one unit of headroom at least
                     if (
-                        dimension < CONCURRENCY
-                        and (
-                            ledger.count(dimension)
-                            + reserved[dimension]
-                            + (amounts[dimension] or 1)
-                            > limit
-                            or (unpriced and dimension == COST and not policy.unpriced_allowed)
+                        (
+                            dimension < CONCURRENCY
+                            and (
+                                ledger.count(dimension)
+                                + reserved[dimension]
+                                + (amounts[dimension] or 1)
+                                > limit
+                                or (unpriced and dimension == COST and not policy.unpriced_allowed)
+                            )
                         )
-                    ) or dimension == WALL_CLOCK:
+                        or dimension == WALL_CLOCK
+                        or policy.is_global
+                    ):
                         collect_blockers(
                             ledger,
                             None,
@@ -494,6 +521,7 @@ class Engine:
                             warnings,
                             now,
                             unpriced_model=estimate.model if unpriced else None,
+                            share=self.shares.of(ledger) if policy.is_global else None,
                         )
                         break
         if run_blocker is not None:
@@ -625,7 +653,7 @@ class Engine:
             del self._reservations[reservation_id]
             for ledger in ledgers:
                 if now >= ledger.window_end:
-                    ledger.roll(now, events)
+                    self._roll(ledger, now, events)
                     self._schedule_roll(ledger)
             self._let_go(ledgers, reservation.amounts)
             record_usage(ledgers, delta, now, events)
@@ -750,7 +778,10 @@ class Engine:
             if ledger.caps:
                 if ledger.state and ledger.policy.enforcement is not SHADOW:
                     warn = True
-                collect_blockers(ledger, None, NO_AMOUNTS, blockers, warnings, now, slot=True)
+                share = self.shares.of(ledger) if ledger.policy.is_global else None
+                collect_blockers(
+                    ledger, None, NO_AMOUNTS, blockers, warnings, now, slot=True, share=share
+                )
         decision = decide(blockers, warnings, warn)
         for blocker in (*blockers, *warnings):
             events.append(Denied(now, labels, blocker, request_id, run_id))
@@ -914,7 +945,7 @@ class Engine:
                 if ledger.alive and ledger.window_end == end:
                     budget -= 1
                     changed = True
-                    ledger.roll(now, events)
+                    self._roll(ledger, now, events)
                     self._schedule_roll(ledger)
             if not due:
                 heapq.heappop(heap)
@@ -1087,9 +1118,10 @@ class Engine:
             return self._replay(prior, "reset_ledger", ResetResult, (NO_PAIRS, None, (key,)))
         self.rules.identifier(request_id, "request_id")
         ledger = self._ledger_by_key(key)
+        _refuse_global(ledger, "reset")
         events: list[Event] = []
         if now >= ledger.window_end:
-            ledger.roll(now, events)
+            self._roll(ledger, now, events)
             self._schedule_roll(ledger)
         final = ledger.status(now)
         events.append(
@@ -1128,8 +1160,9 @@ class Engine:
         ledger = self._ledgers.get(key_of(policy, values))
         if ledger is None:
             raise NotFound("ledger", key)
+        _refuse_global(ledger, "given its own caps")
         if now >= ledger.window_end:
-            ledger.roll(now, events)
+            self._roll(ledger, now, events)
             self._schedule_roll(ledger)
         ledger.caps_overridden = bool(new_caps)
         ledger.set_caps(new_caps or policy.caps, now, events)
@@ -1180,6 +1213,12 @@ class Engine:
                 ]
                 for request_id, answer in self._done.items()
             ],
+            # (Only with global ledgers: the state of a sidecar without them is unchanged.)
+            **(
+                {"shares": self.shares.to_plain()}
+                if self.shares.live or self.shares.closing
+                else {}
+            ),
         }
 
     def _live_hand(self) -> int:
@@ -1211,6 +1250,8 @@ class Engine:
         *,
         limits: Limits | None = None,
         prices: PriceTable | None = None,
+        global_enabled: bool = False,
+        max_slice_fraction: float = DEFAULT_MAX_SLICE_FRACTION,
     ) -> Engine:
         """An engine in exactly the exported state, policies and their origins included."""
         if data.get("format") not in state.FORMATS_READ:
@@ -1218,7 +1259,14 @@ class Engine:
                 "state.format", f"expected {state.FORMAT!r}, got {data.get('format')!r}"
             )
         policies = [Policy.from_mapping(p, limits, "state.policies") for p in data["policies"]]
-        e = cls(policies, limits=limits, prices=prices, id_prefix=data["id_prefix"])
+        e = cls(
+            policies,
+            limits=limits,
+            prices=prices,
+            id_prefix=data["id_prefix"],
+            global_enabled=global_enabled,
+            max_slice_fraction=max_slice_fraction,
+        )
         for name, origin in data.get("origins", {}).items():
             if name in e._origins:
                 e._origins[name] = origin
@@ -1274,6 +1322,7 @@ class Engine:
             digest = entry[4] if len(entry) > 4 else None  # format 1 kept no digests
             size = entry[5] if len(entry) > 5 else 0  # nor did states before sizes
             e._remember(request_id, op, at, state.from_plain(result), digest, size=size)
+        e.shares.load_plain(data.get("shares", {}))
         return e
 
     # ==================================================================================
@@ -1283,7 +1332,13 @@ class Engine:
     def _validated(self, policy: Policy) -> Policy:
         # One parser for every source: round-trip through the mapping form so a policy
         # built in code obeys exactly the rules a config file does.
-        return Policy.from_mapping(policy.to_mapping(), self.limits, f"policy {policy.name!r}")
+        where = f"policy {policy.name!r}"
+        if policy.is_global and not self.global_enabled:
+            raise InvalidArgument(
+                f"{where}.scope",
+                "'global' needs a sidecar connected to Redis ([global] redis_url)",
+            )
+        return Policy.from_mapping(policy.to_mapping(), self.limits, where)
 
     def _validated_caps(
         self, caps: tuple[tuple[Dimension, int], ...]
@@ -1358,7 +1413,7 @@ class Engine:
             else:
                 for ledger in known:
                     if now >= ledger.window_end:
-                        ledger.roll(now, events)
+                        self._roll(ledger, now, events)
                         self._schedule_roll(ledger)
                 return subject, known, text
         subject = self.subject_of(labels, usage)
@@ -1439,7 +1494,7 @@ class Engine:
                 found.insert(position, ledger)
         if stale is not None:  # after creation, which may raise: a refusal changes nothing
             for ledger in stale:
-                ledger.roll(now, events)
+                self._roll(ledger, now, events)
                 self._schedule_roll(ledger)
         return found
 
@@ -1463,6 +1518,8 @@ class Engine:
             self._chrono.append(ledger)
             self._schedule_roll(ledger)
             self._watch_idle(ledger)
+            if policy.is_global:
+                self.shares.opened(ledger)
             created.append(ledger)
         self._freed += 1  # new ledgers are idle
         return created
@@ -1554,6 +1611,8 @@ class Engine:
                 now, ledger.policy.name, ledger.key, reason, ledger.totals(), ledger.label_map
             )
         )
+        if ledger.policy.is_global:
+            self.shares.closed(ledger)
         del self._ledgers[ledger.key]
         self._label_bytes -= ledger.label_bytes
         ledger.alive = False
@@ -1665,7 +1724,7 @@ class Engine:
         for ledger in run.ledgers:
             if ledger.alive:
                 if now >= ledger.window_end:
-                    ledger.roll(now, events)
+                    self._roll(ledger, now, events)
                     self._schedule_roll(ledger)
                 ledger.close_slot(duration_ms, now, events)
                 self._freed += 1
@@ -1741,6 +1800,104 @@ class Engine:
             )
         return replace(result, replayed=True), []
 
+    # ==================================================================================
+    # Global ledgers: what the leaser learns from Redis (budgetd.core.shares)
+    # ==================================================================================
+
+    def _roll(self, ledger: Ledger, now: float, events: list[Event]) -> None:
+        """`ledger.roll`, and for a global ledger its share's window with it."""
+        if not ledger.policy.is_global:
+            ledger.roll(now, events)
+            return
+        counts, start = ledger.counts(), ledger.window_start
+        ledger.roll(now, events)
+        if ledger.window_start != start:
+            self.shares.rolled(ledger, counts, start)
+
+    def share_synced(
+        self,
+        key: str,
+        window_start: float,
+        allowance: Sequence[Sequence[int]],
+        global_used: Sequence[int],
+        settled: Sequence[int],
+        seq: int,
+        sidecars: int,
+        lease_until: float,
+        now: float,
+    ) -> Outcome[bool]:
+        """Redis's answer for one share: this sidecar's allowance (granted less given
+        back, per capped dimension), the window's totals and this sidecar's settled
+        usage (per slot), the last settle applied, the live sidecars, the lease's end."""
+        events: list[Event] = []
+        ledger = self._ledgers.get(key)
+        if ledger is not None and now >= ledger.window_end:
+            self._roll(ledger, now, events)
+            self._schedule_roll(ledger)
+        found = self.shares.synced(
+            key,
+            window_start,
+            allowance,
+            global_used,
+            settled,
+            seq,
+            sidecars,
+            lease_until,
+            now,
+            events,
+        )
+        if found:
+            self._record(
+                "share_synced",
+                now,
+                key=key,
+                window_start=window_start,
+                allowance=[list(pair) for pair in allowance],
+                global_used=list(global_used),
+                settled=list(settled),
+                seq=seq,
+                sidecars=sidecars,
+                lease_until=lease_until,
+            )
+        return found, events
+
+    def share_settling(
+        self,
+        key: str,
+        window_start: float,
+        seq: int,
+        used: Sequence[int],
+        give_back: Sequence[Sequence[int]],
+        now: float,
+    ) -> Outcome[bool]:
+        """A settle about to be sent to Redis (journaled first: see shares.Settling)."""
+        found = self.shares.settling(key, window_start, seq, used, give_back)
+        if found:
+            self._record(
+                "share_settling",
+                now,
+                key=key,
+                window_start=window_start,
+                seq=seq,
+                used=list(used),
+                give_back=[list(pair) for pair in give_back],
+            )
+        return found, []
+
+    def share_unreachable(self, key: str, window_start: float, now: float) -> Outcome[bool]:
+        """Redis could not be reached for this share."""
+        found = self.shares.unreachable(key, window_start)
+        if found:
+            self._record("share_unreachable", now, key=key, window_start=window_start)
+        return found, []
+
+    def share_settled_up(self, key: str, window_start: float, now: float) -> Outcome[bool]:
+        """A closing share owes Redis nothing more."""
+        found = self.shares.settled_up(key, window_start)
+        if found:
+            self._record("share_settled_up", now, key=key, window_start=window_start)
+        return found, []
+
     def apply(self, mutation: Mutation) -> Outcome[Any]:
         """Carry out one mutation: what every change of state goes through, live or
         replayed from the journal. Returns the operation's result (None for `expire`)
@@ -1755,6 +1912,15 @@ class Engine:
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def _refuse_global(ledger: Ledger, what: str) -> None:
+    if ledger.policy.is_global:
+        raise InvalidArgument(
+            "key",
+            f"{ledger.key} is a global ledger: it cannot be {what} on one sidecar "
+            "(its totals and its cap are shared through Redis)",
+        )
 
 
 def uncommittable(reservation_id: str) -> NotFound:

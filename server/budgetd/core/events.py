@@ -90,6 +90,9 @@ class Blocker:
     # True: a cost cap that cannot price the estimate of `model` (requested 0).
     unpriced: bool = False
     model: str = ""
+    # True: a global policy's cap has room, but this sidecar's lease of it does not
+    # (yet): it leases more from Redis, or Redis is out of reach (budgetd.core.shares).
+    lease: bool = False
 
     @property
     def shortfall(self) -> int:

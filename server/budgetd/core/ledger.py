@@ -155,7 +155,9 @@ class Ledger:
         self.first_at = NO_TIME
         self.last_at = NO_TIME
         self.freed_at = 0.0  # when the last hold or run let go of it (idle ttls)
-        self.anchor = now
+        # Fixed windows count from the first use, but a global ledger's windows must
+        # begin at the same instant on every sidecar: from the epoch.
+        self.anchor = 0.0 if policy.is_global and policy.window.kind is WindowKind.FIXED else now
         self.window_start = 0.0
         self.window_end = math.inf
         self.trigger0 = NEVER

@@ -35,6 +35,10 @@ MUTATING_OPS = frozenset(
         "delete_policy",
         "replace_policies",
         "compact",
+        "share_synced",
+        "share_settling",
+        "share_unreachable",
+        "share_settled_up",
     }
 )
 _USAGE_ARGS = ("estimate", "actual", "usage")

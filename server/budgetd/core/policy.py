@@ -47,6 +47,26 @@ class LedgerState(IntEnum):
     EXHAUSTED = 4
 
 
+class Scope(Enum):
+    """Where a policy's caps hold: on this sidecar, or across every sidecar sharing one
+    Redis (each serving from a slice of the cap it leases)."""
+
+    LOCAL = "local"
+    GLOBAL = "global"
+
+
+class OnUnavailable(Enum):
+    """What a global policy's ledgers do while Redis cannot be reached."""
+
+    DENY = "deny"  # serve what is still leased, then deny
+    ALLOW_LOCAL = "allow_local"  # judge by the cap and what this sidecar last knew
+
+
+# Dimensions a global policy cannot cap: they measure time on one host (a run's wall
+# clock, a window's age), not a quantity sidecars can share.
+UNSHARED_DIMENSIONS = frozenset({Dimension.RUN_DURATION_MS, Dimension.WALL_CLOCK_MS})
+
+
 class WindowKind(Enum):
     LIFETIME = "lifetime"
     CALENDAR = "calendar"
@@ -114,6 +134,8 @@ class Policy:
     idle_ttl_s: int = 0
     # Telemetry exports each ledger's used / limit / remaining (the core only keeps it).
     export_ledgers: bool = False
+    scope: Scope = Scope.LOCAL
+    on_unavailable: OnUnavailable = OnUnavailable.DENY  # global policies only
     # Label requirements derived from match and per, checked in one loop per request.
     requirements: tuple[tuple[str, str | None], ...] = field(init=False, compare=False)
     # `per` keys with their `missing` default ("" for keys without one: those are
@@ -122,6 +144,8 @@ class Policy:
     # `name{key=` for a policy with one per key: its ledgers' keys are that, the value
     # (escaped) and `}` (ledger.key_of); "" otherwise.
     key_prefix: str = field(init=False, compare=False, repr=False)
+    # scope is GLOBAL: a field, read on the hot path for every ledger.
+    is_global: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         required: dict[str, str | None] = {k: (None if v == "*" else v) for k, v in self.match}
@@ -136,6 +160,7 @@ class Policy:
         )
         prefix = f"{self.name}{{{self.per[0]}=" if len(self.per) == 1 else ""
         object.__setattr__(self, "key_prefix", prefix)
+        object.__setattr__(self, "is_global", self.scope is Scope.GLOBAL)
 
     @property
     def is_meter(self) -> bool:
@@ -186,6 +211,12 @@ class Policy:
             "missing": dict(self.missing),
             "idle_ttl_s": self.idle_ttl_s,
             "export_ledgers": self.export_ledgers,
+            # Only when global: the plain data of every local policy is as it always was.
+            **(
+                {"scope": self.scope.value, "on_unavailable": self.on_unavailable.value}
+                if self.is_global
+                else {}
+            ),
         }
 
 
@@ -207,6 +238,8 @@ _POLICY_KEYS = {
     "idle_ttl",
     "idle_ttl_s",
     "export_ledgers",
+    "scope",
+    "on_unavailable",
 }
 _WINDOW_KEYS = {"kind", "unit", "time_zone", "duration", "duration_s"}
 
@@ -269,6 +302,14 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
     evictable = _parse_bool(data.get("evictable", True), f"{where}.evictable")
     close_with_run = _parse_bool(data.get("close_with_run", False), f"{where}.close_with_run")
     unpriced = _parse_enum(_Unpriced, data.get("unpriced", "deny"), f"{where}.unpriced")
+    scope = _parse_enum(Scope, data.get("scope", "local"), f"{where}.scope")
+    if scope is Scope.GLOBAL:
+        on_unavailable = _parse_global(data, caps, window, where)
+        evictable = _parse_bool(data.get("evictable", False), f"{where}.evictable")
+    elif "on_unavailable" in data:
+        raise InvalidArgument(f"{where}.on_unavailable", "only for scope = 'global'")
+    else:
+        on_unavailable = OnUnavailable.DENY
     return Policy(
         name=name,
         description=description,
@@ -284,7 +325,33 @@ def _parse_policy(data: Mapping[str, Any], limits: Limits, where: str) -> Policy
         missing=_parse_missing(data.get("missing", {}), per, limits, f"{where}.missing"),
         idle_ttl_s=_parse_idle_ttl(data, where),
         export_ledgers=_parse_bool(data.get("export_ledgers", False), f"{where}.export_ledgers"),
+        scope=scope,
+        on_unavailable=on_unavailable,
     )
+
+
+def _parse_global(
+    data: Mapping[str, Any], caps: tuple[tuple[Dimension, int], ...], window: Window, where: str
+) -> OnUnavailable:
+    """The rules only a global policy has; its on_unavailable. Its ledgers are shared
+    through Redis, so nothing may close one on one sidecar alone (eviction, idle ttl,
+    a run's end), and its windows must begin at the same instant on every sidecar."""
+    for dimension, _ in caps:
+        if dimension in UNSHARED_DIMENSIONS:
+            raise InvalidArgument(
+                f"{where}.caps.{DIMENSION_NAMES[dimension]}",
+                "not allowed with scope = 'global' (it is measured on one host)",
+            )
+    if window.kind is WindowKind.SLIDING:
+        raise InvalidArgument(
+            f"{where}.window", "scope = 'global' needs a lifetime, calendar or fixed window"
+        )
+    for key, wrong in (("evictable", True), ("close_with_run", True)):
+        if data.get(key) is wrong:
+            raise InvalidArgument(f"{where}.{key}", "not allowed with scope = 'global'")
+    if data.get("idle_ttl_s", data.get("idle_ttl")) not in (None, 0):
+        raise InvalidArgument(f"{where}.idle_ttl", "not allowed with scope = 'global'")
+    return _parse_enum(OnUnavailable, data.get("on_unavailable", "deny"), f"{where}.on_unavailable")
 
 
 class _Unpriced(Enum):

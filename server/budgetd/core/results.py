@@ -45,6 +45,20 @@ class DimensionStatus:
         return self.used * 100 // self.limit if self.limit else (100 if self.used else 0)
 
 
+@dataclass(frozen=True, slots=True)
+class ShareView:
+    """What GetLedger shows of a global ledger's share."""
+
+    global_used: dict[int, int]  # per capped dimension, as far as this sidecar knows
+    lease_remaining: dict[int, int]  # per capped dimension: what this sidecar may grant
+    bound: dict[int, int]  # per capped dimension: the most granted past the cap
+    sidecars: int
+    reachable: bool
+    lease_until: float
+    synced_at: float
+    unsettled: dict[int, int]  # per capped dimension: own usage Redis does not have yet
+
+
 @dataclass(slots=True)
 class LedgerStatus:
     key: str
@@ -59,6 +73,8 @@ class LedgerStatus:
     open_runs: int
     reservations: int
     run_duration_limit_ms: int | None  # per-run wall-clock cap, if any
+    # A global policy's ledger: this sidecar's share of it (None: local, or not leased).
+    share: ShareView | None = None
 
 
 @dataclass(slots=True)

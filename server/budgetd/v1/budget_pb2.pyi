@@ -83,6 +83,19 @@ class BlockReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BLOCK_REASON_UNSPECIFIED: _ClassVar[BlockReason]
     BLOCK_REASON_OVER_CAP: _ClassVar[BlockReason]
     BLOCK_REASON_UNPRICED: _ClassVar[BlockReason]
+    BLOCK_REASON_LEASE: _ClassVar[BlockReason]
+
+class Scope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCOPE_UNSPECIFIED: _ClassVar[Scope]
+    SCOPE_LOCAL: _ClassVar[Scope]
+    SCOPE_GLOBAL: _ClassVar[Scope]
+
+class OnUnavailable(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_UNAVAILABLE_UNSPECIFIED: _ClassVar[OnUnavailable]
+    ON_UNAVAILABLE_DENY: _ClassVar[OnUnavailable]
+    ON_UNAVAILABLE_ALLOW_LOCAL: _ClassVar[OnUnavailable]
 
 class RunEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -151,6 +164,13 @@ UNPRICED_ALLOW: Unpriced
 BLOCK_REASON_UNSPECIFIED: BlockReason
 BLOCK_REASON_OVER_CAP: BlockReason
 BLOCK_REASON_UNPRICED: BlockReason
+BLOCK_REASON_LEASE: BlockReason
+SCOPE_UNSPECIFIED: Scope
+SCOPE_LOCAL: Scope
+SCOPE_GLOBAL: Scope
+ON_UNAVAILABLE_UNSPECIFIED: OnUnavailable
+ON_UNAVAILABLE_DENY: OnUnavailable
+ON_UNAVAILABLE_ALLOW_LOCAL: OnUnavailable
 RUN_END_REASON_UNSPECIFIED: RunEndReason
 RUN_END_REASON_CLOSED: RunEndReason
 RUN_END_REASON_HEARTBEAT_TIMEOUT: RunEndReason
@@ -255,7 +275,7 @@ class LedgerBrief(_message.Message):
     def __init__(self, key: _Optional[str] = ..., state: _Optional[_Union[LedgerState, str]] = ...) -> None: ...
 
 class LedgerStatus(_message.Message):
-    __slots__ = ("key", "policy", "labels", "state", "dimensions", "totals", "window_start", "window_end", "enforcement", "open_runs", "reservations")
+    __slots__ = ("key", "policy", "labels", "state", "dimensions", "totals", "window_start", "window_end", "enforcement", "open_runs", "reservations", "share")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +294,7 @@ class LedgerStatus(_message.Message):
     ENFORCEMENT_FIELD_NUMBER: _ClassVar[int]
     OPEN_RUNS_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
     key: str
     policy: str
     labels: _containers.ScalarMap[str, str]
@@ -285,7 +306,36 @@ class LedgerStatus(_message.Message):
     enforcement: Enforcement
     open_runs: int
     reservations: int
-    def __init__(self, key: _Optional[str] = ..., policy: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[LedgerState, str]] = ..., dimensions: _Optional[_Iterable[_Union[DimensionStatus, _Mapping]]] = ..., totals: _Optional[_Union[Totals, _Mapping]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., open_runs: _Optional[int] = ..., reservations: _Optional[int] = ...) -> None: ...
+    share: GlobalShare
+    def __init__(self, key: _Optional[str] = ..., policy: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[LedgerState, str]] = ..., dimensions: _Optional[_Iterable[_Union[DimensionStatus, _Mapping]]] = ..., totals: _Optional[_Union[Totals, _Mapping]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., open_runs: _Optional[int] = ..., reservations: _Optional[int] = ..., share: _Optional[_Union[GlobalShare, _Mapping]] = ...) -> None: ...
+
+class GlobalShare(_message.Message):
+    __slots__ = ("dimensions", "sidecars", "reachable", "lease_until", "synced_at")
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SIDECARS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_AT_FIELD_NUMBER: _ClassVar[int]
+    dimensions: _containers.RepeatedCompositeFieldContainer[GlobalDimension]
+    sidecars: int
+    reachable: bool
+    lease_until: _timestamp_pb2.Timestamp
+    synced_at: _timestamp_pb2.Timestamp
+    def __init__(self, dimensions: _Optional[_Iterable[_Union[GlobalDimension, _Mapping]]] = ..., sidecars: _Optional[int] = ..., reachable: _Optional[bool] = ..., lease_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., synced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GlobalDimension(_message.Message):
+    __slots__ = ("dimension", "global_used", "lease_remaining", "bound", "unsettled")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_USED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_FIELD_NUMBER: _ClassVar[int]
+    dimension: Dimension
+    global_used: int
+    lease_remaining: int
+    bound: int
+    unsettled: int
+    def __init__(self, dimension: _Optional[_Union[Dimension, str]] = ..., global_used: _Optional[int] = ..., lease_remaining: _Optional[int] = ..., bound: _Optional[int] = ..., unsettled: _Optional[int] = ...) -> None: ...
 
 class Blocker(_message.Message):
     __slots__ = ("policy", "ledger", "dimension", "used", "reserved", "requested", "limit", "shortfall", "enforcement", "resets_at", "reason", "model")
@@ -386,7 +436,7 @@ class Window(_message.Message):
     def __init__(self, lifetime: _Optional[_Union[Window.Lifetime, _Mapping]] = ..., calendar: _Optional[_Union[Window.Calendar, _Mapping]] = ..., fixed: _Optional[_Union[Window.Fixed, _Mapping]] = ..., sliding: _Optional[_Union[Window.Sliding, _Mapping]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run", "unpriced", "missing", "idle_ttl", "export_ledgers")
+    __slots__ = ("name", "description", "match", "per", "caps", "window", "enforcement", "thresholds", "evictable", "close_with_run", "unpriced", "missing", "idle_ttl", "export_ledgers", "scope", "on_unavailable")
     class MatchEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +465,8 @@ class Policy(_message.Message):
     MISSING_FIELD_NUMBER: _ClassVar[int]
     IDLE_TTL_FIELD_NUMBER: _ClassVar[int]
     EXPORT_LEDGERS_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ON_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     match: _containers.ScalarMap[str, str]
@@ -429,7 +481,9 @@ class Policy(_message.Message):
     missing: _containers.ScalarMap[str, str]
     idle_ttl: _duration_pb2.Duration
     export_ledgers: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ..., unpriced: _Optional[_Union[Unpriced, str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., export_ledgers: _Optional[bool] = ...) -> None: ...
+    scope: Scope
+    on_unavailable: OnUnavailable
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., match: _Optional[_Mapping[str, str]] = ..., per: _Optional[_Iterable[str]] = ..., caps: _Optional[_Iterable[_Union[Cap, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., enforcement: _Optional[_Union[Enforcement, str]] = ..., thresholds: _Optional[_Iterable[_Union[Threshold, _Mapping]]] = ..., evictable: _Optional[bool] = ..., close_with_run: _Optional[bool] = ..., unpriced: _Optional[_Union[Unpriced, str]] = ..., missing: _Optional[_Mapping[str, str]] = ..., idle_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., export_ledgers: _Optional[bool] = ..., scope: _Optional[_Union[Scope, str]] = ..., on_unavailable: _Optional[_Union[OnUnavailable, str]] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("labels", "estimate", "run_id")

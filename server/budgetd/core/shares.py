@@ -1,0 +1,363 @@
+"""A sidecar's share of a global ledger: what it may still grant, and what it owes Redis.
+
+A global policy's ledger exists on every sidecar whose agents use it. Redis holds its
+totals (usage settled by every sidecar) and each sidecar's lease: the part of the cap it
+may grant from memory. The core never talks to Redis: the leaser (budgetd.scaleout)
+does, and tells the engine what it learnt through the one mutation path
+(`Engine.share_synced`, `Engine.share_settling`, `Engine.share_unreachable`), so a
+restart replays it from the journal like any other change.
+
+The ledger's counters are this sidecar's usage plus the usage of the others as Redis
+last reported it (`absorbed`): its status, its thresholds and its EXHAUSTED state are
+those of the global ledger as far as this sidecar knows, with no change to the hot path.
+What a request may take is bounded by the lease as well as by the cap: per capped
+dimension, the counters may reach `absorbed + allowance` (`ceiling`), where the
+allowance is everything Redis granted this sidecar in the window less what it gave back.
+
+Per window: a ledger that rolls starts a new share; what the old window still owed
+Redis goes to `closing` until it is settled (Redis keys windows by their index, so a
+late settle still lands in the right one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from budgetd.core.dimensions import VECTOR_SIZE, Dimension
+from budgetd.core.errors import InvalidArgument
+from budgetd.core.events import Event
+from budgetd.core.ledger import Ledger, record_usage
+from budgetd.core.policy import OnUnavailable
+from budgetd.core.results import ShareView
+
+# Counter slots a sidecar settles into Redis: every summed slot (the concurrency gauge
+# is leased, not summed; run time and wall clock are measured on one host).
+SHARED_SLOTS = tuple(
+    i
+    for i in range(VECTOR_SIZE)
+    if i not in (Dimension.CONCURRENCY, Dimension.RUN_DURATION_MS, Dimension.WALL_CLOCK_MS)
+)
+
+
+# The largest slice of a cap one lease takes, as a fraction of the cap ([global]
+# max_slice): what bounds the overshoot, a slice per live sidecar.
+DEFAULT_MAX_SLICE_FRACTION = 0.01
+
+
+def zeros() -> list[int]:
+    return [0] * VECTOR_SIZE
+
+
+@dataclass(slots=True)
+class Settling:
+    """A settle sent to Redis (or about to be) and not yet confirmed: resent as is, with
+    the same sequence number, until Redis answers (it applies a sequence once)."""
+
+    seq: int
+    used: list[int]  # per slot: own usage moving into Redis's totals
+    give_back: dict[int, int]  # per capped dimension: allowance returned unused
+
+
+@dataclass(slots=True)
+class Share:
+    """This sidecar's part of one window of a global ledger."""
+
+    window_start: float
+    # Per capped dimension: what Redis granted this sidecar in the window, less what it
+    # gave back (for the concurrency gauge: the slots it holds).
+    allowance: dict[int, int] = field(default_factory=dict)
+    absorbed: list[int] = field(default_factory=zeros)  # the others' usage, per slot
+    settled: list[int] = field(default_factory=zeros)  # own usage Redis has, per slot
+    seq: int = 0  # the last settle Redis applied
+    settling: Settling | None = None
+    sidecars: int = 0  # live sidecars holding a lease on the window, as last seen
+    # Wall-clock seconds until which Redis keeps the lease without another renewal.
+    lease_until: float = 0.0
+    reachable: bool = True
+    synced_at: float = 0.0  # when Redis last answered for this share
+
+
+def own_used(counts: list[int], share: Share) -> list[int]:
+    """This sidecar's own usage in the window, per slot."""
+    absorbed = share.absorbed
+    return [counts[i] - absorbed[i] for i in range(VECTOR_SIZE)]
+
+
+def unsettled(counts: list[int], share: Share) -> list[int]:
+    """Own usage Redis has not got (nor is being sent), per slot; 0 outside SHARED_SLOTS."""
+    owed = zeros()
+    absorbed, settled = share.absorbed, share.settled
+    sending = share.settling.used if share.settling is not None else None
+    for i in SHARED_SLOTS:
+        owed[i] = counts[i] - absorbed[i] - settled[i] - (sending[i] if sending else 0)
+    return owed
+
+
+def ceiling(
+    share: Share | None,
+    dimension: int,
+    limit: int,
+    count: int,
+    on_unavailable: OnUnavailable,
+    now: float,
+) -> int:
+    """The most the ledger's counter of `dimension` may reach for a new grant, when the
+    cap is `limit` and the counter stands at `count`: the lease's end while Redis keeps
+    it, no more than what is used once it lapsed, the cap alone while Redis is out of
+    reach and the policy allows judging locally."""
+    if share is None:
+        return count if on_unavailable is OnUnavailable.DENY else limit
+    if not share.reachable and on_unavailable is OnUnavailable.ALLOW_LOCAL:
+        return limit
+    if now >= share.lease_until:  # lapsed: Redis may have handed it to others
+        return min(limit, count)
+    base = 0 if dimension == Dimension.CONCURRENCY else share.absorbed[dimension]
+    return min(limit, base + share.allowance.get(dimension, 0))
+
+
+def bound_of(limit: int, max_slice_fraction: float, sidecars: int) -> int:
+    """The most that can be granted past a hard cap: a slice per live sidecar."""
+    return max_slice(limit, max_slice_fraction) * max(1, sidecars)
+
+
+def max_slice(limit: int, max_slice_fraction: float) -> int:
+    """The largest slice of a cap one lease takes (at least one unit)."""
+    return max(1, int(limit * max_slice_fraction))
+
+
+def view(
+    share: Share,
+    counts: list[int],
+    caps: tuple[tuple[Dimension, int], ...],
+    max_slice_fraction: float,
+    now: float,
+) -> ShareView:
+    owed = unsettled(counts, share)
+    used = own_used(counts, share)
+    global_used: dict[int, int] = {}
+    remaining: dict[int, int] = {}
+    bound: dict[int, int] = {}
+    owed_by: dict[int, int] = {}
+    for dimension, limit in caps:
+        d = int(dimension)
+        global_used[d] = counts[d]
+        grant = share.allowance.get(d, 0) if now < share.lease_until else 0
+        remaining[d] = max(0, grant - used[d])
+        bound[d] = bound_of(limit, max_slice_fraction, share.sidecars)
+        owed_by[d] = owed[d] if d != Dimension.CONCURRENCY else 0
+    return ShareView(
+        global_used,
+        remaining,
+        bound,
+        share.sidecars,
+        share.reachable,
+        share.lease_until,
+        share.synced_at,
+        owed_by,
+    )
+
+
+@dataclass(slots=True)
+class Closing:
+    """A share of a window that ended (or a ledger that closed) with something still
+    owed to Redis: usage to settle, allowance to give back. `counts` are the ledger's
+    counters when the window ended."""
+
+    share: Share
+    counts: list[int]
+
+
+def _pairs(amounts: Iterable[Sequence[int]], where: str) -> dict[int, int]:
+    result: dict[int, int] = {}
+    for item in amounts:
+        if len(item) != 2 or item[1] < 0:
+            raise InvalidArgument(where, "must be [dimension, amount >= 0] pairs")
+        result[int(Dimension(item[0]))] = int(item[1])
+    return result
+
+
+def _vector(values: Sequence[int], where: str) -> list[int]:
+    if len(values) != VECTOR_SIZE or any(v < 0 for v in values):
+        raise InvalidArgument(where, f"must be {VECTOR_SIZE} counts >= 0")
+    return [int(v) for v in values]
+
+
+class Shares:
+    """The shares of every global ledger of one engine, live and closing.
+
+    Owned by the engine, which calls `opened`, `rolled` and `closed` as its global
+    ledgers come and go, and `synced`, `settling` and `unreachable` for the mutations of
+    the same names."""
+
+    def __init__(self, ledgers: Mapping[str, Ledger]) -> None:
+        self._ledgers = ledgers
+        self.live: dict[str, Share] = {}
+        self.closing: dict[tuple[str, float], Closing] = {}
+
+    def any(self) -> bool:
+        return bool(self.live or self.closing)
+
+    def of(self, ledger: Ledger) -> Share | None:
+        """The share of a live ledger's current window (None: not leased yet)."""
+        share = self.live.get(ledger.key)
+        if share is None or share.window_start != ledger.window_start:
+            return None
+        return share
+
+    def opened(self, ledger: Ledger) -> None:
+        self.live[ledger.key] = Share(ledger.window_start)
+
+    def rolled(self, ledger: Ledger, counts: list[int], old_start: float) -> None:
+        """`ledger` moved on from the window that began at `old_start`, where its
+        counters stood at `counts`. The concurrency gauge does not reset with a window:
+        its slots carry over."""
+        old = self.live.get(ledger.key)
+        fresh = Share(ledger.window_start)
+        if old is not None and old.window_start == old_start:
+            slots = old.allowance.pop(int(Dimension.CONCURRENCY), None)
+            if slots is not None:
+                fresh.allowance[int(Dimension.CONCURRENCY)] = slots
+                fresh.lease_until, fresh.sidecars = old.lease_until, old.sidecars
+            self.closing[(ledger.key, old_start)] = Closing(old, counts)
+        self.live[ledger.key] = fresh
+
+    def closed(self, ledger: Ledger) -> None:
+        """`ledger` is gone: all it holds goes back, what it used still settles."""
+        old = self.live.pop(ledger.key, None)
+        if old is not None:
+            self.closing[(ledger.key, old.window_start)] = Closing(old, ledger.counts())
+
+    def _find(self, key: str, window_start: float) -> tuple[Share, Ledger | None] | None:
+        share = self.live.get(key)
+        if share is not None and share.window_start == window_start:
+            return share, self._ledgers.get(key)
+        closing = self.closing.get((key, window_start))
+        return (closing.share, None) if closing is not None else None
+
+    def synced(
+        self,
+        key: str,
+        window_start: float,
+        allowance: Iterable[Sequence[int]],
+        global_used: Sequence[int],
+        settled: Sequence[int],
+        seq: int,
+        sidecars: int,
+        lease_until: float,
+        now: float,
+        events: list[Event],
+    ) -> bool:
+        """Redis answered for the share: what it holds now. The others' usage Redis
+        reported is folded into the ledger's counters (crossing thresholds as usage
+        does). False: the share is gone (its ledger closed and settled), nothing to do."""
+        granted = _pairs(allowance, "allowance")
+        used = _vector(global_used, "global_used")
+        own = _vector(settled, "settled")
+        found = self._find(key, window_start)
+        if found is None:
+            return False
+        share, ledger = found
+        if share.settling is not None and seq >= share.settling.seq:
+            share.settling = None
+        share.seq = max(share.seq, seq)
+        share.settled, share.allowance = own, granted
+        share.sidecars, share.lease_until = sidecars, lease_until
+        share.reachable, share.synced_at = True, now
+        others = list(share.absorbed)
+        for i in SHARED_SLOTS:  # (never less: Redis lost data, or a reply arrived late)
+            others[i] = max(others[i], used[i] - own[i])
+        if ledger is not None and others != share.absorbed:
+            delta = tuple(others[i] - share.absorbed[i] for i in range(VECTOR_SIZE))
+            record_usage((ledger,), delta, now, events)
+        share.absorbed = others
+        return True
+
+    def settling(
+        self,
+        key: str,
+        window_start: float,
+        seq: int,
+        used: Sequence[int],
+        give_back: Iterable[Sequence[int]],
+    ) -> bool:
+        """A settle is about to go to Redis: kept until Redis confirms it (`synced`
+        with its seq), so a restart resends it as is. What it gives back is no longer
+        granted from now on."""
+        sending = _vector(used, "used")
+        returned = _pairs(give_back, "give_back")
+        found = self._find(key, window_start)
+        if found is None:
+            return False
+        share = found[0]
+        if seq <= share.seq:
+            raise InvalidArgument("seq", f"must be above the last applied ({share.seq})")
+        for d, amount in returned.items():
+            share.allowance[d] = max(0, share.allowance.get(d, 0) - amount)
+        share.settling = Settling(seq, sending, returned)
+        return True
+
+    def unreachable(self, key: str, window_start: float) -> bool:
+        found = self._find(key, window_start)
+        if found is None:
+            return False
+        found[0].reachable = False
+        return True
+
+    def settled_up(self, key: str, window_start: float) -> bool:
+        """A closing share owes Redis nothing more: forget it."""
+        return self.closing.pop((key, window_start), None) is not None
+
+    # --- snapshots -------------------------------------------------------------------
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "live": [[key, _share_plain(share)] for key, share in self.live.items()],
+            "closing": [
+                [key, _share_plain(c.share), list(c.counts)] for (key, _), c in self.closing.items()
+            ],
+        }
+
+    def load_plain(self, data: Mapping[str, Any]) -> None:
+        for key, plain in data.get("live", ()):
+            self.live[key] = _share_from_plain(plain)
+        for key, plain, counts in data.get("closing", ()):
+            share = _share_from_plain(plain)
+            self.closing[(key, share.window_start)] = Closing(share, list(counts))
+
+
+def _share_plain(share: Share) -> list[Any]:
+    settling = share.settling
+    return [
+        share.window_start,
+        [[d, a] for d, a in share.allowance.items()],
+        list(share.absorbed),
+        list(share.settled),
+        share.seq,
+        None
+        if settling is None
+        else [settling.seq, list(settling.used), [[d, a] for d, a in settling.give_back.items()]],
+        share.sidecars,
+        share.lease_until,
+        share.reachable,
+        share.synced_at,
+    ]
+
+
+def _share_from_plain(plain: Sequence[Any]) -> Share:
+    start, allowance, absorbed, settled, seq, settling, sidecars, until, reachable, at = plain
+    return Share(
+        float(start),
+        {int(d): int(a) for d, a in allowance},
+        list(absorbed),
+        list(settled),
+        int(seq),
+        None
+        if settling is None
+        else Settling(int(settling[0]), list(settling[1]), {int(d): a for d, a in settling[2]}),
+        int(sidecars),
+        float(until),
+        bool(reachable),
+        float(at),
+    )

@@ -1,0 +1,296 @@
+"""Global policies in the core: their rules, and a sidecar's share of a global ledger.
+
+Goal: a global policy is refused where it cannot work (no Redis configured, a sliding
+window, a per-host dimension, anything that closes a ledger on one sidecar); a global
+ledger grants only what its share allows (a Blocker marked `lease` when the cap has
+room the lease has not), no more once the lease lapsed, and by the cap alone while
+Redis is out of reach under `allow_local`; what Redis reports of the others' usage is
+folded into the counters (thresholds cross on it); a settle gives back at once and is
+kept until confirmed; a window roll keeps what the old window owes; and every share
+survives a snapshot and a journal replay exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from budgetd.core import Dimension, Engine, InvalidArgument, Policy, Usage
+from budgetd.core.dimensions import VECTOR_SIZE
+from budgetd.core.events import ThresholdCrossed
+from budgetd.core.mutations import decode, encode
+from budgetd.core.policy import OnUnavailable, Scope
+from budgetd.core.results import Decision
+
+T0 = 1_800_000_000.0
+TOKENS = int(Dimension.TOTAL_TOKENS)
+SLOTS = int(Dimension.CONCURRENCY)
+ORG = {
+    "name": "org",
+    "scope": "global",
+    "caps": {"total_tokens": 10_000, "concurrency": 3},
+    "window": {"kind": "calendar", "unit": "day"},
+}
+LABELS = {"agent": "a", "thread": "t"}
+
+
+def _engine(**changes: Any) -> Engine:
+    return Engine([Policy.from_mapping({**ORG, **changes})], global_enabled=True)
+
+
+def _vector(**slots: int) -> list[int]:
+    vector = [0] * VECTOR_SIZE
+    for name, value in slots.items():
+        vector[int(Dimension[name.upper()])] = value
+    return vector
+
+
+def _sync(
+    engine: Engine,
+    now: float,
+    tokens: int = 0,
+    slots: int = 0,
+    used: int = 0,
+    settled: int = 0,
+    seq: int = 0,
+    lease_until: float | None = None,
+) -> bool:
+    ledger = engine._ledgers["org"]
+    found, _ = engine.share_synced(
+        "org",
+        ledger.window_start,
+        [[TOKENS, tokens], [SLOTS, slots]],
+        _vector(total_tokens=used),
+        _vector(total_tokens=settled),
+        seq,
+        3,
+        now + 30 if lease_until is None else lease_until,
+        now,
+    )
+    return found
+
+
+def _reserve(engine: Engine, tokens: int, rid: str, now: float) -> Any:
+    return engine.reserve(LABELS, Usage(tokens, 0), 60.0, rid, now)[0]
+
+
+# --- the policy --------------------------------------------------------------------
+
+
+def test_a_global_policy_parses_and_keeps_its_scope() -> None:
+    policy = Policy.from_mapping({**ORG, "on_unavailable": "allow_local"})
+    assert policy.is_global and policy.scope is Scope.GLOBAL
+    assert policy.on_unavailable is OnUnavailable.ALLOW_LOCAL
+    assert not policy.evictable  # a global ledger never closes on one sidecar alone
+    again = Policy.from_mapping(policy.to_mapping())
+    assert again == policy
+    local = Policy.from_mapping({"name": "l", "caps": {"requests": 1}})
+    assert "scope" not in local.to_mapping()  # local policies' plain data is unchanged
+
+
+@pytest.mark.parametrize(
+    ("changes", "where", "reason"),
+    [
+        ({"window": {"kind": "sliding", "duration": "1h"}}, "policy.window", "lifetime"),
+        ({"caps": {"run_duration": "1h"}}, "policy.caps.run_duration_ms", "one host"),
+        ({"caps": {"wall_clock": "1h"}}, "policy.caps.wall_clock_ms", "one host"),
+        ({"evictable": True}, "policy.evictable", "global"),
+        ({"close_with_run": True}, "policy.close_with_run", "global"),
+        ({"idle_ttl": "1h"}, "policy.idle_ttl", "global"),
+        ({"on_unavailable": "maybe"}, "policy.on_unavailable", "allow_local"),
+        ({"scope": "galaxy"}, "policy.scope", "global"),
+    ],
+)
+def test_what_a_global_policy_cannot_have_is_refused_by_name(
+    changes: dict[str, Any], where: str, reason: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Policy.from_mapping({**ORG, **changes})
+    assert refused.value.field == where
+    assert reason in refused.value.rule
+
+
+def test_on_unavailable_belongs_to_global_policies_only() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Policy.from_mapping({"name": "l", "on_unavailable": "deny"})
+    assert refused.value.field == "policy.on_unavailable"
+
+
+def test_a_sidecar_without_redis_refuses_global_policies() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Engine([Policy.from_mapping(ORG)])
+    assert refused.value.field == "policy 'org'.scope"
+    assert "redis_url" in refused.value.rule
+
+
+def test_fixed_global_windows_begin_at_the_same_instant_everywhere() -> None:
+    engine = _engine(window={"kind": "fixed", "duration": "1h"})
+    _reserve(engine, 1, "r1", T0 + 1234.5)
+    ledger = engine._ledgers["org"]
+    assert ledger.window_start % 3600 == 0  # from the epoch, not from the first use
+
+
+# --- what a share grants ---------------------------------------------------------
+
+
+def test_nothing_is_granted_before_a_lease_and_the_blocker_says_lease() -> None:
+    engine = _engine()
+    denied = _reserve(engine, 10, "r1", T0)
+    assert denied.decision is Decision.DENY
+    (blocker,) = denied.blockers
+    assert blocker.lease and blocker.dimension is Dimension.TOTAL_TOKENS
+    assert blocker.limit == 10_000  # the cap: the lease is what is short
+
+
+def test_a_lease_grants_up_to_its_allowance_then_the_cap_alone_is_not_enough() -> None:
+    engine = _engine()
+    _reserve(engine, 1, "r0", T0)  # creates the ledger (denied)
+    assert _sync(engine, T0, tokens=500)
+    assert _reserve(engine, 499, "r1", T0 + 1).decision is not Decision.DENY
+    denied = _reserve(engine, 2, "r2", T0 + 1)  # 499 held + 2 > 500 leased
+    assert denied.decision is Decision.DENY and denied.blockers[0].lease
+    check = engine.check(LABELS, Usage(1, 0), T0 + 1)
+    assert check.decision is Decision.ALLOW  # 499 + 1 fits the lease
+
+
+def test_over_the_cap_the_blocker_is_the_cap_not_the_lease() -> None:
+    engine = _engine()
+    _reserve(engine, 1, "r0", T0)
+    _sync(engine, T0, tokens=10_000)
+    denied = _reserve(engine, 10_001, "r1", T0)
+    assert denied.decision is Decision.DENY
+    assert not denied.blockers[0].lease and denied.blockers[0].shortfall == 1
+
+
+def test_a_lapsed_lease_grants_nothing_more() -> None:
+    engine = _engine()
+    _reserve(engine, 1, "r0", T0)
+    _sync(engine, T0, tokens=500, lease_until=T0 + 30)
+    assert engine.check(LABELS, Usage(10, 0), T0 + 29).decision is Decision.ALLOW
+    lapsed = engine.check(LABELS, Usage(10, 0), T0 + 30)
+    assert lapsed.decision is Decision.DENY and lapsed.blockers[0].lease
+
+
+@pytest.mark.parametrize("mode", ["deny", "allow_local"])
+def test_out_of_reach_deny_serves_the_lease_and_allow_local_the_cap(mode: str) -> None:
+    engine = _engine(on_unavailable=mode)
+    _reserve(engine, 1, "r0", T0)
+    _sync(engine, T0, tokens=500)
+    ledger = engine._ledgers["org"]
+    found, _ = engine.share_unreachable("org", ledger.window_start, T0 + 1)
+    assert found
+    within = engine.check(LABELS, Usage(400, 0), T0 + 1).decision
+    beyond = engine.check(LABELS, Usage(5_000, 0), T0 + 1).decision
+    assert within is Decision.ALLOW
+    assert beyond is (Decision.DENY if mode == "deny" else Decision.ALLOW)
+    assert engine.check(LABELS, Usage(10_001, 0), T0 + 1).decision is Decision.DENY
+
+
+def test_concurrency_slots_are_leased_like_tokens() -> None:
+    engine = _engine()
+    engine.open_run(LABELS, "run0", 60.0, "o0", T0)  # creates the ledger (denied)
+    _sync(engine, T0, tokens=100, slots=2)
+    opened = [engine.open_run(LABELS, f"run{i}", 60.0, f"o{i}", T0)[0] for i in (1, 2, 3)]
+    assert [o.decision for o in opened][:2] == [Decision.ALLOW, Decision.ALLOW]
+    assert opened[2].decision is Decision.DENY and opened[2].blockers[0].lease
+
+
+# --- what Redis reports --------------------------------------------------------------
+
+
+def test_the_others_usage_is_folded_into_the_counters_and_crosses_thresholds() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(1_000, 0), "c1", T0)  # own usage: 1,000
+    ledger = engine._ledgers["org"]
+    found, events = engine.share_synced(
+        "org",
+        ledger.window_start,
+        [[TOKENS, 2_000]],
+        _vector(total_tokens=8_500),  # everyone's settled usage, own 1,000 included
+        _vector(total_tokens=1_000),
+        1,
+        3,
+        T0 + 30,
+        T0 + 1,
+    )
+    assert found
+    assert ledger.count(TOKENS) == 8_500  # 7,500 of the others + own 1,000
+    crossed = [e for e in events if isinstance(e, ThresholdCrossed)]
+    assert [c.percent for c in crossed] == [75]
+    view = engine.get_ledger("org", T0 + 1).share
+    assert view is not None
+    assert view.global_used[TOKENS] == 8_500
+    assert view.lease_remaining[TOKENS] == 1_000  # 2,000 allowed, 1,000 used
+    assert view.bound[TOKENS] == 3 * 100  # 3 sidecars x 1 % of the cap
+    assert view.unsettled[TOKENS] == 0
+
+
+def test_a_settle_gives_back_at_once_and_is_kept_until_confirmed() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    ledger = engine._ledgers["org"]
+    _sync(engine, T0, tokens=1_000)
+    start = ledger.window_start
+    sent = _vector(total_tokens=300, requests=1)
+    engine.share_settling("org", start, 1, sent, [[TOKENS, 600]], T0 + 1)
+    share = engine.shares.of(ledger)
+    assert share is not None and share.settling is not None
+    assert share.allowance[TOKENS] == 400  # given back before Redis hears of it
+    assert engine.check(LABELS, Usage(101, 0), T0 + 1).decision is Decision.DENY
+    with pytest.raises(InvalidArgument):  # a sequence is used once
+        engine.share_settling("org", start, 0, sent, [], T0 + 1)
+    engine.share_synced("org", start, [[TOKENS, 400]], sent, sent, 1, 3, T0 + 31, T0 + 2)
+    assert share.settling is None and share.seq == 1
+    assert ledger.count(TOKENS) == 300  # nobody else used any
+
+
+def test_a_rolled_window_keeps_what_it_owes_and_its_slots_carry_over() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    _sync(engine, T0, tokens=1_000, slots=2)
+    old_start = engine._ledgers["org"].window_start
+    engine.consume(LABELS, Usage(50, 0), "c2", T0 + 86_400)  # the next day
+    ledger = engine._ledgers["org"]
+    assert ledger.window_start > old_start
+    closing = engine.shares.closing[("org", old_start)]
+    assert closing.counts[TOKENS] == 300
+    fresh = engine.shares.of(ledger)
+    assert fresh is not None and fresh.allowance == {SLOTS: 2}
+    assert engine.share_settled_up("org", old_start, T0 + 86_401)[0]
+    assert ("org", old_start) not in engine.shares.closing
+
+
+def test_reset_and_own_caps_are_refused_for_a_global_ledger() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(1, 0), "c1", T0)
+    with pytest.raises(InvalidArgument) as refused:
+        engine.reset_ledger("org", "x1", T0)
+    assert refused.value.field == "key" and "global" in refused.value.rule
+    with pytest.raises(InvalidArgument):
+        engine.set_ledger_limits("org", [(Dimension.TOTAL_TOKENS, 5)], T0)
+
+
+# --- snapshots and the journal -------------------------------------------------------
+
+
+def test_shares_survive_a_snapshot_and_a_journal_replay() -> None:
+    start = Engine([Policy.from_mapping(ORG)], global_enabled=True)
+    state = json.dumps(start.export_state())
+    journal: list[str] = []
+    start.recorder = lambda mutation: journal.append(json.dumps(encode(mutation)))
+    start.consume(LABELS, Usage(300, 0), "c1", T0)
+    _sync(start, T0, tokens=1_000, slots=1, used=900, settled=0)
+    window = start._ledgers["org"].window_start
+    start.share_settling("org", window, 1, _vector(total_tokens=300), [[TOKENS, 10]], T0 + 1)
+    start.share_unreachable("org", window, T0 + 2)
+    start.consume(LABELS, Usage(5, 0), "c2", T0 + 86_400)  # rolls: one share closing
+    restored = Engine.from_state(json.loads(json.dumps(start.export_state())), global_enabled=True)
+    replayed = Engine.from_state(json.loads(state), global_enabled=True)
+    for line in journal:
+        replayed.apply(decode(json.loads(line)))
+    expected = start.export_state()
+    assert "shares" in expected
+    assert restored.export_state() == expected
+    assert replayed.export_state() == expected
