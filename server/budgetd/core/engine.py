@@ -1804,6 +1804,12 @@ class Engine:
     # Global ledgers: what the leaser learns from Redis (budgetd.core.shares)
     # ==================================================================================
 
+    def global_ledger(self, key: str) -> Ledger | None:
+        """A live ledger of a global policy, for the leaser to read (never to change:
+        what it learns goes through `share_synced` and the other share mutations)."""
+        ledger = self._ledgers.get(key)
+        return ledger if ledger is not None and ledger.policy.is_global else None
+
     def _roll(self, ledger: Ledger, now: float, events: list[Event]) -> None:
         """`ledger.roll`, and for a global ledger its share's window with it."""
         if not ledger.policy.is_global:
