@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	   $(PYTHON) -m venv $(VENV) && \
 	   { $(PY) -m pip install --upgrade pip || echo "pip not upgraded: going on with the venv's"; } && \
 	   $(PY) -m pip uninstall -y budgetd budgetd-client && \
-	   $(PY) -m pip install -e ./client -e '.[dev]'; } >>$(LOG) 2>&1 || { \
+	   $(PY) -m pip install -e ./client -e '.[dev,global]'; } >>$(LOG) 2>&1 || { \
 	    echo "set-up failed (python -m venv or pip install): see $(LOG)" >&2; exit 1; }
 	@touch $@
 

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 CHECK_AND_CONSUME = """
@@ -74,12 +75,34 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on loopback, stopped by `stop()` (also on error)."""
 
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        config: Path | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
+        """`port` (else a free one), a `config` file read first (a Sentinel's: it
+        rewrites it) and `extra` arguments after the defaults (e.g. `--sentinel`)."""
+        self.home = home
+        self.port = free_port() if port is None else port
         self.socket = home / "redis.sock"
-        self.process = subprocess.Popen(
+        self.config = config
+        self.extra = tuple(extra)
+        self.process = self._spawn()
+        try:
+            self._wait_ready(home / "redis.log")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        home = self.home
+        return subprocess.Popen(
             [
                 "redis-server",
+                *([str(self.config)] if self.config is not None else []),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -98,13 +121,20 @@ class RedisServer:
                 str(home / "redis.log"),
                 "--daemonize",
                 "no",
+                *self.extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def start(self) -> None:
+        """Start it again after `stop()`, on the same port, socket and directory."""
+        if self.process.poll() is None:
+            raise RuntimeError("redis-server is already running")
+        self.process = self._spawn()
         try:
-            self._wait_ready(home / "redis.log")
+            self._wait_ready(self.home / "redis.log")
         except BaseException:
             self.stop()
             raise
@@ -123,7 +153,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
                 conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
+                # A server with a password answers, refusing: it is up all the same.
+                return conn.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
