@@ -124,8 +124,18 @@ def collect_blockers(
                 unpriced_model,
             )
             _add(blocker, blockers, warnings)
-        elif value + held + (requested or 1) > limit:
-            need = value + held + (requested or 1) - limit
+        else:
+            wanted = value + held + (requested or 1)
+            # Over the cap; or, for a hard global policy, within the cap but past what
+            # this sidecar's lease allows (that comes back with a lease, not with time).
+            lease = (
+                wanted <= limit
+                and policy.is_global
+                and policy.enforcement is Enforcement.HARD
+                and wanted > ceiling(share, dimension, limit, value, policy.on_unavailable, now)
+            )
+            if wanted <= limit and not lease:
+                continue
             blocker = Blocker(
                 policy.name,
                 ledger.key,
@@ -135,24 +145,12 @@ def collect_blockers(
                 requested,
                 limit,
                 policy.enforcement,
-                None if dimension == CONCURRENCY else returns_at(ledger, dimension, need, now),
+                None
+                if lease or dimension == CONCURRENCY
+                else returns_at(ledger, dimension, wanted - limit, now),
+                lease=lease,
             )
             _add(blocker, blockers, warnings)
-        elif policy.is_global and policy.enforcement is Enforcement.HARD:
-            top = ceiling(share, dimension, limit, value, policy.on_unavailable, now)
-            if value + held + (requested or 1) > top:
-                blocker = Blocker(
-                    policy.name,
-                    ledger.key,
-                    dimension,
-                    value,
-                    held,
-                    requested,
-                    limit,
-                    policy.enforcement,
-                    lease=True,
-                )
-                blockers.append(blocker)
 
 
 def _add(blocker: Blocker, blockers: list[Blocker], warnings: list[Blocker]) -> None:
