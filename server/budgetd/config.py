@@ -51,6 +51,8 @@ from budgetd.core import (
 from budgetd.core.usage import EdgeRules
 from budgetd.paths import DEFAULT_TCP, default_socket_path
 from budgetd.prices_file import PriceFileError, load_price_file
+from budgetd.scaleout import settings as global_settings
+from budgetd.scaleout.settings import GlobalSettings
 from budgetd.telemetry import settings as telemetry_settings
 from budgetd.telemetry.settings import TelemetrySettings
 
@@ -122,6 +124,8 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     written_policies: frozenset[str] = frozenset()  # the file's [[policies]] names
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    # [global]: the Redis global policies are shared through.
+    scaleout: GlobalSettings = field(default_factory=GlobalSettings)
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,6 +378,7 @@ _TOP_KEYS = (
     "tls",
     "limits",
     "telemetry",
+    "global",
     "embedded_policies",
     "policies",
     "reload_may_replace_all",
@@ -530,8 +535,9 @@ def _limits(layer: _Layer, value: object) -> Limits:
         raise layer.error(error.field, error.rule) from None
 
 
-def _policies(file: _File, limits: Limits) -> tuple[Policy, ...]:
-    """The file's policies: the embedded ones first (when on), then its [[policies]]."""
+def _policies(file: _File, limits: Limits, global_enabled: bool) -> tuple[Policy, ...]:
+    """The file's policies: the embedded ones first (when on), then its [[policies]]
+    (a global one only when [global] names a Redis)."""
     layer, raw = file.layer, file.data.get("policies", [])
     if not isinstance(raw, list):
         raise layer.error("policies", "must be an array of tables ([[policies]])")
@@ -546,6 +552,10 @@ def _policies(file: _File, limits: Limits) -> tuple[Policy, ...]:
             policy = Policy.from_mapping(item, limits, where)
         except InvalidArgument as error:
             raise layer.error(error.field, error.rule) from None
+        if policy.is_global and not global_enabled:
+            raise layer.error(
+                f"{where}.scope", "'global' needs a Redis to share it: set [global] redis_url"
+            )
         if policy.name in owners:
             raise layer.error(
                 f"{where}.name", f"{policy.name!r} is already the name of {owners[policy.name]}"
@@ -851,7 +861,9 @@ class Reloaded:
     may_replace_all: bool
 
 
-def reload_policies(path: Path, limits: Limits, text: str | None = None) -> Reloaded:
+def reload_policies(
+    path: Path, limits: Limits, text: str | None = None, *, global_enabled: bool = False
+) -> Reloaded:
     """The file's policies for a running daemon (SIGHUP). The file must parse, with
     known keys of the right types, but only its policies are used: they are parsed
     against the running `limits`, and every other setting waits for a restart (where
@@ -863,7 +875,7 @@ def reload_policies(path: Path, limits: Limits, text: str | None = None) -> Relo
         raise file.layer.error(
             "reload_may_replace_all", f"must be true or false, got {_show(replace_all)}"
         )
-    return Reloaded(_policies(file, limits), _written(file), replace_all)
+    return Reloaded(_policies(file, limits, global_enabled), _written(file), replace_all)
 
 
 def _settings(
@@ -876,16 +888,29 @@ def _settings(
     limits = file.limits if file else Limits()
     auth = _auth(file, limits)
     _check_loopback(values, found, auth)
+    scaleout = _scaleout(file)
     return Settings(
         config_path=path,
         limits=limits,
-        policies=_policies(file, limits) if file else default_policies(limits),
+        policies=_policies(file, limits, scaleout.enabled) if file else default_policies(limits),
         written_policies=_written(file),
         prices=_prices(found.get("prices_file")),
         auth=_load_auth(auth, file.layer if file else None, limits),
         telemetry=_telemetry(file, env),
+        scaleout=scaleout,
         **values,
     )
+
+
+def _scaleout(file: _File | None) -> GlobalSettings:
+    """[global]: the Redis global policies are shared through (none: they are refused)."""
+    if file is None:
+        return GlobalSettings()
+    table = _table(file.layer, "global", file.data.get("global", {}))
+    try:
+        return global_settings.from_file(table)
+    except global_settings.SettingError as error:
+        raise file.layer.error(f"global.{error.key}", error.reason) from None
 
 
 def _telemetry(file: _File | None, env: Mapping[str, str]) -> TelemetrySettings:

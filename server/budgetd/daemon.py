@@ -33,16 +33,18 @@ from budgetd.auth.tokens import TokenFileError
 from budgetd.core import COMPILED, Engine, Policy
 from budgetd.core import events as ev
 from budgetd.event_log import EventLog
+from budgetd.health import GLOBAL_SERVICE as HEALTH_GLOBAL
 from budgetd.health import Health
 from budgetd.logs import fields
 from budgetd.persistence import lease
 from budgetd.persistence.statedir import StateDir
-from budgetd.runtime import STARTING, Durability, Runtime
+from budgetd.runtime import STARTING, Durability, LinkStatus, Runtime
 from budgetd.server import SERVICE_NAMES, ConnectionLimits, build_server
 from budgetd.tuning import MAINTAIN_EVERY_S, settle_heap
 from budgetd.unix_socket import SocketClaim, StartError
 
-if TYPE_CHECKING:  # loaded only when metrics are on (`_telemetry`)
+if TYPE_CHECKING:  # loaded only when metrics are on (`_telemetry`), Redis when [global]
+    from budgetd.scaleout.link import Link
     from budgetd.telemetry.pipeline import Telemetry
 
 log = logging.getLogger("budgetd")
@@ -145,6 +147,8 @@ class Daemon:
                 limits=settings.limits,
                 prices=settings.prices,
                 id_prefix=startup.new_id_prefix(),
+                global_enabled=settings.scaleout.enabled,
+                max_slice_fraction=settings.scaleout.max_slice,
             ),
             self._event_log(0),
             max_streams=settings.max_streams,
@@ -159,6 +163,7 @@ class Daemon:
         self.servers = self._servers()
         self.stopping = asyncio.Event()
         self.listeners: Listeners | None = None
+        self.link: Link | None = None  # [global]: the Redis of global policies
 
     def _servers(self) -> Servers:
         """One stream bound for both servers; the gate only where a caller may be
@@ -227,6 +232,7 @@ class Daemon:
             self._install_signals()
             metrics = self._start_telemetry()
             await self._recover()
+            self._start_link()
         except BaseException:  # e.g. a damaged state directory: no half-started daemon
             for server in self.servers.all:
                 await server.stop(None)
@@ -299,6 +305,8 @@ class Daemon:
             self._event_log,
             self._on_journal_health,
             settings.commit_delay_s,
+            global_enabled=settings.scaleout.enabled,
+            max_slice_fraction=settings.scaleout.max_slice,
         )
         if not fresh:
             self.runtime.refusing = None
@@ -331,6 +339,8 @@ class Daemon:
                     "grace period over: calls answered UNAVAILABLE", extra=fields(calls=cut)
                 )
         await stopped
+        if self.link is not None:  # no call is left: settle and give every lease back
+            await self.link.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -382,6 +392,31 @@ class Daemon:
             log.error("final snapshot failed; the journal is kept", extra=fields(error=error))
         if journal is not None:
             await journal.close()
+
+    def _start_link(self) -> None:
+        """[global]: connect to Redis and start leasing (a Redis that does not answer
+        is a degraded link, health "budgetd.global" NOT_SERVING, not a failed start)."""
+        scaleout = self.settings.scaleout
+        if not scaleout.enabled:
+            return
+        from budgetd.scaleout.link import Link, SidecarIdError, sidecar_id  # noqa: PLC0415
+
+        try:
+            sidecar = sidecar_id(scaleout, self.state.path if self.state else None)
+        except SidecarIdError as error:
+            raise StartError(str(error)) from None
+        self.health.set(HEALTH_GLOBAL, health_pb2.HealthCheckResponse.NOT_SERVING)
+        link = Link(self.runtime, scaleout, sidecar, self._on_link_health)
+        self.link = link
+        self.runtime.link_status = lambda: LinkStatus(
+            scaleout.shown_url(), sidecar, link.leaser.reachable, link.leaser.calls
+        )
+        link.start()
+
+    def _on_link_health(self, reachable: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        if not self.health.draining:
+            self.health.set(HEALTH_GLOBAL, status.SERVING if reachable else status.NOT_SERVING)
 
     def _on_journal_health(self, problem: str | None) -> None:
         self.runtime.refusing = problem
@@ -476,7 +511,9 @@ class Daemon:
     async def _reload(self, path: Path) -> None:
         try:
             text = await _settled_text(path)
-            found = config.reload_policies(path, self.settings.limits, text)
+            found = config.reload_policies(
+                path, self.settings.limits, text, global_enabled=self.settings.scaleout.enabled
+            )
         except config.ConfigError as error:
             log.error("reload rejected; keeping the current policies", extra=fields(error=error))
             return

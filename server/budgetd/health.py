@@ -21,6 +21,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 Context = grpc.aio.ServicerContext[Any, Any]
+# The link to Redis of global policies ([global]): a name of its own, so a Redis outage
+# degrades global policies without turning the whole daemon NOT_SERVING.
+GLOBAL_SERVICE = "budgetd.global"
 
 
 class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped stubs

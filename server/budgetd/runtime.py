@@ -57,6 +57,16 @@ class Store:
     lease_seq: int = 0  # snapshot mode: events may be numbered up to here
 
 
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """The link to Redis of global policies, for GetServerInfo (budgetd.scaleout)."""
+
+    redis: str  # its URL, the password hidden
+    sidecar_id: str
+    reachable: bool
+    redis_calls: int
+
+
 class Runtime:
     """The engine, its event log and clock, and the path every mutation takes."""
 
@@ -95,6 +105,10 @@ class Runtime:
         self.on_applied: Callable[[str, Mapping[str, Any], Any, list[ev.Event]], None] | None = None
         self.on_checked: Callable[[Any, Mapping[str, str]], None] | None = None
         self.on_snapshot: Callable[[float], None] | None = None
+        # The leaser's (budgetd.scaleout; None without [global]): wait briefly for a
+        # round of leases, when only an empty lease stood in a call's way.
+        self.lease_wait: Callable[[], Awaitable[None]] | None = None
+        self.link_status: Callable[[], LinkStatus] | None = None
         # The cyclic collector's pauses (installed by the daemon once it serves).
         self.collector = Collector()
         engine.recorder = self._record

@@ -22,6 +22,7 @@ from budgetd.batch import Batches, Durable, Kind
 from budgetd.core import (
     COMPILED,
     BudgetError,
+    Decision,
     Engine,
     InvalidArgument,
     LedgerState,
@@ -29,7 +30,7 @@ from budgetd.core import (
     Policy,
 )
 from budgetd.core import events as ev
-from budgetd.core.engine import FROM_FILE, uncommittable
+from budgetd.core.engine import FROM_FILE, uncommittable, waits_for_lease
 from budgetd.core.results import RunInfo
 from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow, stopped_reading
 from budgetd.logs import fields
@@ -90,7 +91,21 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     @unary
     async def Check(self, request: pb.CheckRequest, context: Context) -> bytes:
         result, _ = self._submit_check(request)
+        wait = self._lease_wait(result)
+        if wait is not None:
+            # A read opens nothing, and the leaser leases only for open ledgers.
+            await self.runtime.apply("open_global", {"labels": convert.labels(request.labels)})
+            await wait()
+            result, _ = self._submit_check(request)
         return wire.check(result)
+
+    def _lease_wait(self, result: Any) -> Callable[[], Awaitable[None]] | None:
+        """The leaser's wait when only an empty lease denied `result` (the first call on
+        a global ledger, the first after its window rolled), else None."""
+        wait = self.runtime.lease_wait
+        if wait is None or result.decision is not Decision.DENY:
+            return None
+        return wait if waits_for_lease(result.blockers) else None
 
     def _submit_check(self, request: pb.CheckRequest) -> tuple[Any, None]:
         if request.run_id:
@@ -102,7 +117,12 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
 
     @unary
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> bytes:
-        return wire.reserve(await self._answered(self._submit_reserve(request)))
+        result = await self._answered(self._submit_reserve(request))
+        wait = self._lease_wait(result)
+        if wait is not None:
+            await wait()  # (a denial a lease alone caused is not remembered: judged again)
+            result = await self._answered(self._submit_reserve(request))
+        return wire.reserve(result)
 
     def _submit_reserve(self, request: pb.ReserveRequest) -> tuple[Any, Durable]:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RESERVATION_TTL_S)
@@ -242,15 +262,17 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     @unary
     async def OpenRun(self, request: pb.OpenRunRequest, context: Context) -> pb.OpenRunResponse:
         ttl = convert.ttl_seconds(request, "ttl", DEFAULT_RUN_TTL_S)
-        result = await self.runtime.apply(
-            "open_run",
-            {
-                "labels": convert.labels(request.labels),
-                "run_id": request.run_id,
-                "ttl_s": ttl,
-                "request_id": request.request_id,
-            },
-        )
+        args = {
+            "labels": convert.labels(request.labels),
+            "run_id": request.run_id,
+            "ttl_s": ttl,
+            "request_id": request.request_id,
+        }
+        result = await self.runtime.apply("open_run", args)
+        wait = self._lease_wait(result)
+        if wait is not None:
+            await wait()
+            result = await self.runtime.apply("open_run", args)
         return convert.open_run_response(result)
 
     @unary
@@ -670,6 +692,21 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             max_batch_operations=runtime.max_batch_operations,
             gc_collections=runtime.collector.collections,
             longest_gc_pause=convert.duration(runtime.collector.longest_pause_s),
+            global_info=self._global_info(),
+        )
+
+    def _global_info(self) -> pb.GlobalInfo | None:
+        status = self.runtime.link_status
+        if status is None:
+            return None
+        link, shares = status(), self.runtime.engine.shares
+        return pb.GlobalInfo(
+            redis=link.redis,
+            sidecar_id=link.sidecar_id,
+            reachable=link.reachable,
+            redis_calls=link.redis_calls,
+            shares=len(shares.live),
+            closing_shares=len(shares.closing),
         )
 
     @unary

@@ -6,11 +6,13 @@ Shared by the daemon and the service tests, so both run exactly the start-up pat
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
 
 from budgetd.core import Engine, Limits, Policy, PriceTable
+from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
 from budgetd.persistence import lease, recovery
@@ -30,16 +32,35 @@ async def restore(
     make_events: Callable[[int], EventLog],
     on_journal_health: Callable[[str | None], None],
     commit_delay_s: float = 0.0,
+    *,
+    global_enabled: bool = False,
+    max_slice_fraction: float = DEFAULT_MAX_SLICE_FRACTION,
 ) -> bool:
     """Recover `state` into `runtime` (in a thread: the loop keeps answering health
     meanwhile); True when the directory held no state yet (then a first snapshot of
     the empty state is written, so replay always starts from a snapshot)."""
-    recovered = await asyncio.to_thread(recovery.recover, state, limits, prices)
+    recovered = await asyncio.to_thread(
+        functools.partial(
+            recovery.recover,
+            state,
+            limits,
+            prices,
+            global_enabled=global_enabled,
+            max_slice_fraction=max_slice_fraction,
+        )
+    )
     engine = recovered.engine
     fresh = engine is None
     if engine is None:
         # Reservation ids must not repeat across state directories: a fresh prefix.
-        engine = Engine(policies, limits=limits, prices=prices, id_prefix=new_id_prefix())
+        engine = Engine(
+            policies,
+            limits=limits,
+            prices=prices,
+            id_prefix=new_id_prefix(),
+            global_enabled=global_enabled,
+            max_slice_fraction=max_slice_fraction,
+        )
     store = Store(state, None, recovered.snapshot_lsn)
     # Past anything a snapshot-mode run published (its lease), whatever the mode now:
     # a switch to the journal after a crash in snapshot mode must not reuse a seq.

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from budgetd import convert
 from budgetd.core import InvalidArgument, Policy, default_policies
+from budgetd.core.policy import GLOBAL_CONCURRENCY_RULE
 from budgetd_client.ctl import policy_grammar
 from budgetd_client.ctl.policy_grammar import PolicyError
 from budgetd_client.v1 import budget_pb2 as pb
@@ -412,7 +413,7 @@ def test_a_global_policy_reads_the_same_and_carries_its_scope() -> None:
         "name": "org-daily",
         "scope": "global",
         "on_unavailable": "allow_local",
-        "caps": {"cost_usd": "500", "concurrency": 10},
+        "caps": {"cost_usd": "500"},
         "window": {"kind": "calendar", "unit": "day"},
     }
     message = daemon(table)
@@ -421,6 +422,12 @@ def test_a_global_policy_reads_the_same_and_carries_its_scope() -> None:
     assert message.scope == pb.SCOPE_GLOBAL
     assert message.on_unavailable == pb.ON_UNAVAILABLE_ALLOW_LOCAL
     assert not message.evictable
+    slots = {**table, "caps": {"concurrency": 10}}  # a gauge: only under a lifetime window
+    refused = ("refused", "policy.caps.concurrency", GLOBAL_CONCURRENCY_RULE)
+    assert client(slots) == daemon(slots) == refused
+    lifetime = {**slots, "window": "lifetime"}
+    assert client(lifetime) == daemon(lifetime)
+    assert isinstance(daemon(lifetime), pb.Policy)
 
 
 def test_amounts_convert_exactly() -> None:

@@ -30,7 +30,7 @@ SLOTS = int(Dimension.CONCURRENCY)
 ORG = {
     "name": "org",
     "scope": "global",
-    "caps": {"total_tokens": 10_000, "concurrency": 3},
+    "caps": {"total_tokens": 10_000},
     "window": {"kind": "calendar", "unit": "day"},
 }
 LABELS = {"agent": "a", "thread": "t"}
@@ -96,6 +96,11 @@ def test_a_global_policy_parses_and_keeps_its_scope() -> None:
         ({"window": {"kind": "sliding", "duration": "1h"}}, "policy.window", "lifetime"),
         ({"caps": {"run_duration": "1h"}}, "policy.caps.run_duration_ms", "one host"),
         ({"caps": {"wall_clock": "1h"}}, "policy.caps.wall_clock_ms", "one host"),
+        (
+            {"caps": {"concurrency": 3}, "window": {"kind": "calendar", "unit": "day"}},
+            "policy.caps.concurrency",
+            "lifetime window",
+        ),
         ({"evictable": True}, "policy.evictable", "global"),
         ({"close_with_run": True}, "policy.close_with_run", "global"),
         ({"idle_ttl": "1h"}, "policy.idle_ttl", "global"),
@@ -189,7 +194,7 @@ def test_out_of_reach_deny_serves_the_lease_and_allow_local_the_cap(mode: str) -
 
 
 def test_concurrency_slots_are_leased_like_tokens() -> None:
-    engine = _engine()
+    engine = _engine(caps={"total_tokens": 10_000, "concurrency": 3}, window="lifetime")
     engine.open_run(LABELS, "run0", 60.0, "o0", T0)  # creates the ledger (denied)
     _sync(engine, T0, tokens=100, slots=2)
     opened = [engine.open_run(LABELS, f"run{i}", 60.0, f"o{i}", T0)[0] for i in (1, 2, 3)]
@@ -246,10 +251,10 @@ def test_a_settle_gives_back_at_once_and_is_kept_until_confirmed() -> None:
     assert ledger.count(TOKENS) == 300  # nobody else used any
 
 
-def test_a_rolled_window_keeps_what_it_owes_and_its_slots_carry_over() -> None:
+def test_a_rolled_window_keeps_what_it_owes_and_starts_a_share_of_its_own() -> None:
     engine = _engine()
     engine.consume(LABELS, Usage(300, 0), "c1", T0)
-    _sync(engine, T0, tokens=1_000, slots=2)
+    _sync(engine, T0, tokens=1_000)
     old_start = engine._ledgers["org"].window_start
     engine.consume(LABELS, Usage(50, 0), "c2", T0 + 86_400)  # the next day
     ledger = engine._ledgers["org"]
@@ -257,7 +262,7 @@ def test_a_rolled_window_keeps_what_it_owes_and_its_slots_carry_over() -> None:
     closing = engine.shares.closing[("org", old_start)]
     assert closing.counts[TOKENS] == 300
     fresh = engine.shares.of(ledger)
-    assert fresh is not None and fresh.allowance == {SLOTS: 2}
+    assert fresh is not None and fresh.allowance == {} and fresh.lease_until == 0.0
     assert engine.share_settled_up("org", old_start, T0 + 86_401)[0]
     assert ("org", old_start) not in engine.shares.closing
 

@@ -178,6 +178,13 @@ def parse(data: Any, where: str = "policy") -> pb.Policy:
     return message
 
 
+# The daemon's policy.GLOBAL_CONCURRENCY_RULE, word for word.
+GLOBAL_CONCURRENCY_RULE = (
+    "with scope = 'global' only under a lifetime window (slots outlive a window);"
+    " cap concurrency in a global policy of its own"
+)
+
+
 def _global(
     data: Mapping[str, Any], caps: list[tuple[pb.Dimension, int]], window: pb.Window, where: str
 ) -> str:
@@ -192,6 +199,9 @@ def _global(
         raise PolicyError(
             f"{where}.window", "scope = 'global' needs a lifetime, calendar or fixed window"
         )
+    lifetime = window.WhichOneof("kind") in (None, "lifetime")
+    if not lifetime and any(d == pb.DIMENSION_CONCURRENCY for d, _ in caps):
+        raise PolicyError(f"{where}.caps.concurrency", GLOBAL_CONCURRENCY_RULE)
     for key in ("evictable", "close_with_run"):
         if data.get(key) is True:
             raise PolicyError(f"{where}.{key}", "not allowed with scope = 'global'")

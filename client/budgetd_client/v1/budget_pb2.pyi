@@ -1034,7 +1034,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid", "idempotency_window", "remembered_requests", "remembered_requests_max", "remembered_request_bytes", "remembered_request_bytes_max", "idempotency_max_age", "label_bytes", "label_bytes_max", "max_batch_operations", "gc_collections", "longest_gc_pause")
+    __slots__ = ("version", "started_at", "listeners", "durability", "state_dir", "core_compiled", "ledgers", "reservations", "runs", "subscribers", "policies", "last_event_seq", "journal_lsn", "snapshot_lsn", "pid", "idempotency_window", "remembered_requests", "remembered_requests_max", "remembered_request_bytes", "remembered_request_bytes_max", "idempotency_max_age", "label_bytes", "label_bytes_max", "max_batch_operations", "gc_collections", "longest_gc_pause", "global_info")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     LISTENERS_FIELD_NUMBER: _ClassVar[int]
@@ -1061,6 +1061,7 @@ class GetServerInfoResponse(_message.Message):
     MAX_BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     GC_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     LONGEST_GC_PAUSE_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_INFO_FIELD_NUMBER: _ClassVar[int]
     version: str
     started_at: _timestamp_pb2.Timestamp
     listeners: _containers.RepeatedScalarFieldContainer[str]
@@ -1087,7 +1088,24 @@ class GetServerInfoResponse(_message.Message):
     max_batch_operations: int
     gc_collections: int
     longest_gc_pause: _duration_pb2.Duration
-    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ..., max_batch_operations: _Optional[int] = ..., gc_collections: _Optional[int] = ..., longest_gc_pause: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    global_info: GlobalInfo
+    def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ..., max_batch_operations: _Optional[int] = ..., gc_collections: _Optional[int] = ..., longest_gc_pause: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., global_info: _Optional[_Union[GlobalInfo, _Mapping]] = ...) -> None: ...
+
+class GlobalInfo(_message.Message):
+    __slots__ = ("redis", "sidecar_id", "reachable", "redis_calls", "shares", "closing_shares")
+    REDIS_FIELD_NUMBER: _ClassVar[int]
+    SIDECAR_ID_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    REDIS_CALLS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    CLOSING_SHARES_FIELD_NUMBER: _ClassVar[int]
+    redis: str
+    sidecar_id: str
+    reachable: bool
+    redis_calls: int
+    shares: int
+    closing_shares: int
+    def __init__(self, redis: _Optional[str] = ..., sidecar_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., redis_calls: _Optional[int] = ..., shares: _Optional[int] = ..., closing_shares: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

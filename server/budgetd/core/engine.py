@@ -545,14 +545,15 @@ class Engine:
             result = ReserveResult(
                 decision, reservation_id, expires_at, briefs, (), tuple(warnings), cost
             )
-        self._remember(
-            request_id,
-            "reserve",
-            now,
-            result,
-            (key[0], estimate, (ttl_s, run_id)),
-            text,
-        )
+        if decision is not Decision.DENY or not waits_for_lease(blockers):
+            self._remember(
+                request_id,
+                "reserve",
+                now,
+                result,
+                (key[0], estimate, (ttl_s, run_id)),
+                text,
+            )
         if self.recorder is not None:
             self._record(
                 "reserve",
@@ -817,14 +818,15 @@ class Engine:
                 (),
                 tuple(warnings),
             )
-        self._remember(
-            request_id,
-            "open_run",
-            now,
-            result,
-            (tuple(labels.items()), None, (run_id, ttl_s)),
-            _pairs_bytes(tuple(labels.items())),
-        )
+        if decision is not Decision.DENY or not waits_for_lease(blockers):
+            self._remember(
+                request_id,
+                "open_run",
+                now,
+                result,
+                (tuple(labels.items()), None, (run_id, ttl_s)),
+                _pairs_bytes(tuple(labels.items())),
+            )
         self._record(
             "open_run", now, labels=labels, run_id=run_id, ttl_s=ttl_s, request_id=request_id
         )
@@ -1804,6 +1806,25 @@ class Engine:
     # Global ledgers: what the leaser learns from Redis (budgetd.core.shares)
     # ==================================================================================
 
+    def open_global(self, labels: Labels, now: float) -> Outcome[int]:
+        """Open the ledgers of global policies `labels` match that are not open yet,
+        counting nothing: a Check found one unleased, and the leaser leases only for
+        open ledgers. Returns how many it opened."""
+        self.rules.labels(labels)
+        wanted = [
+            policy
+            for policy in self._policy_list
+            if policy.is_global
+            and policy.matches(labels)
+            and key_of(policy, labels) not in self._ledgers
+        ]
+        if not wanted:
+            return 0, []
+        events: list[Event] = []
+        self._resolve(labels, now, events)
+        self._record("open_global", now, labels=labels)
+        return len(wanted), events
+
     def global_ledger(self, key: str) -> Ledger | None:
         """A live ledger of a global policy, for the leaser to read (never to change:
         what it learns goes through `share_synced` and the other share mutations)."""
@@ -1815,10 +1836,10 @@ class Engine:
         if not ledger.policy.is_global:
             ledger.roll(now, events)
             return
-        counts, start = ledger.counts(), ledger.window_start
+        counts, start, end = ledger.counts(), ledger.window_start, ledger.window_end
         ledger.roll(now, events)
         if ledger.window_start != start:
-            self.shares.rolled(ledger, counts, start)
+            self.shares.rolled(ledger, counts, start, end)
 
     def share_synced(
         self,
@@ -1918,6 +1939,13 @@ class Engine:
     def _record(self, op: str, now: float, **args: Any) -> None:
         if self.recorder is not None:
             self.recorder(Mutation(op, now, args))
+
+
+def waits_for_lease(blockers: Sequence[Blocker]) -> bool:
+    """A denial only a lease stands in the way of (the cap has room): not remembered
+    under its request_id, so the same request tried again once the leaser has leased
+    more is judged afresh."""
+    return bool(blockers) and all(blocker.lease for blocker in blockers)
 
 
 def _refuse_global(ledger: Ledger, what: str) -> None:

@@ -39,6 +39,7 @@ MUTATING_OPS = frozenset(
         "share_settling",
         "share_unreachable",
         "share_settled_up",
+        "open_global",
     }
 )
 _USAGE_ARGS = ("estimate", "actual", "usage")

@@ -346,12 +346,21 @@ def _parse_global(
         raise InvalidArgument(
             f"{where}.window", "scope = 'global' needs a lifetime, calendar or fixed window"
         )
+    if window.kind is not WindowKind.LIFETIME and any(d is Dimension.CONCURRENCY for d, _ in caps):
+        raise InvalidArgument(f"{where}.caps.concurrency", GLOBAL_CONCURRENCY_RULE)
     for key, wrong in (("evictable", True), ("close_with_run", True)):
         if data.get(key) is wrong:
             raise InvalidArgument(f"{where}.{key}", "not allowed with scope = 'global'")
     if data.get("idle_ttl_s", data.get("idle_ttl")) not in (None, 0):
         raise InvalidArgument(f"{where}.idle_ttl", "not allowed with scope = 'global'")
     return _parse_enum(OnUnavailable, data.get("on_unavailable", "deny"), f"{where}.on_unavailable")
+
+
+# Concurrency slots are held across windows (a gauge), Redis counts them per window.
+GLOBAL_CONCURRENCY_RULE = (
+    "with scope = 'global' only under a lifetime window (slots outlive a window);"
+    " cap concurrency in a global policy of its own"
+)
 
 
 class _Unpriced(Enum):

@@ -21,6 +21,7 @@ late settle still lands in the right one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,10 +164,12 @@ def view(
 class Closing:
     """A share of a window that ended (or a ledger that closed) with something still
     owed to Redis: usage to settle, allowance to give back. `counts` are the ledger's
-    counters when the window ended."""
+    counters when the window ended, `window_end` when it ended (inf: a lifetime window,
+    whose ledger closed)."""
 
     share: Share
     counts: list[int]
+    window_end: float
 
 
 def _pairs(amounts: Iterable[Sequence[int]], where: str) -> dict[int, int]:
@@ -209,32 +212,30 @@ class Shares:
     def opened(self, ledger: Ledger) -> None:
         self.live[ledger.key] = Share(ledger.window_start)
 
-    def rolled(self, ledger: Ledger, counts: list[int], old_start: float) -> None:
-        """`ledger` moved on from the window that began at `old_start`, where its
-        counters stood at `counts`. The concurrency gauge does not reset with a window:
-        its slots carry over."""
+    def rolled(self, ledger: Ledger, counts: list[int], old_start: float, old_end: float) -> None:
+        """`ledger` moved on from the window [old_start, old_end), where its counters
+        stood at `counts`. (A global concurrency cap has a lifetime window, so
+        no slots are held across a roll: policy.GLOBAL_CONCURRENCY_RULE.)"""
         old = self.live.get(ledger.key)
-        fresh = Share(ledger.window_start)
         if old is not None and old.window_start == old_start:
-            slots = old.allowance.pop(int(Dimension.CONCURRENCY), None)
-            if slots is not None:
-                fresh.allowance[int(Dimension.CONCURRENCY)] = slots
-                fresh.lease_until, fresh.sidecars = old.lease_until, old.sidecars
-            self.closing[(ledger.key, old_start)] = Closing(old, counts)
-        self.live[ledger.key] = fresh
+            self.closing[(ledger.key, old_start)] = Closing(old, counts, old_end)
+        self.live[ledger.key] = Share(ledger.window_start)
 
     def closed(self, ledger: Ledger) -> None:
         """`ledger` is gone: all it holds goes back, what it used still settles."""
         old = self.live.pop(ledger.key, None)
         if old is not None:
-            self.closing[(ledger.key, old.window_start)] = Closing(old, ledger.counts())
+            closing = Closing(old, ledger.counts(), ledger.window_end)
+            self.closing[(ledger.key, old.window_start)] = closing
 
-    def _find(self, key: str, window_start: float) -> tuple[Share, Ledger | None] | None:
+    def _find(
+        self, key: str, window_start: float
+    ) -> tuple[Share, Ledger | None, Closing | None] | None:
         share = self.live.get(key)
         if share is not None and share.window_start == window_start:
-            return share, self._ledgers.get(key)
+            return share, self._ledgers.get(key), None
         closing = self.closing.get((key, window_start))
-        return (closing.share, None) if closing is not None else None
+        return (closing.share, None, closing) if closing is not None else None
 
     def synced(
         self,
@@ -258,7 +259,7 @@ class Shares:
         found = self._find(key, window_start)
         if found is None:
             return False
-        share, ledger = found
+        share, ledger, closing = found
         if share.settling is not None and seq >= share.settling.seq:
             share.settling = None
         share.seq = max(share.seq, seq)
@@ -268,9 +269,12 @@ class Shares:
         others = list(share.absorbed)
         for i in SHARED_SLOTS:  # (never less: Redis lost data, or a reply arrived late)
             others[i] = max(others[i], used[i] - own[i])
-        if ledger is not None and others != share.absorbed:
+        if others != share.absorbed:
             delta = tuple(others[i] - share.absorbed[i] for i in range(VECTOR_SIZE))
-            record_usage((ledger,), delta, now, events)
+            if ledger is not None:
+                record_usage((ledger,), delta, now, events)
+            elif closing is not None:  # its counts are own usage + the others', too
+                closing.counts = [c + d for c, d in zip(closing.counts, delta, strict=True)]
         share.absorbed = others
         return True
 
@@ -315,16 +319,22 @@ class Shares:
         return {
             "live": [[key, _share_plain(share)] for key, share in self.live.items()],
             "closing": [
-                [key, _share_plain(c.share), list(c.counts)] for (key, _), c in self.closing.items()
+                [key, _share_plain(c.share), list(c.counts), _end_plain(c.window_end)]
+                for (key, _), c in self.closing.items()
             ],
         }
 
     def load_plain(self, data: Mapping[str, Any]) -> None:
         for key, plain in data.get("live", ()):
             self.live[key] = _share_from_plain(plain)
-        for key, plain, counts in data.get("closing", ()):
+        for key, plain, counts, end in data.get("closing", ()):
             share = _share_from_plain(plain)
-            self.closing[(key, share.window_start)] = Closing(share, list(counts))
+            window_end = math.inf if end is None else float(end)
+            self.closing[(key, share.window_start)] = Closing(share, list(counts), window_end)
+
+
+def _end_plain(end: float) -> float | None:
+    return None if math.isinf(end) else end  # (JSON has no infinity)
 
 
 def _share_plain(share: Share) -> list[Any]:

@@ -8,9 +8,7 @@ and a restart after a crash numbers from the lease on (subscribers get a Gap).
 
 from __future__ import annotations
 
-import os
-
-from budgetd.persistence.statedir import StateDir, StateDirError, fsync_directory
+from budgetd.persistence.statedir import StateDir, StateDirError, replace_durably
 
 LEASE_NAME = "events.lease"
 LEASE_BLOCK = 1 << 20
@@ -34,13 +32,4 @@ def extend(state: StateDir, wanted: int) -> int:
 
 
 def write(state: StateDir, value: int) -> None:
-    path = state.path / LEASE_NAME
-    temp = path.with_name(f".{LEASE_NAME}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, f"{value}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_directory(state.path)
+    replace_durably(state.path / LEASE_NAME, f"{value}\n")

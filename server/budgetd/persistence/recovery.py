@@ -20,6 +20,7 @@ from pathlib import Path
 from budgetd.core import Engine, Limits, PriceTable
 from budgetd.core import events as ev
 from budgetd.core.mutations import decode
+from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION
 from budgetd.logs import fields
 from budgetd.persistence import snapshot
 from budgetd.persistence.frames import frame_follows, read_frames
@@ -44,15 +45,19 @@ def recover(
     state: StateDir,
     limits: Limits,
     prices: PriceTable,
+    *,
+    global_enabled: bool = False,
+    max_slice_fraction: float = DEFAULT_MAX_SLICE_FRACTION,
 ) -> Recovered:
-    """Rebuild the engine from the state directory (no engine: it holds no state yet)."""
+    """Rebuild the engine from the state directory (no engine: it holds no state yet).
+    `global_enabled` and `max_slice_fraction`: the engine's ([global] in the config)."""
     loaded = _newest_snapshot(state)
     journals = state.journals()
     if loaded is None:
         if journals:
             raise StateDirError(state.path, f"journal {journals[0][1].name} but no snapshot")
         return Recovered(None, 0, 0, 0, [], None, 0, False)
-    engine = _engine_of(state, loaded, limits, prices)
+    engine = _engine_of(state, loaded, limits, prices, global_enabled, max_slice_fraction)
     lsn, replayed, truncated = loaded.lsn, 0, False
     events: list[ev.Event] = []
     for index, (first, path) in enumerate(journals):
@@ -82,18 +87,29 @@ def recover(
 
 
 def _engine_of(
-    state: StateDir, loaded: snapshot.Loaded, limits: Limits, prices: PriceTable
+    state: StateDir,
+    loaded: snapshot.Loaded,
+    limits: Limits,
+    prices: PriceTable,
+    global_enabled: bool,
+    max_slice_fraction: float,
 ) -> Engine:
     """The snapshot's engine. A snapshot whose checksums hold but whose state does not
     load (written under other [limits] or policies, or by hand) stops the start as a
     record that does not replay does: falling back would silently lose its records."""
     try:
-        return Engine.from_state(loaded.state, limits=limits, prices=prices)
+        return Engine.from_state(
+            loaded.state,
+            limits=limits,
+            prices=prices,
+            global_enabled=global_enabled,
+            max_slice_fraction=max_slice_fraction,
+        )
     except Exception as error:
         raise StateDirError(
             state.path,
             f"{loaded.path.name}: the state does not load: {type(error).__name__}: {error} "
-            "(were [limits] or policies changed since it was written?)",
+            "(were [limits], [global] or policies changed since it was written?)",
         ) from None
 
 
