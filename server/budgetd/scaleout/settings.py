@@ -7,9 +7,11 @@ naming the key under [global] and the rule it broke.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION
 
@@ -129,17 +131,25 @@ def _check_url(url: object) -> None:
         raise SettingError("redis_url", str(error).removeprefix("redis url: ")) from None
 
 
+def _number(value: object) -> float | None:
+    """A TOML number as a float (the config reads decimals exactly: Decimal), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def _fraction(table: Mapping[str, object], key: str, default: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+    value = _number(table.get(key, default))
+    if value is None or not 0 < value <= 1:
         raise SettingError(key, "must be a fraction of the cap in (0, 1], e.g. 0.01 for 1 %")
-    return float(value)
+    return value
 
 
 def _seconds(
     table: Mapping[str, object], key: str, default: float, low: float, high: float
 ) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+    value = _number(table.get(key, default))
+    if value is None or not low <= value <= high:
         raise SettingError(key, f"must be a number of seconds in [{low}, {high}]")
-    return float(value)
+    return value
