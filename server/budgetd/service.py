@@ -707,6 +707,7 @@ class BudgetAdminService(rpc.BudgetAdminServiceServicer):  # type: ignore[misc]
             redis_calls=link.redis_calls,
             shares=len(shares.live),
             closing_shares=len(shares.closing),
+            closing_shares_dropped=shares.dropped,
         )
 
     @unary

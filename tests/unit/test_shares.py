@@ -23,6 +23,7 @@ from budgetd.core.events import ThresholdCrossed
 from budgetd.core.mutations import decode, encode
 from budgetd.core.policy import OnUnavailable, Scope
 from budgetd.core.results import Decision
+from budgetd.core.shares import Shares
 
 T0 = 1_800_000_000.0
 TOKENS = int(Dimension.TOTAL_TOKENS)
@@ -299,3 +300,16 @@ def test_shares_survive_a_snapshot_and_a_journal_replay() -> None:
     assert "shares" in expected
     assert restored.export_state() == expected
     assert replayed.export_state() == expected
+
+
+def test_windows_that_ended_owing_redis_are_bounded_and_drops_are_counted() -> None:
+    engine = _engine(per=["thread"], window={"kind": "calendar", "unit": "minute"})
+    engine.shares = Shares(engine._ledgers, max_closing=2)
+    threads = [{"agent": "a", "thread": f"t{i}"} for i in range(3)]
+    for i, labels in enumerate(threads):
+        engine.consume(labels, Usage(10, 0), f"c{i}", T0)
+    for i, labels in enumerate(threads):  # the next minute: each window ended owing 10
+        engine.consume(labels, Usage(1, 0), f"d{i}", T0 + 60)
+    assert len(engine.shares.closing) == 2 and engine.shares.dropped == 1
+    kept = sorted(key for key, _ in engine.shares.closing)
+    assert kept == ["org{thread=t1}", "org{thread=t2}"]  # the oldest went first

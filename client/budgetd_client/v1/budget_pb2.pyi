@@ -1092,20 +1092,22 @@ class GetServerInfoResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listeners: _Optional[_Iterable[str]] = ..., durability: _Optional[str] = ..., state_dir: _Optional[str] = ..., core_compiled: _Optional[bool] = ..., ledgers: _Optional[int] = ..., reservations: _Optional[int] = ..., runs: _Optional[int] = ..., subscribers: _Optional[int] = ..., policies: _Optional[int] = ..., last_event_seq: _Optional[int] = ..., journal_lsn: _Optional[int] = ..., snapshot_lsn: _Optional[int] = ..., pid: _Optional[int] = ..., idempotency_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remembered_requests: _Optional[int] = ..., remembered_requests_max: _Optional[int] = ..., remembered_request_bytes: _Optional[int] = ..., remembered_request_bytes_max: _Optional[int] = ..., idempotency_max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_bytes: _Optional[int] = ..., label_bytes_max: _Optional[int] = ..., max_batch_operations: _Optional[int] = ..., gc_collections: _Optional[int] = ..., longest_gc_pause: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., global_info: _Optional[_Union[GlobalInfo, _Mapping]] = ...) -> None: ...
 
 class GlobalInfo(_message.Message):
-    __slots__ = ("redis", "sidecar_id", "reachable", "redis_calls", "shares", "closing_shares")
+    __slots__ = ("redis", "sidecar_id", "reachable", "redis_calls", "shares", "closing_shares", "closing_shares_dropped")
     REDIS_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_ID_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     REDIS_CALLS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     CLOSING_SHARES_FIELD_NUMBER: _ClassVar[int]
+    CLOSING_SHARES_DROPPED_FIELD_NUMBER: _ClassVar[int]
     redis: str
     sidecar_id: str
     reachable: bool
     redis_calls: int
     shares: int
     closing_shares: int
-    def __init__(self, redis: _Optional[str] = ..., sidecar_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., redis_calls: _Optional[int] = ..., shares: _Optional[int] = ..., closing_shares: _Optional[int] = ...) -> None: ...
+    closing_shares_dropped: int
+    def __init__(self, redis: _Optional[str] = ..., sidecar_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., redis_calls: _Optional[int] = ..., shares: _Optional[int] = ..., closing_shares: _Optional[int] = ..., closing_shares_dropped: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

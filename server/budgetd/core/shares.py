@@ -42,6 +42,11 @@ SHARED_SLOTS = tuple(
 )
 
 
+# Windows that ended still owing Redis, kept at most (they pile up only while Redis is
+# out of reach: one per global ledger per rolled window). Past it the oldest is dropped:
+# its usage never reaches Redis's total of that ended window, and `dropped` says how many.
+MAX_CLOSING_SHARES = 100_000
+
 # The largest slice of a cap one lease takes, as a fraction of the cap ([global]
 # max_slice): what bounds the overshoot, a slice per live sidecar.
 DEFAULT_MAX_SLICE_FRACTION = 0.01
@@ -194,10 +199,14 @@ class Shares:
     ledgers come and go, and `synced`, `settling` and `unreachable` for the mutations of
     the same names."""
 
-    def __init__(self, ledgers: Mapping[str, Ledger]) -> None:
+    def __init__(
+        self, ledgers: Mapping[str, Ledger], max_closing: int = MAX_CLOSING_SHARES
+    ) -> None:
         self._ledgers = ledgers
+        self.max_closing = max_closing
         self.live: dict[str, Share] = {}
         self.closing: dict[tuple[str, float], Closing] = {}
+        self.dropped = 0  # closing shares dropped at MAX_CLOSING_SHARES (since start)
 
     def any(self) -> bool:
         return bool(self.live or self.closing)
@@ -218,15 +227,20 @@ class Shares:
         no slots are held across a roll: policy.GLOBAL_CONCURRENCY_RULE.)"""
         old = self.live.get(ledger.key)
         if old is not None and old.window_start == old_start:
-            self.closing[(ledger.key, old_start)] = Closing(old, counts, old_end)
+            self._close(ledger.key, Closing(old, counts, old_end))
         self.live[ledger.key] = Share(ledger.window_start)
 
     def closed(self, ledger: Ledger) -> None:
         """`ledger` is gone: all it holds goes back, what it used still settles."""
         old = self.live.pop(ledger.key, None)
         if old is not None:
-            closing = Closing(old, ledger.counts(), ledger.window_end)
-            self.closing[(ledger.key, old.window_start)] = closing
+            self._close(ledger.key, Closing(old, ledger.counts(), ledger.window_end))
+
+    def _close(self, key: str, closing: Closing) -> None:
+        if len(self.closing) >= self.max_closing:
+            del self.closing[next(iter(self.closing))]  # the oldest (insertion order)
+            self.dropped += 1
+        self.closing[(key, closing.share.window_start)] = closing
 
     def _find(
         self, key: str, window_start: float

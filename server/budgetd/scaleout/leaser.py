@@ -104,6 +104,7 @@ class Leaser:
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
         self._last_error = ""
+        self._dropped = 0  # closing shares the engine dropped, as last logged
 
     # --- the task ---------------------------------------------------------------------
 
@@ -153,6 +154,13 @@ class Leaser:
     async def sync_all(self, *, final: bool = False) -> None:
         """One round over every share; `final` (shutdown): settle all, give all back.
         StoreUnavailable: Redis did not answer (every share is marked unreachable)."""
+        dropped = self.runtime.engine.shares.dropped
+        if dropped > self._dropped:
+            log.error(
+                "ended windows dropped before they settled: Redis was out of reach too long",
+                extra=fields(windows=dropped - self._dropped, since_start=dropped),
+            )
+            self._dropped = dropped
         targets = self._targets(final)
         try:
             for start in range(0, len(targets), MAX_CONCURRENT_SYNCS):
