@@ -146,6 +146,15 @@ def progressed(logs: Path, lines: int) -> Callable[[], bool]:
     return lambda: sum(1 for r in records(logs) if r["op"] in ("commit", "consume")) >= lines
 
 
+def budgetctl(daemon: Daemon, *args: str) -> str:
+    command = [sys.executable, "-m", "budgetd_client.ctl", "--target", daemon.unix_target]
+    done = subprocess.run(
+        [*command, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())  # (one line: a table may wrap)
+
+
 def stop_all(daemons: list[Daemon]) -> None:
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log_text()
@@ -160,6 +169,8 @@ def test_three_sidecars_under_load_never_pass_the_cap_plus_the_bound(
     logs = tmp_path / "logs"
     finish(start_clients(daemons, per=2, ops=3000, logs=logs))
     shares = [share_of(daemon, ORG_KEY).share for daemon in daemons]
+    info = budgetctl(daemons[0], "info")
+    ledger = budgetctl(daemons[0], "ledger", ORG_KEY)
     stop_all(daemons)  # each settles and gives its lease back
     total = acknowledged(logs)
     window = read_window(redis_server.url, GlobalKey(ORG_KEY, 0, None), [TOKENS])
@@ -174,6 +185,10 @@ def test_three_sidecars_under_load_never_pass_the_cap_plus_the_bound(
         assert tokens.dimension == pb.DIMENSION_TOTAL_TOKENS
         assert tokens.bound == share.sidecars * int(cap * max_slice)
         assert tokens.global_used >= cap * 9 // 10
+    # budgetctl tells an operator the same: the link, and the ledger's share.
+    assert f"{redis_server.url} (reachable)" in info and "Redis calls" in info
+    assert "shared through Redis (reachable)" in ledger
+    assert all(column in ledger for column in ("GLOBAL USED", "LEASE LEFT", "BOUND"))
 
 
 def test_a_killed_sidecar_and_a_redis_restart_lose_nothing_and_count_nothing_twice(

@@ -1000,6 +1000,7 @@ def test_info_describes_the_daemon(served: Served, ctl: Run) -> None:
     retries = next(line for line in plain(out).splitlines() if line.startswith("retries"))
     assert retries.split(None, 2)[2] == "for 0s back (at most 24h; 1 of 1,000,000 ids)"
     assert "label text" in plain(out)
+    assert "global policies off (no [global] redis_url)" in " ".join(plain(out).split())
     code, out, _ = ctl("info", "--json")
     info = json.loads(out)
     assert info["durability"] == "journal" and info["ledgers"] == served.runtime.engine.ledger_count

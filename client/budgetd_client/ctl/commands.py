@@ -198,9 +198,46 @@ def show_ledger(out: Output, status: pb.LedgerStatus) -> None:
         out.table(DIMENSION_COLUMNS, [_dimension_row(d, status.totals) for d in status.dimensions])
     else:
         out.line("no caps: a meter (totals only)")
+    if status.HasField("share"):
+        _show_share(out, status.share)
     out.line()
     out.line("totals of the current window", "bold")
     out.pairs(fmt.totals_rows(status.totals), indent=2)
+
+
+SHARE_COLUMNS = (
+    Column("DIMENSION"),
+    Column("GLOBAL USED", numeric=True),
+    Column("LEASE LEFT", numeric=True),
+    Column("BOUND", numeric=True),
+    Column("UNSETTLED", numeric=True),
+)
+
+
+def _show_share(out: Output, share: pb.GlobalShare) -> None:
+    """A global ledger: this sidecar's share of it, as Redis last answered."""
+    out.line()
+    reach = "reachable" if share.reachable else "out of reach"
+    until = fmt.instant(share.lease_until) if share.HasField("lease_until") else "-"
+    out.line(f"shared through Redis ({reach}): {share.sidecars} sidecars hold a lease", "bold")
+    out.pairs(
+        [
+            ("lease until", until),
+            ("synced", fmt.instant(share.synced_at) if share.HasField("synced_at") else "never"),
+        ],
+        indent=2,
+    )
+    rows = [
+        [
+            fmt.dimension(d.dimension),
+            fmt.amount(d.dimension, d.global_used),
+            fmt.amount(d.dimension, d.lease_remaining),
+            fmt.amount(d.dimension, d.bound),
+            fmt.amount(d.dimension, d.unsettled),
+        ]
+        for d in share.dimensions
+    ]
+    out.table(SHARE_COLUMNS, rows)
 
 
 DIMENSION_COLUMNS = (

@@ -59,9 +59,25 @@ def info(ctl: Ctl) -> int:
             ("journal", f"record {answer.journal_lsn:,}, snapshot at {answer.snapshot_lsn:,}"),
             ("retries recognised", _idempotency(answer)),
             ("label text", f"{_mib(answer.label_bytes)} of {_mib(answer.label_bytes_max)}"),
+            ("global policies", _global(answer)),
         ]
     )
     return Exit.OK
+
+
+def _global(answer: pb.GetServerInfoResponse) -> Cell | str:
+    """The link to Redis of global policies, or why there are none."""
+    if not answer.HasField("global_info"):
+        return "off (no [global] redis_url)"
+    link = answer.global_info
+    reach = "reachable" if link.reachable else "OUT OF REACH"
+    text = (
+        f"{link.redis} ({reach}) as {link.sidecar_id}: {link.shares:,} shares,"
+        f" {link.closing_shares:,} ended windows to settle, {link.redis_calls:,} Redis calls"
+    )
+    if link.closing_shares_dropped:
+        text += f", {link.closing_shares_dropped:,} ended windows DROPPED unsettled"
+    return Cell(text, whole=True)
 
 
 def _idempotency(answer: pb.GetServerInfoResponse) -> str:
