@@ -162,16 +162,24 @@ class Leaser:
             )
             self._dropped = dropped
         targets = self._targets(final)
-        try:
-            for start in range(0, len(targets), MAX_CONCURRENT_SYNCS):
-                chunk = targets[start : start + MAX_CONCURRENT_SYNCS]
-                await asyncio.gather(*(self._sync(t, final) for t in chunk))
-        except StoreUnavailable as error:
-            await self._lost(error.reason)
-            raise
+        for start in range(0, len(targets), MAX_CONCURRENT_SYNCS):
+            chunk = targets[start : start + MAX_CONCURRENT_SYNCS]
+            # Every sync of the chunk ends before the round goes on or gives up.
+            results = await asyncio.gather(
+                *(self._sync(t, final) for t in chunk), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, StoreUnavailable):
+                    await self._lost(result.reason)
+                    raise result
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         self._found()
+        closing = self.runtime.engine.shares.closing
         for target in targets:
-            if target.closing and self._settled_up(target):
+            ended = (target.key, target.share.window_start) in closing
+            if ended and self._settled_up(target):
                 args = {"key": target.key, "window_start": target.share.window_start}
                 await self.runtime.apply("share_settled_up", args)
 
