@@ -139,7 +139,8 @@ def health_of(daemon: Daemon, service: str) -> int:
 def share_of(daemon: Daemon, key: str) -> pb.LedgerStatus:
     with grpc.insecure_channel(daemon.unix_target) as channel:
         stub = rpc.BudgetServiceStub(channel)
-        return stub.GetLedger(pb.GetLedgerRequest(key=key), timeout=WAIT_S).ledger
+        answer: pb.GetLedgerResponse = stub.GetLedger(pb.GetLedgerRequest(key=key), timeout=WAIT_S)
+        return answer.ledger
 
 
 def progressed(logs: Path, lines: int) -> Callable[[], bool]:
