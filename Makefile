@@ -25,7 +25,7 @@ CAN_COMPILE = $(PY) -c 'import os, shlex, shutil, sysconfig as s; \
     raise SystemExit(not (shutil.which(cc) and os.path.exists(h)))'
 PURE := running the pure-Python core (slower)
 
-.PHONY: setup node native run test test-node lint proto bench bench-durability bench-quick bench-instructions bench-setups clean
+.PHONY: setup node native run test test-node lint proto bench bench-durability bench-quick bench-instructions bench-setups bench-global clean
 
 # The venv: the SDK's distribution (client/, with budgetctl) and the daemon's, editable.
 # Both are uninstalled first: an older venv's budgetd owned budgetctl, and removing that
@@ -140,6 +140,7 @@ proto: $(STAMP)
 # embedded. Writes bench/results/side-by-side.md and .json; about 25 minutes.
 bench: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.side_by_side --durability-ledgers $(BENCH_LEDGERS)
+	$(WITH_NATIVE) $(PY) -m bench.global_bench --out bench/results/global.md
 
 # Durability modes side by side, snapshots and recovery at 1M ledgers (several minutes;
 # BENCH_LEDGERS=100000 for a quicker run).
@@ -161,6 +162,11 @@ bench-setups: $(STAMP) native
 # Instructions per call under valgrind: steady on a loaded machine, for before/after.
 bench-instructions: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.instructions --out bench/results/instructions.txt
+
+# Global policies (Redis) against local ones, Redis calls per 1,000 decisions, overshoot
+# against the bound at three slice sizes: bench/results/global.md, about two minutes.
+bench-global: $(STAMP) native
+	$(WITH_NATIVE) $(PY) -m bench.global_bench --out bench/results/global.md
 
 clean:
 	rm -rf $(VENV) build node_modules client/node/node_modules .mypy_cache .ruff_cache .pytest_cache \
