@@ -94,7 +94,9 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         wait = self._lease_wait(result)
         if wait is not None:
             # A read opens nothing, and the leaser leases only for open ledgers.
-            await self.runtime.apply("open_global", {"labels": convert.labels(request.labels)})
+            estimate = convert.usage(request.estimate, "estimate")
+            subject = Engine.subject_of(convert.labels(request.labels), estimate)
+            await self.runtime.apply("open_global", {"labels": subject})
             await wait()
             result, _ = self._submit_check(request)
         return wire.check(result)

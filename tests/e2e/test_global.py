@@ -167,6 +167,14 @@ def test_three_sidecars_under_load_never_pass_the_cap_plus_the_bound(
     cap, max_slice = 60_000, 0.01
     bound = 3 * int(cap * max_slice)
     daemons = start_sidecars(tmp_path, redis_server.url, org_policy(cap), max_slice=max_slice)
+    # The first call on a new global ledger waits for its first lease, not denied.
+    with grpc.insecure_channel(daemons[0].unix_target) as channel:
+        stub = rpc.BudgetServiceStub(channel)
+        usage = pb.Usage(input_tokens=5)
+        first = pb.CheckRequest(labels={"tenant": "fresh"}, estimate=usage)
+        assert stub.Check(first, timeout=WAIT_S).decision == pb.DECISION_ALLOW
+        held = pb.ReserveRequest(request_id="r0", labels={"tenant": "new"}, estimate=usage)
+        assert stub.Reserve(held, timeout=WAIT_S).decision == pb.DECISION_ALLOW
     logs = tmp_path / "logs"
     finish(start_clients(daemons, per=2, ops=3000, logs=logs))
     shares = [share_of(daemon, ORG_KEY).share for daemon in daemons]

@@ -313,3 +313,26 @@ def test_windows_that_ended_owing_redis_are_bounded_and_drops_are_counted() -> N
     assert len(engine.shares.closing) == 2 and engine.shares.dropped == 1
     kept = sorted(key for key, _ in engine.shares.closing)
     assert kept == ["org{thread=t1}", "org{thread=t2}"]  # the oldest went first
+
+
+def test_a_denial_only_the_lease_caused_is_judged_again_under_the_same_request_id() -> None:
+    engine = _engine()
+    assert _reserve(engine, 10, "r1", T0).blockers[0].lease  # not leased yet: denied
+    assert _sync(engine, T0, tokens=100)
+    again = _reserve(engine, 10, "r1", T0 + 1)  # the same request, once leased
+    assert again.decision is Decision.ALLOW and again.reservation_id
+    over = _reserve(engine, 20_000, "r2", T0 + 1)  # the cap itself: remembered
+    replayed = _reserve(engine, 20_000, "r2", T0 + 2)
+    assert replayed.replayed and replayed.blockers == over.blockers
+
+
+def test_open_global_opens_only_missing_global_ledgers_and_counts_nothing() -> None:
+    engine = Engine(
+        [Policy.from_mapping(ORG), Policy.from_mapping({"name": "local", "per": ["agent"]})],
+        global_enabled=True,
+    )
+    opened, _ = engine.open_global(LABELS, T0)
+    assert opened == 1 and "org" in engine.shares.live
+    assert engine.ledger_count == 1  # the local policy's ledger waits for real use
+    assert engine.open_global(LABELS, T0 + 1)[0] == 0
+    assert engine._ledgers["org"].count(TOKENS) == 0

@@ -1821,7 +1821,7 @@ class Engine:
         if not wanted:
             return 0, []
         events: list[Event] = []
-        self._resolve(labels, now, events)
+        self._create([(policy, key_of(policy, labels)) for policy in wanted], now, events)
         self._record("open_global", now, labels=labels)
         return len(wanted), events
 
