@@ -232,7 +232,7 @@ class Daemon:
             self._install_signals()
             metrics = self._start_telemetry()
             await self._recover()
-            self._start_link()
+            self._make_link()
         except BaseException:  # e.g. a damaged state directory: no half-started daemon
             for server in self.servers.all:
                 await server.stop(None)
@@ -254,6 +254,8 @@ class Daemon:
         self.runtime.refusing = journal.error if journal is not None else None
         status = health_pb2.HealthCheckResponse
         self._set_health(status.NOT_SERVING if self.runtime.refusing else status.SERVING)
+        if self.link is not None:  # (its syncs go through the mutation path: open now)
+            self.link.start()
         log.info(
             "ready",
             extra=fields(
@@ -393,9 +395,10 @@ class Daemon:
         if journal is not None:
             await journal.close()
 
-    def _start_link(self) -> None:
-        """[global]: connect to Redis and start leasing (a Redis that does not answer
-        is a degraded link, health "budgetd.global" NOT_SERVING, not a failed start)."""
+    def _make_link(self) -> None:
+        """[global]: the link to Redis, started once the daemon serves (a Redis that does
+        not answer is a degraded link, health "budgetd.global" NOT_SERVING, not a failed
+        start)."""
         scaleout = self.settings.scaleout
         if not scaleout.enabled:
             return
@@ -411,7 +414,6 @@ class Daemon:
         self.runtime.link_status = lambda: LinkStatus(
             scaleout.shown_url(), sidecar, link.leaser.reachable, link.leaser.calls
         )
-        link.start()
 
     def _on_link_health(self, reachable: bool) -> None:
         status = health_pb2.HealthCheckResponse

@@ -236,6 +236,7 @@ def test_a_killed_sidecar_and_a_redis_restart_lose_nothing_and_count_nothing_twi
     window = read_window(url, key, [TOKENS])
     assert window.used[0] == acknowledged(logs)
     assert window.leased[0] == 0
+    assert "global sync failed" not in daemons[0].log_text()  # (the restart's shares too)
 
 
 def test_a_global_concurrency_cap_of_10_holds_across_three_sidecars(
