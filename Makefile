@@ -164,7 +164,7 @@ bench-instructions: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.instructions --out bench/results/instructions.txt
 
 # Global policies (Redis) against local ones, Redis calls per 1,000 decisions, overshoot
-# against the bound at three slice sizes: bench/results/global.md, about two minutes.
+# against the bound at three slice sizes: bench/results/global.md, about three minutes.
 bench-global: $(STAMP) native
 	$(WITH_NATIVE) $(PY) -m bench.global_bench --out bench/results/global.md
 
