@@ -75,16 +75,21 @@ class _Serialized(Generic[T]):
     bytes so that its id is not reused while cached; bounded by CACHE_ENTRIES (cleared
     when full)."""
 
-    def __init__(self, build: Callable[[T], bytes], field: int) -> None:
+    def __init__(
+        self, build: Callable[[T], bytes], field: int, fresh: Callable[[T], bool] | None = None
+    ) -> None:
         self._build = build
         self._tag = _tag(field, 2)
         self._by_id: dict[int, tuple[T, bytes]] = {}
+        self._fresh = fresh  # values made anew for each answer: never cached
 
     def __call__(self, value: T) -> bytes:
         found = self._by_id.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
         data = self._tag + delimited(self._build(value))
+        if self._fresh is not None and self._fresh(value):
+            return data  # (caching it would only push the reusable entries out)
         if len(self._by_id) >= CACHE_ENTRIES:
             self._by_id.clear()
         self._by_id[id(value)] = (value, data)
@@ -104,7 +109,9 @@ def _status(status: LedgerStatus) -> bytes:
 # statuses as Check's (2).
 briefs = _Serialized[LedgerBrief](_brief, 1)
 reserve_briefs = _Serialized[LedgerBrief](_brief, 4)
-check_statuses = _Serialized[LedgerStatus](_status, 2)
+# A global ledger's status is made anew each time (its share moves apart from its
+# counters: Engine._status does not memoize it).
+check_statuses = _Serialized[LedgerStatus](_status, 2, lambda status: status.share is not None)
 
 
 class _Costs:

@@ -59,6 +59,15 @@ def test_a_lease_blocker_has_its_own_reason_on_the_wire() -> None:
     assert answer.ledgers[0].share.dimensions[0].lease_remaining == 500
 
 
+def test_a_global_ledgers_status_is_serialized_fresh_and_never_cached() -> None:
+    engine = _engine_with_a_share()
+    cached = len(wire.check_statuses._by_id)
+    for _ in range(3):  # a new status object each Check: caching it would only churn
+        answer = pb.CheckResponse.FromString(wire.check(engine.check(LABELS, Usage(1, 0), T0 + 1)))
+        assert answer.ledgers[0].HasField("share")
+    assert len(wire.check_statuses._by_id) == cached
+
+
 def test_a_local_ledger_has_no_share_and_a_local_policy_no_scope() -> None:
     engine = Engine([Policy.from_mapping({"name": "l", "caps": {"requests": 5}})])
     engine.consume(LABELS, Usage(1, 0), "c1", T0)
