@@ -572,8 +572,10 @@ def _client(
         own = {k: v for k, v in common.items() if k.startswith(("socket_", "ssl_"))}
         own |= {"retry": common["retry"], "ssl": target.tls}
         own |= {"username": target.sentinel_username, "password": target.sentinel_password}
-        # redis-py's Sentinel.__init__ carries no annotations.
-        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=own)  # type: ignore[no-untyped-call]
+        # Older redis-py releases leave Sentinel.__init__ unannotated; calling it through
+        # a typed name type-checks the same against every release we accept.
+        new_sentinel: Callable[..., Sentinel] = Sentinel
+        sentinel = new_sentinel(list(target.hosts), sentinel_kwargs=own)
         master = sentinel.master_for(target.master, db=target.db, ssl=target.tls, **auth, **common)
         return master, [master.aclose, sentinel.aclose]
     if target.unix_path is not None:
