@@ -32,6 +32,7 @@ from budgetd.core import (
 from budgetd.core import events as ev
 from budgetd.core.engine import FROM_FILE, uncommittable, waits_for_lease
 from budgetd.core.results import RunInfo
+from budgetd.errors import Unavailable
 from budgetd.event_log import Draining, EventFilter, Gap, SubscriberTooSlow, stopped_reading
 from budgetd.logs import fields
 from budgetd.runtime import Runtime
@@ -80,7 +81,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         self.batches = Batches(
             runtime,
             {
-                "check": Kind("check", self._submit_check, wire.check, True),
+                "check": Kind("check", self._submit_batch_check, wire.check, True),
                 "reserve": Kind("reserve", self._submit_reserve, wire.reserve, True),
                 "commit": Kind("commit", self._submit_commit, wire.commit, False),
                 "release": Kind("release", self._submit_release, wire.release, False),
@@ -93,13 +94,35 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         result, _ = self._submit_check(request)
         wait = self._lease_wait(result)
         if wait is not None:
-            # A read opens nothing, and the leaser leases only for open ledgers.
-            estimate = convert.usage(request.estimate, "estimate")
-            subject = Engine.subject_of(convert.labels(request.labels), estimate)
-            await self.runtime.apply("open_global", {"labels": subject})
+            await self.runtime.apply("open_global", {"labels": self._check_subject(request)})
             await wait()
             result, _ = self._submit_check(request)
         return wire.check(result)
+
+    def _check_subject(self, request: pb.CheckRequest) -> Mapping[str, str]:
+        """What a Check's global ledgers are opened with: a read opens nothing, and the
+        leaser leases only for open ledgers."""
+        estimate = convert.usage(request.estimate, "estimate")
+        return Engine.subject_of(convert.labels(request.labels), estimate)
+
+    def _submit_batch_check(self, request: pb.CheckRequest) -> tuple[Any, Durable]:
+        """A Check in a batch: answered from what is leased now (a batch waits for no
+        lease), opening the global ledgers an empty lease denied it on, so that the
+        leaser leases for them and a later Check finds them leased."""
+        result, _ = self._submit_check(request)
+        if self._lease_wait(result) is None:
+            return result, None
+        # Not awaited: the record counts nothing (lost in a crash, the next Check opens
+        # the ledgers again), and the leaser's next round (sync_interval) leases for it.
+        try:
+            _, durable = self.runtime.submit(
+                "open_global", {"labels": self._check_subject(request)}
+            )
+        except (BudgetError, Unavailable):  # (a limit, a drain): the answer stands as is
+            return result, None
+        if durable is not None:  # (its failure is the journal's to report, not this one's)
+            durable.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return result, None
 
     def _lease_wait(self, result: Any) -> Callable[[], Awaitable[None]] | None:
         """The leaser's wait when only an empty lease denied `result` (the first call on

@@ -184,8 +184,7 @@ def test_out_of_reach_deny_serves_the_lease_and_allow_local_the_cap(mode: str) -
     engine = _engine(on_unavailable=mode)
     _reserve(engine, 1, "r0", T0)
     _sync(engine, T0, tokens=500)
-    ledger = engine._ledgers["org"]
-    found, _ = engine.share_unreachable("org", ledger.window_start, T0 + 1)
+    found, _ = engine.shares_unreachable(T0 + 1)
     assert found
     within = engine.check(LABELS, Usage(400, 0), T0 + 1).decision
     beyond = engine.check(LABELS, Usage(5_000, 0), T0 + 1).decision
@@ -290,7 +289,7 @@ def test_shares_survive_a_snapshot_and_a_journal_replay() -> None:
     _sync(start, T0, tokens=1_000, slots=1, used=900, settled=0)
     window = start._ledgers["org"].window_start
     start.share_settling("org", window, 1, _vector(total_tokens=300), [[TOKENS, 10]], T0 + 1)
-    start.share_unreachable("org", window, T0 + 2)
+    start.shares_unreachable(T0 + 2)
     start.consume(LABELS, Usage(5, 0), "c2", T0 + 86_400)  # rolls: one share closing
     restored = Engine.from_state(json.loads(json.dumps(start.export_state())), global_enabled=True)
     replayed = Engine.from_state(json.loads(state), global_enabled=True)

@@ -1033,11 +1033,14 @@ class Engine:
         self._install(policy, origin)
         closed = 0
         if old is not None:
-            reshaped = (old.match, old.per, old.window, old.missing) != (
+            # (A change of scope reshapes too: a global ledger has a share and windows
+            # from the epoch, a local one neither.)
+            reshaped = (old.match, old.per, old.window, old.missing, old.scope) != (
                 policy.match,
                 policy.per,
                 policy.window,
                 policy.missing,
+                policy.scope,
             )
             watch = policy.idle_ttl_s and policy.idle_ttl_s != old.idle_ttl_s
             for ledger in self._ledgers_of(policy.name):
@@ -1521,7 +1524,7 @@ class Engine:
             self._schedule_roll(ledger)
             self._watch_idle(ledger)
             if policy.is_global:
-                self.shares.opened(ledger)
+                self._open_share(ledger, now, events)
             created.append(ledger)
         self._freed += 1  # new ledgers are idle
         return created
@@ -1825,6 +1828,14 @@ class Engine:
         self._record("open_global", now, labels=labels)
         return len(wanted), events
 
+    def _open_share(self, ledger: Ledger, now: float, events: list[Event]) -> None:
+        """A new global ledger's share; one that takes back its window's closing share
+        continues from the closed ledger's counters (see shares.Shares.opened)."""
+        counts = self.shares.opened(ledger)
+        if counts is not None and any(counts):
+            # (record_usage skips what is never summed: open runs, run time, wall clock.)
+            record_usage((ledger,), tuple(counts), now, events)
+
     def global_ledger(self, key: str) -> Ledger | None:
         """A live ledger of a global policy, for the leaser to read (never to change:
         what it learns goes through `share_synced` and the other share mutations)."""
@@ -1911,12 +1922,13 @@ class Engine:
             )
         return found, []
 
-    def share_unreachable(self, key: str, window_start: float, now: float) -> Outcome[bool]:
-        """Redis could not be reached for this share."""
-        found = self.shares.unreachable(key, window_start)
-        if found:
-            self._record("share_unreachable", now, key=key, window_start=window_start)
-        return found, []
+    def shares_unreachable(self, now: float) -> Outcome[bool]:
+        """Redis could not be reached: every share is judged by its on_unavailable until
+        Redis answers for it again, and so is every share opened meanwhile."""
+        changed = self.shares.unreachable()
+        if changed:
+            self._record("shares_unreachable", now)
+        return changed, []
 
     def share_settled_up(self, key: str, window_start: float, now: float) -> Outcome[bool]:
         """A closing share owes Redis nothing more."""

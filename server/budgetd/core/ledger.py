@@ -60,6 +60,8 @@ RUN_DURATION: Final = Dimension.RUN_DURATION_MS
 WALL_CLOCK: Final = Dimension.WALL_CLOCK_MS
 EXHAUSTION_LEVEL: Final = 7  # bit offset of "100 % of the cap" within a dimension's byte
 _CONCURRENCY_BITS: Final = 0xFF << (CONCURRENCY * 8)
+# Windows of a global ledger that start from the epoch, the same on every sidecar.
+_EPOCH_ANCHORED: Final = frozenset((WindowKind.FIXED, WindowKind.LIFETIME))
 
 Ident = tuple[str, ...]  # (policy name, *values of its per keys)
 
@@ -156,8 +158,10 @@ class Ledger:
         self.last_at = NO_TIME
         self.freed_at = 0.0  # when the last hold or run let go of it (idle ttls)
         # Fixed windows count from the first use, but a global ledger's windows must
-        # begin at the same instant on every sidecar: from the epoch.
-        self.anchor = 0.0 if policy.is_global and policy.window.kind is WindowKind.FIXED else now
+        # begin at the same instant on every sidecar: from the epoch (a lifetime one
+        # too: its start is its window's index in Redis, 0, on every sidecar and in
+        # every ledger the policy ever has).
+        self.anchor = 0.0 if policy.is_global and policy.window.kind in _EPOCH_ANCHORED else now
         self.window_start = 0.0
         self.window_end = math.inf
         self.trigger0 = NEVER

@@ -37,7 +37,7 @@ MUTATING_OPS = frozenset(
         "compact",
         "share_synced",
         "share_settling",
-        "share_unreachable",
+        "shares_unreachable",
         "share_settled_up",
         "open_global",
     }

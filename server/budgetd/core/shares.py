@@ -4,7 +4,7 @@ A global policy's ledger exists on every sidecar whose agents use it. Redis hold
 totals (usage settled by every sidecar) and each sidecar's lease: the part of the cap it
 may grant from memory. The core never talks to Redis: the leaser (budgetd.scaleout)
 does, and tells the engine what it learnt through the one mutation path
-(`Engine.share_synced`, `Engine.share_settling`, `Engine.share_unreachable`), so a
+(`Engine.share_synced`, `Engine.share_settling`, `Engine.shares_unreachable`), so a
 restart replays it from the journal like any other change.
 
 The ledger's counters are this sidecar's usage plus the usage of the others as Redis
@@ -17,6 +17,13 @@ allowance is everything Redis granted this sidecar in the window less what it ga
 Per window: a ledger that rolls starts a new share; what the old window still owed
 Redis goes to `closing` until it is settled (Redis keys windows by their index, so a
 late settle still lands in the right one).
+
+One share per Redis window: Redis keeps one lease and one settle sequence per sidecar
+and window, so a ledger that closes and opens again within its window (its policy
+deleted and put back, or reshaped) takes its closing share back instead of starting a
+second one beside it, and its counters continue from where the closed ledger's stood
+(`Shares.opened`). A global ledger's window starts at the same instant on every sidecar
+(its start is the window's index in Redis: 0 for a lifetime window).
 """
 
 from __future__ import annotations
@@ -207,6 +214,9 @@ class Shares:
         self.live: dict[str, Share] = {}
         self.closing: dict[tuple[str, float], Closing] = {}
         self.dropped = 0  # closing shares dropped at MAX_CLOSING_SHARES (since start)
+        # Whether Redis answered the leaser's last round: what a share opened now starts
+        # from (one opened while Redis is out of reach is judged by on_unavailable at once).
+        self.reachable = True
 
     def any(self) -> bool:
         return bool(self.live or self.closing)
@@ -218,8 +228,17 @@ class Shares:
             return None
         return share
 
-    def opened(self, ledger: Ledger) -> None:
-        self.live[ledger.key] = Share(ledger.window_start)
+    def opened(self, ledger: Ledger) -> list[int] | None:
+        """A global ledger opened: its share, taken back from `closing` when its window's
+        share is still there (None: a new share), else the closed ledger's counters at
+        its close, which the new ledger continues from (own usage and the others' alike:
+        the share's settled and absorbed amounts are counted in them)."""
+        closing = self.closing.pop((ledger.key, ledger.window_start), None)
+        if closing is None:
+            self.live[ledger.key] = Share(ledger.window_start, reachable=self.reachable)
+            return None
+        self.live[ledger.key] = closing.share
+        return closing.counts
 
     def rolled(self, ledger: Ledger, counts: list[int], old_start: float, old_end: float) -> None:
         """`ledger` moved on from the window [old_start, old_end), where its counters
@@ -228,7 +247,7 @@ class Shares:
         old = self.live.get(ledger.key)
         if old is not None and old.window_start == old_start:
             self._close(ledger.key, Closing(old, counts, old_end))
-        self.live[ledger.key] = Share(ledger.window_start)
+        self.live[ledger.key] = Share(ledger.window_start, reachable=self.reachable)
 
     def closed(self, ledger: Ledger) -> None:
         """`ledger` is gone: all it holds goes back, what it used still settles."""
@@ -280,6 +299,7 @@ class Shares:
         share.settled, share.allowance = own, granted
         share.sidecars, share.lease_until = sidecars, lease_until
         share.reachable, share.synced_at = True, now
+        self.reachable = True
         others = list(share.absorbed)
         for i in SHARED_SLOTS:  # (never less: Redis lost data, or a reply arrived late)
             others[i] = max(others[i], used[i] - own[i])
@@ -316,12 +336,16 @@ class Shares:
         share.settling = Settling(seq, sending, returned)
         return True
 
-    def unreachable(self, key: str, window_start: float) -> bool:
-        found = self._find(key, window_start)
-        if found is None:
-            return False
-        found[0].reachable = False
-        return True
+    def unreachable(self) -> bool:
+        """Redis did not answer a round: every live share, and any opened from now until
+        Redis answers again, is judged by its policy's on_unavailable. False: nothing
+        changed (already known)."""
+        changed = self.reachable
+        self.reachable = False
+        for share in self.live.values():
+            changed = changed or share.reachable
+            share.reachable = False
+        return changed
 
     def settled_up(self, key: str, window_start: float) -> bool:
         """A closing share owes Redis nothing more: forget it."""
@@ -331,6 +355,7 @@ class Shares:
 
     def to_plain(self) -> dict[str, Any]:
         return {
+            "reachable": self.reachable,
             "live": [[key, _share_plain(share)] for key, share in self.live.items()],
             "closing": [
                 [key, _share_plain(c.share), list(c.counts), _end_plain(c.window_end)]
@@ -339,6 +364,7 @@ class Shares:
         }
 
     def load_plain(self, data: Mapping[str, Any]) -> None:
+        self.reachable = bool(data.get("reachable", True))
         for key, plain in data.get("live", ()):
             self.live[key] = _share_from_plain(plain)
         for key, plain, counts, end in data.get("closing", ()):

@@ -14,6 +14,13 @@ on_unavailable decides what it grants meanwhile) and Redis is tried again with a
 growing back-off; usage recorded meanwhile stays unsettled and is settled once Redis
 is back, exactly once.
 
+Redis applies a settle once per (sidecar, window, sequence number), so a share numbers
+its settles above the last one Redis applied for this sidecar on the window: before a
+share's first settle since this start, the leaser asks Redis for it (a lease or a
+read: every reply carries it). A share that starts again from nothing (a new one on a
+window an earlier one settled into, a wiped state directory, a snapshot older than what
+Redis has) thus never has a settle dropped as a repeat.
+
 Redis keys a ledger's window by its index: its start in unix seconds, the same
 instant on every sidecar (0 for a lifetime window), so calendar windows roll at once
 everywhere and nothing resets them.
@@ -27,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from budgetd.core.dimensions import VECTOR_SIZE
 from budgetd.core.ledger import Ledger
@@ -57,12 +64,14 @@ COUNTER_DIMS = tuple(SHARED_SLOTS)  # what every settle carries: the window's to
 @dataclass(slots=True)
 class _Demand:
     """A share's own usage per leased dimension at the last look, its growth since (what
-    the slice aims for), the last aim, and when Redis last answered for it."""
+    the slice aims for), the last aim, when Redis last answered for it, and whether it
+    has since this leaser started (until then its seq may lag Redis's)."""
 
     last: dict[int, int] = field(default_factory=dict)
     recent: dict[int, int] = field(default_factory=dict)
     aimed: dict[int, int] = field(default_factory=dict)  # the last aim, per dimension
     exchanged_at: float = -math.inf
+    contacted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,7 @@ class Leaser:
         self._started = 0  # rounds begun
         self.on_reachability: Callable[[bool], None] | None = None  # health
         self._retry_s = FIRST_RETRY_S
-        self._demand: dict[str, _Demand] = {}
+        self._demand: dict[tuple[str, float], _Demand] = {}  # by share: (key, window)
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
         self._last_error = ""
@@ -129,10 +138,10 @@ class Leaser:
     async def wait_for_lease(self, timeout_s: float) -> None:
         """Wake the task and wait (at most `timeout_s`) for a round that began after
         this call: a call its lease could not cover tries once more after it."""
+        target = self._started + 1  # one that begins from now (one in progress looked)
+        self._wake.set()  # (even with no wait: the next call finds the lease sooner)
         if timeout_s <= 0:
             return
-        target = self._started + 1  # one that begins from now (one in progress looked)
-        self._wake.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.rounds < target:
@@ -162,6 +171,8 @@ class Leaser:
             )
             self._dropped = dropped
         targets = self._targets(final)
+        self._forget_gone()
+        failed: BaseException | None = None
         for start in range(0, len(targets), MAX_CONCURRENT_SYNCS):
             chunk = targets[start : start + MAX_CONCURRENT_SYNCS]
             # Every sync of the chunk ends before the round goes on or gives up.
@@ -172,9 +183,10 @@ class Leaser:
                 if isinstance(result, StoreUnavailable):
                     await self._lost(result.reason)
                     raise result
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            for target, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):  # this share only: the others go on
+                    self._failed(target, result)
+                    failed = result
         self._found()
         closing = self.runtime.engine.shares.closing
         for target in targets:
@@ -182,6 +194,26 @@ class Leaser:
             if ended and self._settled_up(target):
                 args = {"key": target.key, "window_start": target.share.window_start}
                 await self.runtime.apply("share_settled_up", args)
+        if failed is not None and final:
+            raise failed  # (a drain says the leases were not all given back)
+
+    def _failed(self, target: _Target, error: BaseException) -> None:
+        """One share's sync failed for a reason of its own (the journal refusing, a
+        bug): said once per distinct reason, tried again next round."""
+        if str(error) != self._last_error:
+            log.error(
+                "global sync of a ledger failed",
+                extra=fields(key=target.key, error=error or type(error).__name__),
+            )
+            self._last_error = str(error)
+
+    def _forget_gone(self) -> None:
+        """Drop what the leaser keeps of shares the engine no longer has."""
+        shares = self.runtime.engine.shares
+        kept = {(key, share.window_start) for key, share in shares.live.items()}
+        kept.update(shares.closing)
+        if len(kept) < len(self._demand):
+            self._demand = {k: v for k, v in self._demand.items() if k in kept}
 
     def _targets(self, final: bool) -> list[_Target]:
         engine = self.runtime.engine
@@ -213,29 +245,59 @@ class Leaser:
 
     async def _sync(self, target: _Target, final: bool) -> None:
         share, now = target.share, self.clock()
-        demand = self._demand.setdefault(target.key, _Demand())
+        demand = self._demand.setdefault((target.key, share.window_start), _Demand())
         _observe(demand, target, self.settings.min_slice, self.settings.max_slice)
+        resend = share.settling is not None
         if share.settling is not None:  # sent before and not confirmed: again, as is
             sending = share.settling
             plan = planning.Plan(sending.seq, sending.used, sending.give_back, {})
         else:
-            plan = planning.plan(
-                share,
-                target.counts,
-                target.reserved,
-                target.caps,
-                demand.recent,
-                self.settings.min_slice,
-                self.settings.max_slice,
-                target.closing,
-            )
+            plan = self._plan(target, demand)
             renew_due = now - demand.exchanged_at >= self.settings.lease_ttl_s / 3
             if not plan.settles and not plan.wants and not (renew_due and not target.closing):
                 return
+            if plan.settles and not demand.contacted:
+                # Redis's seq for this sidecar first (with the lease the plan wants), so
+                # the settle is numbered above it; then the plan again, on what came back.
+                first = planning.Plan(0, [0] * VECTOR_SIZE, {}, plan.wants)
+                await self._exchange(target, first, now, False)
+                demand.exchanged_at, demand.contacted = now, True
+                fresh = self._refreshed(target)
+                if fresh is None:
+                    return
+                target, plan = fresh, self._plan(fresh, demand)
+                if not plan.settles and not plan.wants:
+                    return
             if plan.settles:
                 await self._journal_settling(target, plan)
-        await self._exchange(target, plan, now)
-        demand.exchanged_at = now
+        await self._exchange(target, plan, now, resend)
+        demand.exchanged_at, demand.contacted = now, True
+
+    def _plan(self, target: _Target, demand: _Demand) -> planning.Plan:
+        return planning.plan(
+            target.share,
+            target.counts,
+            target.reserved,
+            target.caps,
+            demand.recent,
+            self.settings.min_slice,
+            self.settings.max_slice,
+            target.closing,
+        )
+
+    def _refreshed(self, target: _Target) -> _Target | None:
+        """`target` with its counters as they stand now (Redis's answer may have folded
+        the others' usage into them). None: its share is gone or moved on."""
+        shares = self.runtime.engine.shares
+        closing = shares.closing.get((target.key, target.share.window_start))
+        if closing is not None:
+            if closing.share is not target.share:
+                return None
+            return replace(target, counts=closing.counts, reserved=())
+        ledger = self.runtime.engine.global_ledger(target.key)
+        if ledger is None or shares.of(ledger) is not target.share:
+            return None
+        return replace(target, counts=ledger.counts(), reserved=list(ledger.reserved))
 
     async def _journal_settling(self, target: _Target, plan: planning.Plan) -> None:
         await self.runtime.apply(
@@ -249,7 +311,9 @@ class Leaser:
             },
         )
 
-    async def _exchange(self, target: _Target, plan: planning.Plan, sent_at: float) -> None:
+    async def _exchange(
+        self, target: _Target, plan: planning.Plan, sent_at: float, resend: bool
+    ) -> None:
         """The Redis calls of one sync, then what they answered into the engine."""
         share, dims = target.share, _dims(target)
         settled, seq = list(share.settled), share.seq
@@ -265,8 +329,15 @@ class Leaser:
                 [plan.give_back.get(d, 0) for d in dims],
                 self.ttl_ms,
             )
-            for i in SHARED_SLOTS:
-                settled[i] += plan.used[i]
+            # A resend Redis did not apply was applied before (its seq is ours). A new
+            # settle it did not apply was numbered at or below a settle someone else
+            # made under this sidecar's id: counted as not settled, numbered again next
+            # round above Redis's seq.
+            if reply.applied or resend:
+                for i in SHARED_SLOTS:
+                    settled[i] += plan.used[i]
+            else:
+                self._seq_taken(target, plan.seq, reply.seq)
             seq = plan.seq
         if plan.wants or reply is None:
             caps = dict(target.caps)
@@ -279,7 +350,13 @@ class Leaser:
                 [caps.get(d, 0) for d in dims],
                 [plan.wants.get(d, 0) for d in dims],
             )
-        await self._synced(target, reply, dims, settled, seq, sent_at)
+        await self._synced(target, reply, dims, settled, max(seq, reply.seq), sent_at)
+
+    def _seq_taken(self, target: _Target, seq: int, redis_seq: int) -> None:
+        log.error(
+            "a settle was refused as a repeat: is this sidecar_id used by another sidecar?",
+            extra=fields(key=target.key, seq=seq, redis_seq=redis_seq, sidecar=self.sidecar),
+        )
 
     async def _synced(
         self,
@@ -323,11 +400,7 @@ class Leaser:
                 self.on_reachability(False)
         else:
             self._retry_s = min(LAST_RETRY_S, self._retry_s * 2)
-        engine = self.runtime.engine
-        for key, share in list(engine.shares.live.items()):
-            if share.reachable:
-                args = {"key": key, "window_start": share.window_start}
-                await self.runtime.apply("share_unreachable", args)
+        await self.runtime.apply("shares_unreachable", {})
 
     def _found(self) -> None:
         if not self.reachable or not self._told:

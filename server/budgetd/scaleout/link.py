@@ -94,8 +94,8 @@ class Link:
     def start(self) -> None:
         self._task = asyncio.create_task(self.leaser.run(), name="budgetd-leaser")
         wait_s = self.settings.lease_wait_s
-        if wait_s > 0:
-            self.runtime.lease_wait = lambda: self.leaser.wait_for_lease(wait_s)
+        # (Set with no wait too: a call an empty lease denied still wakes the leaser.)
+        self.runtime.lease_wait = lambda: self.leaser.wait_for_lease(wait_s)
         log.info(
             "global policies on",
             extra=fields(redis=self.settings.shown_url(), sidecar=self.sidecar),

@@ -20,11 +20,13 @@ Every Redis failure (refused, timeout, READONLY, a failover...) surfaces as
 `StoreUnavailable`; bad arguments as ValueError naming the argument, before any call.
 A call redis-py retries after a lost connection is safe: a settle is idempotent, and a
 lease's reply carries the sidecar's whole lease (`Share.lease`), which the leaser
-reconciles to.
+reconciles to. So is one cut at its deadline (`call_timeout_s`, retries and a
+Cluster's redirections included), for the same reasons.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -97,7 +99,9 @@ class Share:
     sidecar's (authoritative), `granted` by this call (zeros but for `lease`), `used`
     settled by all, `leased` by all live sidecars; `sidecars` live sidecars holding a
     lease, `applied` whether the call changed the window as asked (a lease always, a
-    settle when its seq was new, a read never), `now_ms` Redis's time."""
+    settle when its seq was new, a read never), `now_ms` Redis's time, `seq` the last
+    settle sequence number Redis applied for this sidecar on the window (-1: none
+    kept), which a share's next settle must number above."""
 
     lease: tuple[int, ...]
     granted: tuple[int, ...]
@@ -106,15 +110,17 @@ class Share:
     sidecars: int
     applied: bool
     now_ms: int
+    seq: int = -1
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any], n: int) -> Share:
         values = [int(v) for v in reply]
-        if len(values) != 3 + 4 * n:
-            raise StoreUnavailable(f"a script answered {len(values)} values, not {3 + 4 * n}")
-        now, sidecars, applied, rest = values[0], values[1], values[2], values[3:]
+        if len(values) != 4 + 4 * n:
+            raise StoreUnavailable(f"a script answered {len(values)} values, not {4 + 4 * n}")
+        now, sidecars, applied, seq = values[:4]
+        rest = values[4:]
         parts = [tuple(rest[i * n : (i + 1) * n]) for i in range(4)]
-        return cls(parts[0], parts[1], parts[2], parts[3], sidecars, bool(applied), now)
+        return cls(parts[0], parts[1], parts[2], parts[3], sidecars, bool(applied), now, seq)
 
 
 def key_tag(key: GlobalKey) -> str:
@@ -191,7 +197,14 @@ class RedisStore:
         seq_keep_ms: int = SEQ_KEEP_MS,
         secrets: Sequence[str] = (),
         closing: Sequence[Callable[[], Awaitable[None]]] = (),
+        call_timeout_s: float | None = None,
     ) -> None:
+        if call_timeout_s is not None and not (
+            math.isfinite(call_timeout_s) and call_timeout_s > 0
+        ):
+            raise ValueError("call_timeout_s must be a positive number of seconds")
+        # The most one call may take, its retries included (None: only the sockets' own).
+        self.call_timeout_s = call_timeout_s
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ValueError("prefix must be a string without braces (they are the hash tag's)")
         self.prefix = prefix
@@ -276,8 +289,9 @@ class RedisStore:
         if not calls:
             return []
         try:
-            replies = await self._pipelined(keys, [[*args, ttl] for args in calls])
-        except (RedisError, RedisClusterException, OSError) as exc:
+            async with asyncio.timeout(self.call_timeout_s):
+                replies = await self._pipelined(keys, [[*args, ttl] for args in calls])
+        except (RedisError, RedisClusterException, OSError) as exc:  # (TimeoutError too)
             raise StoreUnavailable(self._reason(exc)) from exc
         return [bool(int(reply[1])) for reply in replies]
 
@@ -311,14 +325,17 @@ class RedisStore:
 
     async def _run(self, script: AsyncScript, key: GlobalKey, args: list[str]) -> list[Any]:
         try:
-            reply = await script(keys=self.keys(key), args=args)
-        except (RedisError, RedisClusterException, OSError) as exc:
+            async with asyncio.timeout(self.call_timeout_s):
+                reply = await script(keys=self.keys(key), args=args)
+        except (RedisError, RedisClusterException, OSError) as exc:  # (TimeoutError too)
             raise StoreUnavailable(self._reason(exc)) from exc
         if not isinstance(reply, list):
             raise StoreUnavailable(f"a script answered {type(reply).__name__}, not an array")
         return reply
 
     def _reason(self, exc: BaseException) -> str:
+        if type(exc) is TimeoutError:  # the call's deadline (asyncio.timeout)
+            return f"no answer within {self.call_timeout_s} s (timeout_seconds)"
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         for secret in self._secrets:
             text = text.replace(secret, "***")
@@ -556,6 +573,7 @@ def connect(
         seq_keep_ms=seq_keep_ms,
         secrets=target.secrets(),
         closing=closing,
+        call_timeout_s=max(float(timeout_s), float(connect_timeout_s)),
     )
 
 

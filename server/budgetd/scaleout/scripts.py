@@ -20,8 +20,9 @@ sidecar whose deadline has passed loses its lease (subtracted from `leased`), it
 stays until `seen` says it is older than ARGV[3]. Numbers going back to Redis are
 formatted with '%d' (a Lua number is a double; inputs are bounded to 2^53 - 1).
 
-A Share reply is a flat array: now_ms, live sidecars, applied (0/1), then per dimension
-in the order asked: this sidecar's lease, what this call granted, used, leased.
+A Share reply is a flat array: now_ms, live sidecars, applied (0/1), the last settle
+sequence number applied for this sidecar (-1: none kept), then per dimension in the
+order asked: this sidecar's lease, what this call granted, used, leased.
 """
 
 from __future__ import annotations
@@ -91,16 +92,17 @@ end
 
 local function share(now, dims, gauge, granted, applied)
   local n = #dims
-  local out = {now, redis.call('ZCARD', EXPIRY), applied}
+  local seq = tonumber(redis.call('HGET', SEQ, sidecar) or '-1')
+  local out = {now, redis.call('ZCARD', EXPIRY), applied, seq}
   local lease = redis.call('HMGET', LEASE, unpack(fields_of(dims)))
   local used = redis.call('HMGET', USED, unpack(dims))
   local leased = redis.call('HMGET', LEASED, unpack(dims))
-  for i = 1, n do out[3 + i] = tonumber(lease[i] or '0') end
-  for i = 1, n do out[3 + n + i] = granted[i] or 0 end
+  for i = 1, n do out[4 + i] = tonumber(lease[i] or '0') end
+  for i = 1, n do out[4 + n + i] = granted[i] or 0 end
   for i = 1, n do
-    out[3 + 2 * n + i] = (dims[i] == gauge) and 0 or tonumber(used[i] or '0')
+    out[4 + 2 * n + i] = (dims[i] == gauge) and 0 or tonumber(used[i] or '0')
   end
-  for i = 1, n do out[3 + 3 * n + i] = tonumber(leased[i] or '0') end
+  for i = 1, n do out[4 + 3 * n + i] = tonumber(leased[i] or '0') end
   return out
 end
 """
