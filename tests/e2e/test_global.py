@@ -289,3 +289,36 @@ def test_a_calendar_window_rolls_at_the_same_instant_on_every_sidecar(
     before, after = read_window(url, old, [TOKENS]), read_window(url, new, [TOKENS])
     assert before.used[0] > 0 and after.used[0] > 0
     assert before.used[0] + after.used[0] == acknowledged(logs)
+
+
+def test_checks_that_wait_for_no_lease_open_their_global_ledgers_batched_or_not(
+    tmp_path: Path, redis_server: LocalRedis
+) -> None:
+    (daemon,) = start_sidecars(
+        tmp_path, redis_server.url, org_policy(1_000_000), count=1, lease_wait_seconds=0
+    )
+
+    def check(tenant: str) -> pb.CheckResponse:
+        request = pb.CheckRequest(labels={"tenant": tenant}, estimate=pb.Usage(input_tokens=10))
+        with grpc.insecure_channel(daemon.unix_target) as channel:
+            answer: pb.CheckResponse = rpc.BudgetServiceStub(channel).Check(request, timeout=WAIT_S)
+        return answer
+
+    def batch_check(tenant: str) -> pb.CheckResponse:
+        check = pb.CheckRequest(labels={"tenant": tenant}, estimate=pb.Usage(input_tokens=10))
+        request = pb.BatchRequest(operations=[pb.BatchOperation(check=check)])
+        with grpc.insecure_channel(daemon.unix_target) as channel:
+            answer: pb.BatchResponse = rpc.BudgetServiceStub(channel).Batch(request, timeout=WAIT_S)
+        return answer.results[0].check
+
+    def allowed(ask: Callable[[str], pb.CheckResponse], tenant: str) -> Callable[[], bool]:
+        return lambda: ask(tenant).decision == pb.DECISION_ALLOW
+
+    try:
+        for ask, tenant in ((check, "one"), (batch_check, "two")):
+            first = ask(tenant)  # no lease yet, and no wait for one
+            assert first.decision == pb.DECISION_DENY
+            assert [b.reason for b in first.blockers] == [pb.BLOCK_REASON_LEASE]
+            wait_until(allowed(ask, tenant), f"a Check of {tenant} allowed once leased for")
+    finally:
+        stop_all([daemon])

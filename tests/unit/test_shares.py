@@ -335,3 +335,61 @@ def test_open_global_opens_only_missing_global_ledgers_and_counts_nothing() -> N
     assert engine.ledger_count == 1  # the local policy's ledger waits for real use
     assert engine.open_global(LABELS, T0 + 1)[0] == 0
     assert engine._ledgers["org"].count(TOKENS) == 0
+
+
+# --- one share per window ------------------------------------------------------------
+
+
+def test_a_ledger_reopened_in_its_window_takes_its_share_back_and_continues() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    _sync(engine, T0, tokens=1_000, used=1_300, settled=300, seq=1)  # others: 1,000
+    share = engine.shares.live["org"]
+    engine.consume(LABELS, Usage(200, 0), "c2", T0 + 1)  # owed to Redis at the close
+    engine.delete_policy("org", T0 + 2)
+    assert ("org", share.window_start) in engine.shares.closing
+    engine.put_policy(Policy.from_mapping(ORG), T0 + 3)
+    engine.consume(LABELS, Usage(100, 0), "c3", T0 + 4)
+    ledger = engine._ledgers["org"]
+    assert engine.shares.live["org"] is share and not engine.shares.closing
+    assert ledger.count(Dimension.TOTAL_TOKENS) == 1_600  # 1,000 + 300 + 200 + 100
+    window = ledger.window_start
+    owed = _vector(total_tokens=300)  # 200 + 100, never negative
+    engine.share_settling("org", window, 2, owed, [], T0 + 5)
+    assert share.settling is not None and share.settling.used == owed
+
+
+def test_a_global_lifetime_window_starts_at_the_epoch_in_every_ledger() -> None:
+    engine = _engine(window="lifetime")
+    engine.consume(LABELS, Usage(1, 0), "c1", T0)
+    assert engine._ledgers["org"].window_start == 0.0  # Redis's window index: 0
+    engine.delete_policy("org", T0 + 1)
+    engine.put_policy(Policy.from_mapping({**ORG, "window": "lifetime"}), T0 + 2)
+    engine.consume(LABELS, Usage(1, 0), "c2", T0 + 3)
+    assert engine._ledgers["org"].window_start == 0.0
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_a_change_of_scope_closes_the_ledgers_and_the_next_use_opens_them_anew(
+    scope: str,
+) -> None:
+    other = "global" if scope == "local" else "local"
+    engine = _engine(scope=scope)
+    engine.consume(LABELS, Usage(5, 0), "c1", T0)
+    result, _ = engine.put_policy(Policy.from_mapping({**ORG, "scope": other}), T0 + 1)
+    assert result.closed_ledgers == 1
+    engine.consume(LABELS, Usage(5, 0), "c2", T0 + 2)
+    ledger = engine._ledgers["org"]
+    assert ledger.policy.is_global is (other == "global")
+    assert ("org" in engine.shares.live) is (other == "global")
+
+
+def test_a_share_opened_while_redis_is_out_of_reach_starts_out_of_reach() -> None:
+    engine = _engine(per=["thread"], on_unavailable="allow_local")
+    changed, _ = engine.shares_unreachable(T0)
+    assert changed and not engine.shares_unreachable(T0)[0]  # said once
+    engine.consume(LABELS, Usage(1, 0), "c1", T0 + 1)  # a new ledger, a new share
+    (share,) = engine.shares.live.values()
+    assert not share.reachable
+    assert engine.check(LABELS, Usage(9_000, 0), T0 + 1).decision is Decision.ALLOW
+    assert engine.check(LABELS, Usage(10_000, 0), T0 + 1).decision is Decision.DENY

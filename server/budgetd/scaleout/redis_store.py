@@ -540,6 +540,7 @@ def connect(
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     key_grace_ms: int = KEY_GRACE_MS,
     seq_keep_ms: int = SEQ_KEEP_MS,
+    call_timeout_s: float | None = None,
 ) -> RedisStore:
     """A store on the Redis `url` names (no I/O yet: the first call connects):
 
@@ -553,7 +554,10 @@ def connect(
     Query options: socket_timeout, socket_connect_timeout (seconds, over `timeout_s`
     and `connect_timeout_s`), ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs,
     ssl_check_hostname, ssl_ciphers, client_name, max_connections, health_check_interval,
-    socket_keepalive, protocol. ValueError for a malformed URL, never quoting it."""
+    socket_keepalive, protocol. ValueError for a malformed URL, never quoting it.
+
+    Each call ends by `call_timeout_s` (default: the longer of the two timeouts), its
+    retries included."""
     for name, value in (("timeout_s", timeout_s), ("connect_timeout_s", connect_timeout_s)):
         if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number of seconds")
@@ -573,7 +577,7 @@ def connect(
         seq_keep_ms=seq_keep_ms,
         secrets=target.secrets(),
         closing=closing,
-        call_timeout_s=max(float(timeout_s), float(connect_timeout_s)),
+        call_timeout_s=call_timeout_s or max(float(timeout_s), float(connect_timeout_s)),
     )
 
 
