@@ -107,7 +107,7 @@ class Runtime:
         self.on_snapshot: Callable[[float], None] | None = None
         # The leaser's (budgetd.scaleout; None without [global]): wait briefly for a
         # round of leases, when only an empty lease stood in a call's way.
-        self.lease_wait: Callable[[], Awaitable[None]] | None = None
+        self.lease_wait: Callable[[], Awaitable[bool]] | None = None
         self.link_status: Callable[[], LinkStatus] | None = None
         # The cyclic collector's pauses (installed by the daemon once it serves).
         self.collector = Collector()

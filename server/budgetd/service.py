@@ -95,8 +95,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         wait = self._lease_wait(result)
         if wait is not None:
             await self.runtime.apply("open_global", {"labels": self._check_subject(request)})
-            await wait()
-            result, _ = self._submit_check(request)
+            if await wait():
+                result, _ = self._submit_check(request)
         return wire.check(result)
 
     def _check_subject(self, request: pb.CheckRequest) -> Mapping[str, str]:
@@ -124,9 +124,10 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
             durable.add_done_callback(lambda done: done.cancelled() or done.exception())
         return result, None
 
-    def _lease_wait(self, result: Any) -> Callable[[], Awaitable[None]] | None:
+    def _lease_wait(self, result: Any) -> Callable[[], Awaitable[bool]] | None:
         """The leaser's wait when only an empty lease denied `result` (the first call on
-        a global ledger, the first after its window rolled), else None."""
+        a global ledger, the first after its window rolled), else None. The wait answers
+        whether a round of leases finished in it: only then is the call judged again."""
         wait = self.runtime.lease_wait
         if wait is None or result.decision is not Decision.DENY:
             return None
@@ -144,8 +145,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> bytes:
         result = await self._answered(self._submit_reserve(request))
         wait = self._lease_wait(result)
-        if wait is not None:
-            await wait()  # (a denial a lease alone caused is not remembered: judged again)
+        # (A denial a lease alone caused is not remembered: judged again.)
+        if wait is not None and await wait():
             result = await self._answered(self._submit_reserve(request))
         return wire.reserve(result)
 
@@ -295,8 +296,7 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
         }
         result = await self.runtime.apply("open_run", args)
         wait = self._lease_wait(result)
-        if wait is not None:
-            await wait()
+        if wait is not None and await wait():
             result = await self.runtime.apply("open_run", args)
         return convert.open_run_response(result)
 

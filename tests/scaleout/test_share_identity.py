@@ -187,3 +187,44 @@ def test_a_redis_that_stops_answering_fails_a_call_at_its_deadline(
         return failed.value.reason
 
     assert run(scenario) == "no answer within 0.2 s (timeout_seconds)"
+
+
+def test_a_wait_for_lease_says_whether_a_round_of_leases_finished_in_it(
+    redis_server: LocalRedis,
+) -> None:
+    setting = settings(redis_server.url, sync_interval_s=30.0)  # rounds only when woken
+
+    async def scenario() -> tuple[bool, bool, int]:
+        car = sidecar("host-0", [ORG], setting)
+        await until(lambda: car.leaser.rounds >= 1, "a first round")
+        rounds = car.leaser.rounds
+        without = await car.leaser.wait_for_lease(0)  # wakes the leaser, waits for nothing
+        await until(lambda: car.leaser.rounds > rounds, "the woken round")
+        waited = await car.leaser.wait_for_lease(5.0)
+        await car.stop()
+        return without, waited, car.leaser.rounds - rounds
+
+    without, waited, rounds = run(scenario)
+    assert not without  # nothing to judge again: the same lease as before
+    assert waited and rounds >= 2
+
+
+def test_a_share_that_closed_while_its_round_looked_is_synced_as_closing(
+    redis_server: LocalRedis,
+) -> None:
+    setting = settings(redis_server.url)
+
+    async def scenario() -> tuple[Any, Any]:
+        car = sidecar("host-0", [ORG], setting, start=False)
+        await car.runtime.apply("open_global", {"labels": LABELS})
+        (live,) = car.leaser._targets(final=False)
+        await car.runtime.apply("delete_policy", {"name": "org"})
+        fresh = car.leaser._refreshed(live, final=False)
+        await car.stop(give_back=False)
+        return live, fresh
+
+    live, fresh = run(scenario)
+    assert not live.closing and live.caps == [(TOKENS, 10_000)]
+    assert fresh is not None and fresh.share is live.share
+    assert fresh.closing and fresh.reserved == ()  # nothing more leased for it
+    assert all(limit == 0 for _, limit in fresh.caps)

@@ -23,7 +23,7 @@ from budgetd.core.events import ThresholdCrossed
 from budgetd.core.mutations import decode, encode
 from budgetd.core.policy import OnUnavailable, Scope
 from budgetd.core.results import Decision
-from budgetd.core.shares import Shares
+from budgetd.core.shares import SHARED_SLOTS, Shares
 
 T0 = 1_800_000_000.0
 TOKENS = int(Dimension.TOTAL_TOKENS)
@@ -263,7 +263,13 @@ def test_a_rolled_window_keeps_what_it_owes_and_starts_a_share_of_its_own() -> N
     assert closing.counts[TOKENS] == 300
     fresh = engine.shares.of(ledger)
     assert fresh is not None and fresh.allowance == {} and fresh.lease_until == 0.0
-    assert engine.share_settled_up("org", old_start, T0 + 86_401)[0]
+    # Refused while the ended window still owes its 300 tokens: they would never settle.
+    assert not engine.share_settled_up("org", old_start, T0 + 86_401)[0]
+    sent = [n if i in SHARED_SLOTS else 0 for i, n in enumerate(closing.counts)]
+    engine.share_settling("org", old_start, 1, sent, [[TOKENS, 1_000]], T0 + 86_401)
+    assert not engine.share_settled_up("org", old_start, T0 + 86_401)[0]  # in flight
+    engine.share_synced("org", old_start, [[TOKENS, 0]], sent, sent, 1, 1, 0.0, T0 + 86_402)
+    assert engine.share_settled_up("org", old_start, T0 + 86_402)[0]
     assert ("org", old_start) not in engine.shares.closing
 
 
@@ -393,3 +399,96 @@ def test_a_share_opened_while_redis_is_out_of_reach_starts_out_of_reach() -> Non
     assert not share.reachable
     assert engine.check(LABELS, Usage(9_000, 0), T0 + 1).decision is Decision.ALLOW
     assert engine.check(LABELS, Usage(10_000, 0), T0 + 1).decision is Decision.DENY
+
+
+def test_a_share_taken_back_while_redis_is_out_of_reach_stays_out_of_reach() -> None:
+    engine = _engine(on_unavailable="allow_local")
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    _sync(engine, T0, tokens=1_000)
+    engine.delete_policy("org", T0 + 1)  # its share closes, still owing 300
+    assert engine.shares_unreachable(T0 + 2)[0]
+    (closing,) = engine.shares.closing.values()
+    assert not closing.share.reachable  # closing shares are told too
+    engine.put_policy(Policy.from_mapping({**ORG, "on_unavailable": "allow_local"}), T0 + 3)
+    engine.consume(LABELS, Usage(1, 0), "c2", T0 + 4)  # takes the closing share back
+    share = engine.shares.live["org"]
+    assert share is closing.share and not share.reachable
+    # Judged by allow_local (the cap alone), not by a lease Redis may have given away.
+    assert engine.check(LABELS, Usage(9_000, 0), T0 + 4).decision is Decision.ALLOW
+
+
+def test_a_closing_share_that_owes_usage_is_never_settled_up() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    ledger = engine._ledgers["org"]
+    window = ledger.window_start
+    sent = [n if i in SHARED_SLOTS else 0 for i, n in enumerate(ledger.counts())]
+    engine.share_settling("org", window, 1, sent, [], T0 + 1)
+    engine.share_synced("org", window, [], sent, sent, 1, 1, 0.0, T0 + 1)
+    engine.delete_policy("org", T0 + 2)  # closes owing nothing: it could be settled up
+    engine.put_policy(Policy.from_mapping(ORG), T0 + 3)
+    engine.open_global(LABELS, T0 + 3)  # takes the closing share back
+    assert engine.shares.live["org"] is not None and not engine.shares.closing
+    _sync(engine, T0 + 3, tokens=1_300, used=300, settled=300, seq=1)
+    engine.consume(LABELS, Usage(50, 0), "c2", T0 + 4)  # used, and closed again
+    engine.delete_policy("org", T0 + 5)
+    assert not engine.share_settled_up("org", window, T0 + 6)[0]  # 50 still owed
+    assert engine.shares.closing[("org", window)].counts[TOKENS] == 350
+
+
+def _old_lifetime_state(created: float) -> dict[str, Any]:
+    """A state as written before a global lifetime window started at 0: the ledger's
+    start and its share's are its creation, and an older closing share of the same
+    window sits beside it (a ledger closed and opened again)."""
+    engine = _engine(window="lifetime")
+    engine.consume(LABELS, Usage(300, 0), "c1", created)
+    _sync(engine, created, tokens=1_000)
+    data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
+    (ledger,) = data["ledgers"]
+    ledger["anchor"] = ledger["window_start"] = created
+    live = data["shares"]["live"][0][1]
+    live[0] = created
+    older = list(live)
+    older[0] = created - 100
+    data["shares"]["closing"] = [["org", older, ledger["used"], None]]
+    return data
+
+
+def test_a_state_and_journal_written_before_lifetime_windows_began_at_0_are_read() -> None:
+    created = T0
+    engine = Engine.from_state(_old_lifetime_state(created), global_enabled=True)
+    ledger = engine._ledgers["org"]
+    assert ledger.window_start == 0.0 and ledger.anchor == 0.0
+    share = engine.shares.of(ledger)
+    assert share is not None and share.window_start == 0.0
+    # One share per Redis window: the older of the two is dropped (and counted).
+    assert not engine.shares.closing and engine.shares.dropped == 1
+    # Records of that journal name the window by its old start; `share_unreachable`
+    # was one share's.
+    old_records = [
+        {
+            "op": "share_synced",
+            "now": created + 1,
+            "args": {
+                "key": "org",
+                "window_start": created,
+                "allowance": [[TOKENS, 2_000]],
+                "global_used": _vector(total_tokens=300),
+                "settled": [0] * VECTOR_SIZE,
+                "seq": 0,
+                "sidecars": 2,
+                "lease_until": created + 31,
+            },
+        },
+        {
+            "op": "share_unreachable",
+            "now": created + 2,
+            "args": {"key": "org", "window_start": created},
+        },
+    ]
+    found = [engine.apply(decode(record))[0] for record in old_records]
+    assert found == [True, True]
+    assert share.allowance[TOKENS] == 2_000 and share.sidecars == 2
+    assert not share.reachable
+    again = Engine.from_state(json.loads(json.dumps(engine.export_state())), global_enabled=True)
+    assert again.export_state() == engine.export_state()  # written anew: start 0 alone

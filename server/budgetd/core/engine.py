@@ -1831,7 +1831,7 @@ class Engine:
     def _open_share(self, ledger: Ledger, now: float, events: list[Event]) -> None:
         """A new global ledger's share; one that takes back its window's closing share
         continues from the closed ledger's counters (see shares.Shares.opened)."""
-        counts = self.shares.opened(ledger)
+        counts = self.shares.opened(ledger, now)
         if counts is not None and any(counts):
             # (record_usage skips what is never summed: open runs, run time, wall clock.)
             record_usage((ledger,), tuple(counts), now, events)
@@ -1930,8 +1930,13 @@ class Engine:
             self._record("shares_unreachable", now)
         return changed, []
 
+    def share_unreachable(self, key: str, window_start: float, now: float) -> Outcome[bool]:
+        """One share out of Redis's reach: replayed from journals written before
+        reachability was a round's (`shares_unreachable`); never recorded now."""
+        return self.shares.unreachable_share(key, window_start), []
+
     def share_settled_up(self, key: str, window_start: float, now: float) -> Outcome[bool]:
-        """A closing share owes Redis nothing more."""
+        """A closing share owes Redis nothing more (refused while it still owes)."""
         found = self.shares.settled_up(key, window_start)
         if found:
             self._record("share_settled_up", now, key=key, window_start=window_start)

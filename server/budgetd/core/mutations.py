@@ -38,6 +38,7 @@ MUTATING_OPS = frozenset(
         "share_synced",
         "share_settling",
         "shares_unreachable",
+        "share_unreachable",  # (read only: journals written before shares_unreachable)
         "share_settled_up",
         "open_global",
     }

@@ -90,6 +90,10 @@ class Share:
     lease_until: float = 0.0
     reachable: bool = True
     synced_at: float = 0.0  # when Redis last answered for this share
+    # A lifetime window's start as journals written before lifetime windows started at
+    # 0 name it (the ledger's creation): replaying such a journal finds the share by it.
+    # Not stored: a snapshot written since names the share by its start alone.
+    legacy_start: float | None = None
 
 
 def own_used(counts: list[int], share: Share) -> list[int]:
@@ -228,17 +232,20 @@ class Shares:
             return None
         return share
 
-    def opened(self, ledger: Ledger) -> list[int] | None:
+    def opened(self, ledger: Ledger, now: float) -> list[int] | None:
         """A global ledger opened: its share, taken back from `closing` when its window's
         share is still there (None: a new share), else the closed ledger's counters at
         its close, which the new ledger continues from (own usage and the others' alike:
-        the share's settled and absorbed amounts are counted in them)."""
+        the share's settled and absorbed amounts are counted in them). `now`: the
+        instant of opening."""
         closing = self.closing.pop((ledger.key, ledger.window_start), None)
-        if closing is None:
-            self.live[ledger.key] = Share(ledger.window_start, reachable=self.reachable)
-            return None
-        self.live[ledger.key] = closing.share
-        return closing.counts
+        share = Share(ledger.window_start) if closing is None else closing.share
+        # (One taken back stays unreachable if it was: it has not heard from Redis since.)
+        share.reachable = share.reachable and self.reachable
+        if math.isinf(ledger.window_end):
+            share.legacy_start = now
+        self.live[ledger.key] = share
+        return None if closing is None else closing.counts
 
     def rolled(self, ledger: Ledger, counts: list[int], old_start: float, old_end: float) -> None:
         """`ledger` moved on from the window [old_start, old_end), where its counters
@@ -268,7 +275,17 @@ class Shares:
         if share is not None and share.window_start == window_start:
             return share, self._ledgers.get(key), None
         closing = self.closing.get((key, window_start))
-        return (closing.share, None, closing) if closing is not None else None
+        if closing is not None:
+            return closing.share, None, closing
+        if window_start == 0:
+            return None
+        # A record written before lifetime windows started at 0 (see legacy_start).
+        if share is not None and share.legacy_start == window_start:
+            return share, self._ledgers.get(key), None
+        closing = self.closing.get((key, 0.0))
+        if closing is not None and closing.share.legacy_start == window_start:
+            return closing.share, None, closing
+        return None
 
     def synced(
         self,
@@ -337,19 +354,40 @@ class Shares:
         return True
 
     def unreachable(self) -> bool:
-        """Redis did not answer a round: every live share, and any opened from now until
-        Redis answers again, is judged by its policy's on_unavailable. False: nothing
-        changed (already known)."""
+        """Redis did not answer a round: every share (a closing one may be taken back),
+        and any opened from now until Redis answers again, is judged by its policy's
+        on_unavailable. False: nothing changed (already known)."""
         changed = self.reachable
         self.reachable = False
         for share in self.live.values():
             changed = changed or share.reachable
             share.reachable = False
+        for closing in self.closing.values():
+            changed = changed or closing.share.reachable
+            closing.share.reachable = False
         return changed
 
+    def unreachable_share(self, key: str, window_start: float) -> bool:
+        """One share marked unreachable: what journals written before Redis's
+        reachability was one round's (`unreachable`) say. False: no such share."""
+        found = self._find(key, window_start)
+        if found is None:
+            return False
+        found[0].reachable = False
+        return True
+
     def settled_up(self, key: str, window_start: float) -> bool:
-        """A closing share owes Redis nothing more: forget it."""
-        return self.closing.pop((key, window_start), None) is not None
+        """A closing share owes Redis nothing more: forget it. False: no such share, or
+        it still owes usage (a settle in flight, or usage recorded since the leaser
+        looked: the share was taken back by a ledger that opened again, and closed)."""
+        closing = self.closing.get((key, window_start))
+        if closing is None or closing.share.settling is not None:
+            return False
+        owed = unsettled(closing.counts, closing.share)
+        if any(owed[i] for i in SHARED_SLOTS):
+            return False
+        del self.closing[(key, window_start)]
+        return True
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -364,13 +402,37 @@ class Shares:
         }
 
     def load_plain(self, data: Mapping[str, Any]) -> None:
+        """Shares from `to_plain`, after the ledgers (restored first: a live lifetime
+        share's window start is its ledger's)."""
         self.reachable = bool(data.get("reachable", True))
         for key, plain in data.get("live", ()):
-            self.live[key] = _share_from_plain(plain)
+            share = _share_from_plain(plain)
+            ledger = self._ledgers.get(key)
+            if ledger is not None and math.isinf(ledger.window_end):
+                _epoch_start(share)
+            self.live[key] = share
         for key, plain, counts, end in data.get("closing", ()):
             share = _share_from_plain(plain)
             window_end = math.inf if end is None else float(end)
-            self.closing[(key, share.window_start)] = Closing(share, list(counts), window_end)
+            if math.isinf(window_end):
+                _epoch_start(share)
+            # Two shares of one lifetime window, as states written before it started at
+            # 0 could hold (a ledger closed and opened again): the newer is kept, the
+            # other counted as dropped (Redis kept one record for both all along).
+            live = self.live.get(key)
+            if live is not None and live.window_start == share.window_start:
+                self.dropped += 1
+                continue
+            if self.closing.pop((key, share.window_start), None) is not None:
+                self.dropped += 1
+            self._close(key, Closing(share, list(counts), window_end))
+
+
+def _epoch_start(share: Share) -> None:
+    """A lifetime share stored before lifetime windows started at 0: its start is its
+    window's index in Redis, 0; records journaled since name the old one (legacy_start)."""
+    if share.window_start != 0:
+        share.legacy_start, share.window_start = share.window_start, 0.0
 
 
 def _end_plain(end: float) -> float | None:

@@ -24,7 +24,7 @@ from budgetd.core.digest import digest_of
 from budgetd.core.dimensions import Dimension, upgraded_vector
 from budgetd.core.events import Totals
 from budgetd.core.ledger import NO_HOLDS, NO_TIME, Ledger, format_key, parse_key
-from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity
+from budgetd.core.policy import Enforcement, LedgerState, Policy, Severity, WindowKind
 from budgetd.core.records import Deadline, Reservation, Run
 from budgetd.core.usage import Usage, usage_from_plain, usage_plain
 
@@ -215,6 +215,10 @@ def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ledger.buckets = None if buckets is None else deque((i, upgraded_vector(v)) for i, v in buckets)
     ledger.window_start = item["window_start"]
     ledger.window_end = _untime(item["window_end"])
+    if policy.is_global and policy.window.kind is WindowKind.LIFETIME:
+        # (Stored before a global lifetime window started at 0, its index in Redis, on
+        # every sidecar: the same window, by its start now; see shares.legacy_start.)
+        ledger.anchor = ledger.window_start = 0.0
     ledger.reset_triggers()
     ledger.set_state(LedgerState.OK)
     # Fired bits were restored: recomputing triggers and state fires nothing new.

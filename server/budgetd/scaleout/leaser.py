@@ -34,12 +34,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from budgetd.core.dimensions import VECTOR_SIZE
 from budgetd.core.ledger import Ledger
 from budgetd.core.policy import Enforcement
-from budgetd.core.shares import SHARED_SLOTS, Share, unsettled
+from budgetd.core.shares import SHARED_SLOTS, Closing, Share, unsettled
 from budgetd.logs import fields
 from budgetd.runtime import Runtime
 from budgetd.scaleout import planning
@@ -135,23 +135,26 @@ class Leaser:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def wait_for_lease(self, timeout_s: float) -> None:
+    async def wait_for_lease(self, timeout_s: float) -> bool:
         """Wake the task and wait (at most `timeout_s`) for a round that began after
-        this call: a call its lease could not cover tries once more after it."""
+        this call: a call its lease could not cover tries once more after it. False: no
+        such round finished (no wait, Redis out of reach, or the time ran out), so
+        trying again would find the same lease."""
         target = self._started + 1  # one that begins from now (one in progress looked)
         self._wake.set()  # (even with no wait: the next call finds the lease sooner)
         if timeout_s <= 0:
-            return
+            return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.rounds < target:
             left = deadline - loop.time()
             if left <= 0 or not self.reachable:
-                return
+                return False
             try:
                 await asyncio.wait_for(self._round_done.wait(), left)
             except TimeoutError:
-                return
+                return False
+        return True
 
     def _finished(self) -> None:
         self.rounds += 1
@@ -166,7 +169,8 @@ class Leaser:
         dropped = self.runtime.engine.shares.dropped
         if dropped > self._dropped:
             log.error(
-                "ended windows dropped before they settled: Redis was out of reach too long",
+                "ended windows dropped before they settled: Redis was out of reach too long"
+                " (or a state from an earlier release held two shares of one window)",
                 extra=fields(windows=dropped - self._dropped, since_start=dropped),
             )
             self._dropped = dropped
@@ -190,8 +194,11 @@ class Leaser:
         self._found()
         closing = self.runtime.engine.shares.closing
         for target in targets:
-            ended = (target.key, target.share.window_start) in closing
-            if ended and self._settled_up(target):
+            # Judged on the closing share as it stands now, not as the round found it: a
+            # ledger may have taken it back, used it and closed again meanwhile (the
+            # engine refuses too while usage is owed).
+            ended = closing.get((target.key, target.share.window_start))
+            if ended is not None and ended.share is target.share and _settled_up(ended):
                 args = {"key": target.key, "window_start": target.share.window_start}
                 await self.runtime.apply("share_settled_up", args)
         if failed is not None and final:
@@ -232,17 +239,6 @@ class Leaser:
             targets.append(_Target(key, share, counts, reserved, caps, window, final))
         return targets
 
-    def _settled_up(self, target: _Target) -> bool:
-        """Nothing of a closing share is left to send: no settle in flight, nothing
-        unsettled, nothing of its lease kept."""
-        share, counts = target.share, target.counts
-        if share.settling is not None:
-            return False
-        if any(planning.remaining(share, d, counts, 0) > 0 for d in share.allowance):
-            return False
-        owed = unsettled(list(counts), share)
-        return not any(owed[i] for i in SHARED_SLOTS)
-
     async def _sync(self, target: _Target, final: bool) -> None:
         share, now = target.share, self.clock()
         demand = self._demand.setdefault((target.key, share.window_start), _Demand())
@@ -262,7 +258,7 @@ class Leaser:
                 first = planning.Plan(0, [0] * VECTOR_SIZE, {}, plan.wants)
                 await self._exchange(target, first, now, False)
                 demand.exchanged_at, demand.contacted = now, True
-                fresh = self._refreshed(target)
+                fresh = self._refreshed(target, final)
                 if fresh is None:
                     return
                 target, plan = fresh, self._plan(fresh, demand)
@@ -285,19 +281,26 @@ class Leaser:
             target.closing,
         )
 
-    def _refreshed(self, target: _Target) -> _Target | None:
-        """`target` with its counters as they stand now (Redis's answer may have folded
-        the others' usage into them). None: its share is gone or moved on."""
-        shares = self.runtime.engine.shares
-        closing = shares.closing.get((target.key, target.share.window_start))
+    def _refreshed(self, target: _Target, final: bool) -> _Target | None:
+        """`target` as its share stands now: its counters (Redis's answer may have folded
+        the others' usage into them), and whether it is live or closing (a ledger may
+        have closed, or taken a closing share back, meanwhile). None: its share is gone
+        or moved on."""
+        engine, start = self.runtime.engine, target.share.window_start
+        closing = engine.shares.closing.get((target.key, start))
         if closing is not None:
             if closing.share is not target.share:
                 return None
-            return replace(target, counts=closing.counts, reserved=())
-        ledger = self.runtime.engine.global_ledger(target.key)
-        if ledger is None or shares.of(ledger) is not target.share:
+            caps = [(d, 0) for d in closing.share.allowance]
+            window = _window_key(target.key, start, closing.window_end)
+            return _Target(target.key, closing.share, closing.counts, (), caps, window, True)
+        ledger = engine.global_ledger(target.key)
+        if ledger is None or engine.shares.of(ledger) is not target.share:
             return None
-        return replace(target, counts=ledger.counts(), reserved=list(ledger.reserved))
+        counts, reserved = ledger.counts(), list(ledger.reserved)
+        window = _window_key(target.key, start, ledger.window_end)
+        caps = _leased_caps(ledger)
+        return _Target(target.key, target.share, counts, reserved, caps, window, final)
 
     async def _journal_settling(self, target: _Target, plan: planning.Plan) -> None:
         await self.runtime.apply(
@@ -418,6 +421,18 @@ def _window_key(ledger: str, start: float, end: float) -> GlobalKey:
     if math.isinf(end):
         return GlobalKey(ledger, 0, None)
     return GlobalKey(ledger, int(start), int(end * 1000))
+
+
+def _settled_up(closing: Closing) -> bool:
+    """Nothing of a closing share is left to send: no settle in flight, nothing
+    unsettled, nothing of its lease kept."""
+    share, counts = closing.share, closing.counts
+    if share.settling is not None:
+        return False
+    if any(planning.remaining(share, d, counts, 0) > 0 for d in share.allowance):
+        return False
+    owed = unsettled(counts, share)
+    return not any(owed[i] for i in SHARED_SLOTS)
 
 
 def _leased_caps(ledger: Ledger) -> list[tuple[int, int]]:
