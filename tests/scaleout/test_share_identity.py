@@ -228,3 +228,24 @@ def test_a_share_that_closed_while_its_round_looked_is_synced_as_closing(
     assert fresh is not None and fresh.share is live.share
     assert fresh.closing and fresh.reserved == ()  # nothing more leased for it
     assert all(limit == 0 for _, limit in fresh.caps)
+
+
+def test_a_call_waiting_for_a_first_lease_is_judged_again_once_redis_is_found_gone() -> None:
+    # Nothing listens on port 1: the first round finds Redis out of reach at once.
+    setting = settings("redis://127.0.0.1:1/0", lease_wait_s=5.0)
+    policy: dict[str, Any] = {**ORG, "on_unavailable": "allow_local"}
+
+    async def scenario() -> tuple[Decision, bool, Decision]:
+        car = sidecar("host-0", [policy], setting, start=False)
+        args = {"labels": LABELS, "estimate": Usage(500, 0), "ttl_s": 60.0, "run_id": ""}
+        first = await car.runtime.apply("reserve", {**args, "request_id": "r1"})
+        car.task = asyncio.create_task(car.leaser.run())  # no round has finished yet
+        again = await car.leaser.wait_for_lease(setting.lease_wait_s)
+        second = await car.runtime.apply("reserve", {**args, "request_id": "r1"})
+        await car.stop(give_back=False)
+        return first.decision, again, second.decision
+
+    first, again, second = run(scenario)
+    assert first is Decision.DENY  # not leased yet, Redis not known out of reach
+    assert again  # the round found Redis gone: under allow_local the cap alone judges
+    assert second is Decision.ALLOW

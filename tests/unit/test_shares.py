@@ -23,7 +23,8 @@ from budgetd.core.events import ThresholdCrossed
 from budgetd.core.mutations import decode, encode
 from budgetd.core.policy import OnUnavailable, Scope
 from budgetd.core.results import Decision
-from budgetd.core.shares import SHARED_SLOTS, Shares
+from budgetd.core.shares import SHARED_SLOTS, Shares, unsettled
+from budgetd.core.usage import usage_plain
 
 T0 = 1_800_000_000.0
 TOKENS = int(Dimension.TOTAL_TOKENS)
@@ -461,8 +462,9 @@ def test_a_state_and_journal_written_before_lifetime_windows_began_at_0_are_read
     assert ledger.window_start == 0.0 and ledger.anchor == 0.0
     share = engine.shares.of(ledger)
     assert share is not None and share.window_start == 0.0
-    # One share per Redis window: the older of the two is dropped (and counted).
-    assert not engine.shares.closing and engine.shares.dropped == 1
+    # One share per Redis window: the older's own usage joins the newer's counters.
+    assert not engine.shares.closing and engine.shares.dropped == 0
+    assert ledger.count(Dimension.TOTAL_TOKENS) == 600
     # Records of that journal name the window by its old start; `share_unreachable`
     # was one share's.
     old_records = [
@@ -490,5 +492,102 @@ def test_a_state_and_journal_written_before_lifetime_windows_began_at_0_are_read
     assert found == [True, True]
     assert share.allowance[TOKENS] == 2_000 and share.sidecars == 2
     assert not share.reachable
+    assert share.absorbed[TOKENS] == 300  # Redis had 300 this sidecar had not settled
     again = Engine.from_state(json.loads(json.dumps(engine.export_state())), global_enabled=True)
     assert again.export_state() == engine.export_state()  # written anew: start 0 alone
+
+
+def _old_synced(start: float, now: float, used: int, settled: int, seq: int) -> dict[str, Any]:
+    return {
+        "op": "share_synced",
+        "now": now,
+        "args": {
+            "key": "org",
+            "window_start": start,
+            "allowance": [[TOKENS, 0]],
+            "global_used": _vector(total_tokens=used),
+            "settled": _vector(total_tokens=settled),
+            "seq": seq,
+            "sidecars": 1,
+            "lease_until": 0.0,
+        },
+    }
+
+
+def _old_settling(start: float, now: float, seq: int, used: int) -> dict[str, Any]:
+    args = {"key": "org", "window_start": start, "seq": seq, "give_back": []}
+    return {
+        "op": "share_settling",
+        "now": now,
+        "args": {**args, "used": _vector(total_tokens=used)},
+    }
+
+
+def _old_ledger_of_300(created: float) -> Engine:
+    """An earlier release's state: a lifetime ledger created at `created`, 300 used."""
+    engine = _engine(window="lifetime")
+    engine.consume(LABELS, Usage(300, 0), "c1", created)
+    data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
+    data["ledgers"][0]["anchor"] = data["ledgers"][0]["window_start"] = created
+    data["shares"]["live"][0][1][0] = created
+    return Engine.from_state(data, global_enabled=True)
+
+
+def _lifetime_policy() -> dict[str, Any]:
+    return {"op": "put_policy", "now": 0.0, "args": {"policy": {**ORG, "window": "lifetime"}}}
+
+
+@pytest.mark.parametrize("order", ["settled_up_first", "reopened_first"])
+def test_an_earlier_releases_journal_of_a_lifetime_ledger_reopened_counts_once(
+    order: str,
+) -> None:
+    t1, t2 = T0, T0 + 100
+    engine = _old_ledger_of_300(t1)
+    delete = {"op": "delete_policy", "now": t1 + 1, "args": {"name": "org"}}
+    put = {**_lifetime_policy(), "now": t1 + 5}
+    use = {
+        "op": "consume",
+        "now": t2,
+        "args": {"labels": LABELS, "usage": usage_plain(Usage(5, 0)), "request_id": "c2"},
+    }
+    settle = [
+        _old_settling(t1, t1 + 2, 1, 300),
+        _old_synced(t1, t1 + 3, used=300, settled=300, seq=1),
+    ]
+    settled_up = {
+        "op": "share_settled_up",
+        "now": t1 + 4,
+        "args": {"key": "org", "window_start": t1},
+    }
+    # That release gave the reopened ledger a share of its own (start t2, seq from 0):
+    # Redis, one record per sidecar and window, answered it with the first share's.
+    second = [
+        _old_synced(t2, t2 + 1, used=300, settled=300, seq=1),
+        _old_settling(t2, t2 + 2, 1, 5),  # refused by Redis as a repeat, then
+    ]
+    if order == "settled_up_first":
+        records = [delete, *settle, settled_up, put, use, *second]
+    else:
+        records = [delete, put, use, *settle, *second]
+    for record in records:
+        engine.apply(decode(record))
+    ledger = engine._ledgers["org"]
+    share = engine.shares.of(ledger)
+    assert share is not None and not engine.shares.closing
+    assert ledger.count(Dimension.TOTAL_TOKENS) == 305  # not 605
+    assert share.settling is None  # the second share's settle: superseded, not resent
+    assert unsettled(ledger.counts(), share)[TOKENS] == 5  # the new leaser settles the 5 alone
+
+
+def test_two_shares_of_one_calendar_window_in_an_earlier_state_settle_both() -> None:
+    engine = _engine()
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
+    live = data["shares"]["live"][0][1]
+    older = list(live)  # an earlier ledger of the same window, closed owing 40
+    used = [0] * VECTOR_SIZE
+    used[TOKENS] = 40
+    data["shares"]["closing"] = [["org", older, used, live[0] + 86_400]]
+    restored = Engine.from_state(data, global_enabled=True)
+    assert not restored.shares.closing and restored.shares.dropped == 0
+    assert restored._ledgers["org"].count(Dimension.TOTAL_TOKENS) == 340

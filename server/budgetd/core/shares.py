@@ -54,6 +54,9 @@ SHARED_SLOTS = tuple(
 # its usage never reaches Redis's total of that ended window, and `dropped` says how many.
 MAX_CLOSING_SHARES = 100_000
 
+# Earlier starts a lifetime share answers to (see Share.legacy_starts), kept at most.
+MAX_LEGACY_STARTS = 16
+
 # The largest slice of a cap one lease takes, as a fraction of the cap ([global]
 # max_slice): what bounds the overshoot, a slice per live sidecar.
 DEFAULT_MAX_SLICE_FRACTION = 0.01
@@ -90,10 +93,11 @@ class Share:
     lease_until: float = 0.0
     reachable: bool = True
     synced_at: float = 0.0  # when Redis last answered for this share
-    # A lifetime window's start as journals written before lifetime windows started at
-    # 0 name it (the ledger's creation): replaying such a journal finds the share by it.
-    # Not stored: a snapshot written since names the share by its start alone.
-    legacy_start: float | None = None
+    # A lifetime window's starts as journals written before lifetime windows started at
+    # 0 name it (each ledger's creation: that release gave a reopened ledger a share of
+    # its own): replaying such a journal finds the share by them. Not stored: a
+    # snapshot written since names the share by its start alone.
+    legacy_starts: tuple[float, ...] = ()
 
 
 def own_used(counts: list[int], share: Share) -> list[int]:
@@ -243,7 +247,7 @@ class Shares:
         # (One taken back stays unreachable if it was: it has not heard from Redis since.)
         share.reachable = share.reachable and self.reachable
         if math.isinf(ledger.window_end):
-            share.legacy_start = now
+            share.legacy_starts = (*share.legacy_starts[-MAX_LEGACY_STARTS + 1 :], now)
         self.live[ledger.key] = share
         return None if closing is None else closing.counts
 
@@ -279,11 +283,11 @@ class Shares:
             return closing.share, None, closing
         if window_start == 0:
             return None
-        # A record written before lifetime windows started at 0 (see legacy_start).
-        if share is not None and share.legacy_start == window_start:
+        # A record written before lifetime windows started at 0 (see legacy_starts).
+        if share is not None and window_start in share.legacy_starts:
             return share, self._ledgers.get(key), None
         closing = self.closing.get((key, 0.0))
-        if closing is not None and closing.share.legacy_start == window_start:
+        if closing is not None and window_start in closing.share.legacy_starts:
             return closing.share, None, closing
         return None
 
@@ -347,6 +351,10 @@ class Shares:
             return False
         share = found[0]
         if seq <= share.seq:
+            if window_start != share.window_start:
+                # An earlier release's record of a share since merged into this one (its
+                # settles were numbered apart): what it sent, Redis refused as a repeat.
+                return False
             raise InvalidArgument("seq", f"must be above the last applied ({share.seq})")
         for d, amount in returned.items():
             share.allowance[d] = max(0, share.allowance.get(d, 0) - amount)
@@ -380,13 +388,14 @@ class Shares:
         """A closing share owes Redis nothing more: forget it. False: no such share, or
         it still owes usage (a settle in flight, or usage recorded since the leaser
         looked: the share was taken back by a ledger that opened again, and closed)."""
-        closing = self.closing.get((key, window_start))
+        found = self._find(key, window_start)
+        closing = None if found is None else found[2]
         if closing is None or closing.share.settling is not None:
             return False
         owed = unsettled(closing.counts, closing.share)
         if any(owed[i] for i in SHARED_SLOTS):
             return False
-        del self.closing[(key, window_start)]
+        del self.closing[(key, closing.share.window_start)]
         return True
 
     # --- snapshots -------------------------------------------------------------------
@@ -416,23 +425,49 @@ class Shares:
             window_end = math.inf if end is None else float(end)
             if math.isinf(window_end):
                 _epoch_start(share)
-            # Two shares of one lifetime window, as states written before it started at
-            # 0 could hold (a ledger closed and opened again): the newer is kept, the
-            # other counted as dropped (Redis kept one record for both all along).
-            live = self.live.get(key)
-            if live is not None and live.window_start == share.window_start:
-                self.dropped += 1
-                continue
-            if self.closing.pop((key, share.window_start), None) is not None:
-                self.dropped += 1
-            self._close(key, Closing(share, list(counts), window_end))
+            closing = Closing(share, list(counts), window_end)
+            if not self._merged(key, closing):
+                self._close(key, closing)
+
+    def _merged(self, key: str, older: Closing) -> bool:
+        """Two shares of one window, as states of earlier releases could hold (a ledger
+        closed and opened again got a share of its own; a lifetime window's shares
+        started at their ledgers' creation): the older's own usage joins the newer's
+        counters, so all of it settles (Redis kept one record for both all along: the
+        next answer's `settled` covers both). False: no other share of its window."""
+        start = older.share.window_start
+        live = self.live.get(key)
+        ledger = self._ledgers.get(key)
+        newer = self.closing.get((key, start))
+        if live is not None and live.window_start == start and ledger is not None:
+            ledger.set_counts([c + d for c, d in zip(ledger.counts(), _own(older), strict=True)])
+            # (Its state and next thresholds from the counters as they now stand; what
+            # fired before stays fired, as in a restore: nothing is announced.)
+            ledger.reset_triggers()
+            ledger.refresh_levels(ledger.last_use or ledger.anchor, [])
+            kept = live
+        elif newer is not None:
+            newer.counts = [c + d for c, d in zip(newer.counts, _own(older), strict=True)]
+            kept = newer.share
+        else:
+            return False
+        kept.legacy_starts = (*kept.legacy_starts, *older.share.legacy_starts)
+        if kept.settling is None and older.share.settling is not None:
+            kept.settling = older.share.settling  # (resent as is: Redis applies it once)
+        return True
 
 
 def _epoch_start(share: Share) -> None:
     """A lifetime share stored before lifetime windows started at 0: its start is its
-    window's index in Redis, 0; records journaled since name the old one (legacy_start)."""
+    window's index in Redis, 0; records journaled since name the old one (legacy_starts)."""
     if share.window_start != 0:
-        share.legacy_start, share.window_start = share.window_start, 0.0
+        share.legacy_starts, share.window_start = (share.window_start,), 0.0
+
+
+def _own(closing: Closing) -> list[int]:
+    """A closing share's own usage in its window, in the slots that settle."""
+    used = own_used(closing.counts, closing.share)
+    return [used[i] if i in SHARED_SLOTS else 0 for i in range(VECTOR_SIZE)]
 
 
 def _end_plain(end: float) -> float | None:

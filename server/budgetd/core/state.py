@@ -217,7 +217,7 @@ def ledger_from_plain(policy: Policy, item: Mapping[str, Any]) -> Ledger:
     ledger.window_end = _untime(item["window_end"])
     if policy.is_global and policy.window.kind is WindowKind.LIFETIME:
         # (Stored before a global lifetime window started at 0, its index in Redis, on
-        # every sidecar: the same window, by its start now; see shares.legacy_start.)
+        # every sidecar: the same window, by its start now; see Share.legacy_starts.)
         ledger.anchor = ledger.window_start = 0.0
     ledger.reset_triggers()
     ledger.set_state(LedgerState.OK)

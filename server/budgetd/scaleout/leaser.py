@@ -137,24 +137,30 @@ class Leaser:
 
     async def wait_for_lease(self, timeout_s: float) -> bool:
         """Wake the task and wait (at most `timeout_s`) for a round that began after
-        this call: a call its lease could not cover tries once more after it. False: no
-        such round finished (no wait, Redis out of reach, or the time ran out), so
-        trying again would find the same lease."""
+        this call: a call its lease could not cover tries once more after it. False:
+        neither did such a round finish nor did Redis's reachability change (no wait,
+        Redis known out of reach, the time ran out), so trying again would find what
+        the call found."""
         target = self._started + 1  # one that begins from now (one in progress looked)
+        shares = self.runtime.engine.shares
+        reachable = shares.reachable
         self._wake.set()  # (even with no wait: the next call finds the lease sooner)
         if timeout_s <= 0:
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self.rounds < target:
+        # (Before a first round finished, Redis is not known out of reach: wait for it.)
+        while self.rounds < target and (self.reachable or self.rounds == 0):
             left = deadline - loop.time()
-            if left <= 0 or not self.reachable:
-                return False
+            if left <= 0:
+                break
             try:
                 await asyncio.wait_for(self._round_done.wait(), left)
             except TimeoutError:
-                return False
-        return True
+                break
+        # (A round that found Redis gone marks shares out of reach: under allow_local a
+        # call is then judged by the cap alone.)
+        return self.rounds >= target or shares.reachable != reachable
 
     def _finished(self) -> None:
         self.rounds += 1
@@ -169,8 +175,7 @@ class Leaser:
         dropped = self.runtime.engine.shares.dropped
         if dropped > self._dropped:
             log.error(
-                "ended windows dropped before they settled: Redis was out of reach too long"
-                " (or a state from an earlier release held two shares of one window)",
+                "ended windows dropped before they settled: Redis was out of reach too long",
                 extra=fields(windows=dropped - self._dropped, since_start=dropped),
             )
             self._dropped = dropped
