@@ -127,7 +127,8 @@ class BudgetService(rpc.BudgetServiceServicer):  # type: ignore[misc]
     def _lease_wait(self, result: Any) -> Callable[[], Awaitable[bool]] | None:
         """The leaser's wait when only an empty lease denied `result` (the first call on
         a global ledger, the first after its window rolled), else None. The wait answers
-        whether a round of leases finished in it: only then is the call judged again."""
+        whether a round of leases finished in it (or found Redis out of reach): only
+        then is the call judged again."""
         wait = self.runtime.lease_wait
         if wait is None or result.decision is not Decision.DENY:
             return None
