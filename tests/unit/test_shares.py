@@ -23,7 +23,7 @@ from budgetd.core.events import ThresholdCrossed
 from budgetd.core.mutations import decode, encode
 from budgetd.core.policy import OnUnavailable, Scope
 from budgetd.core.results import Decision
-from budgetd.core.shares import SHARED_SLOTS, Shares, unsettled
+from budgetd.core.shares import MAX_LEGACY_STARTS, SHARED_SLOTS, Shares, unsettled
 from budgetd.core.usage import usage_plain
 
 T0 = 1_800_000_000.0
@@ -559,11 +559,12 @@ def test_an_earlier_releases_journal_of_a_lifetime_ledger_reopened_counts_once(
         "now": t1 + 4,
         "args": {"key": "org", "window_start": t1},
     }
-    # That release gave the reopened ledger a share of its own (start t2, seq from 0):
-    # Redis, one record per sidecar and window, answered it with the first share's.
+    # That release gave the reopened ledger a share of its own (start t2, seq from 0,
+    # `settled` its own): Redis, one record per sidecar and window, answered it with
+    # the first share's usage as the others'.
     second = [
-        _old_synced(t2, t2 + 1, used=300, settled=300, seq=1),
-        _old_settling(t2, t2 + 2, 1, 5),  # refused by Redis as a repeat, then
+        _old_synced(t2, t2 + 1, used=300, settled=0, seq=0),
+        _old_settling(t2, t2 + 2, 1, 5),
     ]
     if order == "settled_up_first":
         records = [delete, *settle, settled_up, put, use, *second]
@@ -575,19 +576,59 @@ def test_an_earlier_releases_journal_of_a_lifetime_ledger_reopened_counts_once(
     share = engine.shares.of(ledger)
     assert share is not None and not engine.shares.closing
     assert ledger.count(Dimension.TOTAL_TOKENS) == 305  # not 605
-    assert share.settling is None  # the second share's settle: superseded, not resent
-    assert unsettled(ledger.counts(), share)[TOKENS] == 5  # the new leaser settles the 5 alone
+    sending = share.settling.used[TOKENS] if share.settling is not None else 0
+    assert unsettled(ledger.counts(), share)[TOKENS] + sending == 5  # the 5 alone to send
+    if order == "reopened_first":
+        # Its share's settle numbered 1 again, below what Redis had: refused as a repeat
+        # then, not resent now.
+        assert share.settling is None and share.settled[TOKENS] == 300
 
 
-def test_two_shares_of_one_calendar_window_in_an_earlier_state_settle_both() -> None:
+def _calendar_state_of_two_shares(older_settled: int, older_owes: int) -> dict[str, Any]:
+    """An earlier release's state of one day window: a ledger that closed having used
+    `older_settled + older_owes` (settled `older_settled` of it), and the ledger opened
+    again in its window, which used 5 and synced once since (Redis's 300 the others')."""
     engine = _engine()
-    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    engine.consume(LABELS, Usage(5, 0), "c1", T0)
     data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
     live = data["shares"]["live"][0][1]
-    older = list(live)  # an earlier ledger of the same window, closed owing 40
-    used = [0] * VECTOR_SIZE
-    used[TOKENS] = 40
-    data["shares"]["closing"] = [["org", older, used, live[0] + 86_400]]
+    older = list(live)
+    older[3] = _vector(total_tokens=older_settled)  # settled
+    older[4] = 1 if older_settled else 0  # seq
+    older_counts = _vector(total_tokens=older_settled + older_owes)
+    data["shares"]["closing"] = [["org", older, older_counts, live[0] + 86_400]]
+    live[2] = _vector(total_tokens=older_settled)  # absorbed
+    data["ledgers"][0]["used"][TOKENS] = 5 + older_settled
+    return data
+
+
+@pytest.mark.parametrize(("older_settled", "older_owes"), [(300, 0), (0, 40), (300, 40)])
+def test_two_shares_of_one_window_in_an_earlier_state_become_one_that_settles_each_once(
+    older_settled: int, older_owes: int
+) -> None:
+    data = _calendar_state_of_two_shares(older_settled, older_owes)
     restored = Engine.from_state(data, global_enabled=True)
     assert not restored.shares.closing and restored.shares.dropped == 0
-    assert restored._ledgers["org"].count(Dimension.TOTAL_TOKENS) == 340
+    ledger = restored._ledgers["org"]
+    share = restored.shares.of(ledger)
+    assert share is not None
+    assert ledger.count(Dimension.TOTAL_TOKENS) == 5 + older_settled + older_owes
+    assert share.settled[TOKENS] == older_settled and share.absorbed[TOKENS] == 0
+    assert unsettled(ledger.counts(), share)[TOKENS] == 5 + older_owes
+    assert share.seq == (1 if older_settled else 0)
+
+
+def test_the_starts_of_many_folded_shares_are_bounded_and_the_newest_kept() -> None:
+    engine = _engine(window="lifetime")
+    engine.consume(LABELS, Usage(300, 0), "c1", T0)
+    data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
+    data["ledgers"][0]["anchor"] = data["ledgers"][0]["window_start"] = T0
+    live = data["shares"]["live"][0][1]
+    live[0] = T0
+    older = [list(live) for _ in range(MAX_LEGACY_STARTS + 4)]
+    for i, plain in enumerate(older):
+        plain[0] = T0 - 100 * (i + 1)
+    data["shares"]["closing"] = [["org", plain, [0] * VECTOR_SIZE, None] for plain in older]
+    share = Engine.from_state(data, global_enabled=True).shares.live["org"]
+    assert len(share.legacy_starts) == MAX_LEGACY_STARTS
+    assert share.legacy_starts[-1] == T0  # the live share's own, which its journal names

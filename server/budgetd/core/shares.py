@@ -314,6 +314,8 @@ class Shares:
         if found is None:
             return False
         share, ledger, closing = found
+        if window_start != share.window_start:
+            own = _legacy_settled(share, seq)
         if share.settling is not None and seq >= share.settling.seq:
             share.settling = None
         share.seq = max(share.seq, seq)
@@ -432,29 +434,64 @@ class Shares:
     def _merged(self, key: str, older: Closing) -> bool:
         """Two shares of one window, as states of earlier releases could hold (a ledger
         closed and opened again got a share of its own; a lifetime window's shares
-        started at their ledgers' creation): the older's own usage joins the newer's
-        counters, so all of it settles (Redis kept one record for both all along: the
-        next answer's `settled` covers both). False: no other share of its window."""
+        started at their ledgers' creation): one share, whose own usage and settles are
+        both's. False: no other share of its window."""
         start = older.share.window_start
         live = self.live.get(key)
         ledger = self._ledgers.get(key)
         newer = self.closing.get((key, start))
         if live is not None and live.window_start == start and ledger is not None:
-            ledger.set_counts([c + d for c, d in zip(ledger.counts(), _own(older), strict=True)])
+            kept = live
+            ledger.set_counts(_folded(ledger.counts(), kept, older))
             # (Its state and next thresholds from the counters as they now stand; what
             # fired before stays fired, as in a restore: nothing is announced.)
             ledger.reset_triggers()
             ledger.refresh_levels(ledger.last_use or ledger.anchor, [])
-            kept = live
         elif newer is not None:
-            newer.counts = [c + d for c, d in zip(newer.counts, _own(older), strict=True)]
             kept = newer.share
+            newer.counts = _folded(newer.counts, kept, older)
         else:
             return False
-        kept.legacy_starts = (*kept.legacy_starts, *older.share.legacy_starts)
-        if kept.settling is None and older.share.settling is not None:
-            kept.settling = older.share.settling  # (resent as is: Redis applies it once)
+        starts = {*kept.legacy_starts, *older.share.legacy_starts}
+        kept.legacy_starts = tuple(sorted(starts)[-MAX_LEGACY_STARTS:])  # (the newest)
         return True
+
+
+def _folded(counts: list[int], kept: Share, older: Closing) -> list[int]:
+    """`counts` of `kept`'s window with `older`'s own usage in them, `kept` taking
+    `older`'s settles as its own. What `older` settled, `kept` heard of from Redis as
+    the others' usage (at most all of it, if it synced since): that part moves from
+    `absorbed` to `settled` (a next answer from Redis raises `absorbed` again if less
+    of it had). A settle of `older` in flight is kept to be resent as is when `kept`
+    has none (Redis applies it once), else taken as applied."""
+    share, own = older.share, _own(older)
+    folded = list(counts)
+    for i in SHARED_SLOTS:
+        known = min(share.settled[i], kept.absorbed[i])
+        kept.absorbed[i] -= known
+        kept.settled[i] += share.settled[i]
+        folded[i] += own[i] - known
+    if share.settling is not None and kept.settling is None:
+        kept.settling = share.settling
+    elif share.settling is not None:
+        for i in SHARED_SLOTS:
+            kept.settled[i] += share.settling.used[i]
+    kept.seq = max(kept.seq, share.seq)
+    return folded
+
+
+def _legacy_settled(share: Share, seq: int) -> list[int]:
+    """What `share` has settled once Redis answered an earlier release's record of
+    it by an old start, under `seq`. That release gave each ledger opened again a share
+    of its own, whose records count only that share's settles: those are counted here
+    as their settle records were accepted (`settling`) and confirmed (a seq at or
+    above theirs), never from what such a record says."""
+    settled = list(share.settled)
+    sending = share.settling
+    if sending is not None and seq >= sending.seq:
+        for i in SHARED_SLOTS:
+            settled[i] += sending.used[i]
+    return settled
 
 
 def _epoch_start(share: Share) -> None:
