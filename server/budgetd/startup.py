@@ -38,7 +38,9 @@ async def restore(
 ) -> bool:
     """Recover `state` into `runtime` (in a thread: the loop keeps answering health
     meanwhile); True when the directory held no state yet (then a first snapshot of
-    the empty state is written, so replay always starts from a snapshot)."""
+    the empty state is written, so replay always starts from a snapshot). A state of an
+    earlier release's form is written anew at once, before anything else is journaled:
+    records of this release never follow a snapshot that release wrote."""
     recovered = await asyncio.to_thread(
         functools.partial(
             recovery.recover,
@@ -81,6 +83,9 @@ async def restore(
     runtime.install(engine, events, store, recovered.lsn)
     if fresh:
         log.info("new state directory: starting empty", extra=fields(path=str(state.path)))
+    elif recovered.earlier_form:
+        log.info("state of an earlier release: written anew", extra=fields(path=str(state.path)))
+    if fresh or recovered.earlier_form:
         refusing, runtime.refusing = runtime.refusing, None
         try:
             await runtime.snapshot()

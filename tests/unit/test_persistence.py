@@ -4,7 +4,9 @@ Goal: a frame reader never accepts a damaged frame and tells a torn tail from da
 with good frames after it; the journal groups concurrent appends into one fsync,
 numbers records consecutively, starts segments where asked and deletes only what a
 snapshot covers; recovery replays exactly the records after the snapshot, once, and
-refuses a hole. Method: the real classes on tmp_path, an asyncio loop per test.
+refuses a hole; a state an earlier release wrote is replayed under its rules and said
+to be of an earlier form (the start then writes it anew). Method: the real classes on
+tmp_path, an asyncio loop per test.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -150,3 +153,29 @@ def test_a_record_written_twice_after_a_write_error_is_applied_once(tmp_path: Pa
     assert (recovered.lsn, recovered.replayed, recovered.truncated) == (3, 3, True)
     assert recovered.engine is not None
     assert recovered.engine.get_ledger("per-thread{thread=t1}", T0 + 9).totals.input_tokens == 30
+
+
+class _EarlierForm:
+    """What snapshot.write reads of an engine: its state, in an earlier release's form."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def export_state(self) -> dict[str, object]:
+        return {**self.engine.export_state(), "format": "budgetd.state/2"}
+
+
+def test_a_state_of_an_earlier_form_is_replayed_under_its_rules_then_this_releases(
+    tmp_path: Path,
+) -> None:
+    state = StateDir(tmp_path / "state")
+    state.open()
+    engine = Engine(default_policies())
+    snapshot.write(state, cast(Engine, _EarlierForm(engine)), 0, 0, T0)
+    (state.path / f"journal-{1:016d}.log").write_bytes(encode_entry(Entry(1, consume(1), [])))
+    recovered = recovery.recover(state, engine.limits, engine.prices)
+    assert recovered.earlier_form and recovered.replayed == 1
+    assert recovered.engine is not None
+    assert not recovered.engine.shares.earlier_release  # what comes next is this release's
+    snapshot.write(state, recovered.engine, 1, 0, T0)
+    assert not recovery.recover(state, engine.limits, engine.prices).earlier_form

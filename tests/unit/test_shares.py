@@ -27,6 +27,8 @@ from budgetd.core.shares import MAX_LEGACY_STARTS, SHARED_SLOTS, Shares, unsettl
 from budgetd.core.usage import usage_plain
 
 T0 = 1_800_000_000.0
+# The form of states an earlier release wrote, whose journals follow its rules.
+EARLIER = "budgetd.state/2"
 TOKENS = int(Dimension.TOTAL_TOKENS)
 SLOTS = int(Dimension.CONCURRENCY)
 ORG = {
@@ -452,6 +454,7 @@ def _old_lifetime_state(created: float) -> dict[str, Any]:
     older = list(live)
     older[0] = created - 100
     data["shares"]["closing"] = [["org", older, ledger["used"], None]]
+    data["format"] = EARLIER
     return data
 
 
@@ -530,6 +533,7 @@ def _old_ledger_of_300(created: float) -> Engine:
     data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
     data["ledgers"][0]["anchor"] = data["ledgers"][0]["window_start"] = created
     data["shares"]["live"][0][1][0] = created
+    data["format"] = EARLIER
     return Engine.from_state(data, global_enabled=True)
 
 
@@ -584,10 +588,13 @@ def test_an_earlier_releases_journal_of_a_lifetime_ledger_reopened_counts_once(
         assert share.settling is None and share.settled[TOKENS] == 300
 
 
-def _calendar_state_of_two_shares(older_settled: int, older_owes: int) -> dict[str, Any]:
+def _calendar_state_of_two_shares(
+    older_settled: int, older_owes: int, settling: list[Any] | None = None
+) -> dict[str, Any]:
     """An earlier release's state of one day window: a ledger that closed having used
-    `older_settled + older_owes` (settled `older_settled` of it), and the ledger opened
-    again in its window, which used 5 and synced once since (Redis's 300 the others')."""
+    `older_settled + older_owes` (settled `older_settled` of it, under seq 1), and the
+    ledger opened again in its window, which used 5 and synced once since (Redis's
+    `older_settled` the others'), with `settling` in flight (plain: seq, used, give_back)."""
     engine = _engine()
     engine.consume(LABELS, Usage(5, 0), "c1", T0)
     data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
@@ -598,7 +605,9 @@ def _calendar_state_of_two_shares(older_settled: int, older_owes: int) -> dict[s
     older_counts = _vector(total_tokens=older_settled + older_owes)
     data["shares"]["closing"] = [["org", older, older_counts, live[0] + 86_400]]
     live[2] = _vector(total_tokens=older_settled)  # absorbed
+    live[5] = settling
     data["ledgers"][0]["used"][TOKENS] = 5 + older_settled
+    data["format"] = EARLIER
     return data
 
 
@@ -618,6 +627,60 @@ def test_two_shares_of_one_window_in_an_earlier_state_become_one_that_settles_ea
     assert share.seq == (1 if older_settled else 0)
 
 
+def _day_record(engine: Engine, op: str, **args: Any) -> dict[str, Any]:
+    start = engine._ledgers["org"].window_start
+    return {"op": op, "now": T0 + 10, "args": {"key": "org", "window_start": start, **args}}
+
+
+def test_the_earlier_releases_records_of_a_folded_share_count_its_settles_once() -> None:
+    engine = Engine.from_state(_calendar_state_of_two_shares(300, 0), global_enabled=True)
+    ledger = engine._ledgers["org"]
+    share = engine.shares.of(ledger)
+    assert share is not None
+    common = {"allowance": [[TOKENS, 0]], "sidecars": 1, "lease_until": 0.0}
+    # That release's next round for the reopened ledger's share: a renewal, with its
+    # own count of settles (0), then its first settle, numbered 1 again: Redis had 1.
+    renewal = {**common, "global_used": _vector(total_tokens=300), "seq": 0}
+    settle = {"seq": 1, "used": _vector(total_tokens=5), "give_back": []}
+    records = [
+        _day_record(engine, "share_synced", **renewal, settled=[0] * VECTOR_SIZE),
+        _day_record(engine, "share_settling", **settle),  # refused then: not resent now
+    ]
+    found = [engine.apply(decode(record))[0] for record in records]
+    assert found == [True, False]
+    assert ledger.count(Dimension.TOTAL_TOKENS) == 305 and share.settled[TOKENS] == 300
+    assert share.settling is None and unsettled(ledger.counts(), share)[TOKENS] == 5
+    # A settle numbered above Redis's counts once confirmed, whatever its record says.
+    second = {**settle, "seq": 2}
+    confirmed = {**renewal, "global_used": _vector(total_tokens=305), "seq": 2}
+    engine.apply(decode(_day_record(engine, "share_settling", **second)))
+    engine.apply(decode(_day_record(engine, "share_synced", **confirmed, settled=second["used"])))
+    assert share.settled[TOKENS] == 305 and ledger.count(Dimension.TOTAL_TOKENS) == 305
+    assert unsettled(ledger.counts(), share)[TOKENS] == 0
+    # Once the journal is replayed, this release's rules: a stale settle is a bug.
+    engine.replayed()
+    with pytest.raises(InvalidArgument, match="seq"):
+        engine.apply(decode(_day_record(engine, "share_settling", **second)))
+
+
+@pytest.mark.parametrize(
+    ("settling", "in_flight"),
+    [([1, _vector(total_tokens=5), []], None), ([2, _vector(total_tokens=5), []], 2)],
+)
+def test_a_settle_in_flight_numbered_below_what_redis_had_is_owed_again_after_a_fold(
+    settling: list[Any], in_flight: int | None
+) -> None:
+    data = _calendar_state_of_two_shares(300, 0, settling)
+    engine = Engine.from_state(data, global_enabled=True)
+    ledger = engine._ledgers["org"]
+    share = engine.shares.of(ledger)
+    assert share is not None and share.seq == 1
+    # Numbered 1, as the older share's applied settle: Redis refused it, sent again.
+    assert (share.settling.seq if share.settling else None) == in_flight
+    sending = share.settling.used[TOKENS] if share.settling else 0
+    assert unsettled(ledger.counts(), share)[TOKENS] + sending == 5
+
+
 def test_the_starts_of_many_folded_shares_are_bounded_and_the_newest_kept() -> None:
     engine = _engine(window="lifetime")
     engine.consume(LABELS, Usage(300, 0), "c1", T0)
@@ -629,6 +692,7 @@ def test_the_starts_of_many_folded_shares_are_bounded_and_the_newest_kept() -> N
     for i, plain in enumerate(older):
         plain[0] = T0 - 100 * (i + 1)
     data["shares"]["closing"] = [["org", plain, [0] * VECTOR_SIZE, None] for plain in older]
+    data["format"] = EARLIER
     share = Engine.from_state(data, global_enabled=True).shares.live["org"]
     assert len(share.legacy_starts) == MAX_LEGACY_STARTS
     assert share.legacy_starts[-1] == T0  # the live share's own, which its journal names

@@ -1328,6 +1328,8 @@ class Engine:
             size = entry[5] if len(entry) > 5 else 0  # nor did states before sizes
             e._remember(request_id, op, at, state.from_plain(result), digest, size=size)
         e.shares.load_plain(data.get("shares", {}))
+        # (A state of an earlier form: the journal that follows it is that release's.)
+        e.shares.earlier_release = data["format"] != state.FORMAT
         return e
 
     # ==================================================================================
@@ -1934,6 +1936,11 @@ class Engine:
         """One share out of Redis's reach: replayed from journals written before
         reachability was a round's (`shares_unreachable`); never recorded now."""
         return self.shares.unreachable_share(key, window_start), []
+
+    def replayed(self) -> None:
+        """The journal that followed the loaded state is replayed: what comes from now
+        on follows this release's rules (see Shares.earlier_release)."""
+        self.shares.earlier_release = False
 
     def share_settled_up(self, key: str, window_start: float, now: float) -> Outcome[bool]:
         """A closing share owes Redis nothing more (refused while it still owes)."""

@@ -225,6 +225,9 @@ class Shares:
         # Whether Redis answered the leaser's last round: what a share opened now starts
         # from (one opened while Redis is out of reach is judged by on_unavailable at once).
         self.reachable = True
+        # While the journal of a state an earlier release wrote is replayed: its records
+        # follow that release's rules (see `synced`, `settling`). Set by the engine.
+        self.earlier_release = False
 
     def any(self) -> bool:
         return bool(self.live or self.closing)
@@ -314,7 +317,7 @@ class Shares:
         if found is None:
             return False
         share, ledger, closing = found
-        if window_start != share.window_start:
+        if self.earlier_release:
             own = _legacy_settled(share, seq)
         if share.settling is not None and seq >= share.settling.seq:
             share.settling = None
@@ -353,9 +356,9 @@ class Shares:
             return False
         share = found[0]
         if seq <= share.seq:
-            if window_start != share.window_start:
-                # An earlier release's record of a share since merged into this one (its
-                # settles were numbered apart): what it sent, Redis refused as a repeat.
+            if self.earlier_release:
+                # That release numbered a reopened ledger's settles from 1 again, and this
+                # share is both's now: what it sent, Redis refused as a repeat.
                 return False
             raise InvalidArgument("seq", f"must be above the last applied ({share.seq})")
         for d, amount in returned.items():
@@ -462,8 +465,7 @@ def _folded(counts: list[int], kept: Share, older: Closing) -> list[int]:
     `older`'s settles as its own. What `older` settled, `kept` heard of from Redis as
     the others' usage (at most all of it, if it synced since): that part moves from
     `absorbed` to `settled` (a next answer from Redis raises `absorbed` again if less
-    of it had). A settle of `older` in flight is kept to be resent as is when `kept`
-    has none (Redis applies it once), else taken as applied."""
+    of it had)."""
     share, own = older.share, _own(older)
     folded = list(counts)
     for i in SHARED_SLOTS:
@@ -471,21 +473,30 @@ def _folded(counts: list[int], kept: Share, older: Closing) -> list[int]:
         kept.absorbed[i] -= known
         kept.settled[i] += share.settled[i]
         folded[i] += own[i] - known
-    if share.settling is not None and kept.settling is None:
-        kept.settling = share.settling
-    elif share.settling is not None:
-        for i in SHARED_SLOTS:
-            kept.settled[i] += share.settling.used[i]
+    # A settle in flight numbered at or below the other share's last is one Redis
+    # refused as a repeat (one number per sidecar and window): its usage is sent again.
+    mine = kept.settling if kept.settling and kept.settling.seq > share.seq else None
+    theirs = share.settling if share.settling and share.settling.seq > kept.seq else None
     kept.seq = max(kept.seq, share.seq)
+    if theirs is not None and mine is not None:
+        # Two in flight: the older went first, taken as applied (and `mine`, if numbered
+        # at or below it, as refused).
+        for i in SHARED_SLOTS:
+            kept.settled[i] += theirs.used[i]
+        kept.seq = max(kept.seq, theirs.seq)
+        kept.settling = mine if mine.seq > theirs.seq else None
+    else:
+        kept.settling = mine or theirs  # (one in flight is resent as is: applied once)
     return folded
 
 
 def _legacy_settled(share: Share, seq: int) -> list[int]:
-    """What `share` has settled once Redis answered an earlier release's record of
-    it by an old start, under `seq`. That release gave each ledger opened again a share
-    of its own, whose records count only that share's settles: those are counted here
-    as their settle records were accepted (`settling`) and confirmed (a seq at or
-    above theirs), never from what such a record says."""
+    """What `share` has settled once Redis answered, under `seq`, a record an earlier
+    release wrote. That release gave each ledger opened again in its window a share of
+    its own (now one: `opened` takes it back, `_merged` folds two), whose records count
+    only that share's settles: they are counted here as their settle records were
+    accepted (`settling`) and confirmed (a seq at or above theirs), never from what
+    such a record says."""
     settled = list(share.settled)
     sending = share.settling
     if sending is not None and seq >= sending.seq:

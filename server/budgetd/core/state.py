@@ -30,10 +30,13 @@ from budgetd.core.usage import Usage, usage_from_plain, usage_plain
 
 __all__ = ["usage_from_plain", "usage_plain"]  # used by the engine through this module
 
-FORMAT = "budgetd.state/2"
-# Read too: counter vectors of 11 slots, latency in whole milliseconds, answers without
+FORMAT = "budgetd.state/3"
+# Read too. Format 2: global shares of that release's rules (a ledger opened again in
+# its window had a share of its own, its settles numbered from 1; lifetime windows began
+# at the ledger's creation), which its journal follows (see Shares.earlier_release).
+# Format 1: counter vectors of 11 slots, latency in whole milliseconds, answers without
 # request digests.
-FORMATS_READ = (FORMAT, "budgetd.state/1")
+FORMATS_READ = (FORMAT, "budgetd.state/2", "budgetd.state/1")
 
 _DATACLASSES: dict[str, type] = {
     cls.__name__: cls

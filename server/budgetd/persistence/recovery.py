@@ -21,6 +21,7 @@ from budgetd.core import Engine, Limits, PriceTable
 from budgetd.core import events as ev
 from budgetd.core.mutations import decode
 from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION
+from budgetd.core.state import FORMAT
 from budgetd.logs import fields
 from budgetd.persistence import snapshot
 from budgetd.persistence.frames import frame_follows, read_frames
@@ -39,6 +40,9 @@ class Recovered:
     snapshot: Path | None
     replayed: int
     truncated: bool
+    # The snapshot was of an earlier release's form: written anew at once, so no record
+    # of this release follows it (its journal was replayed under that release's rules).
+    earlier_form: bool = False
 
 
 def recover(
@@ -77,13 +81,17 @@ def recover(
                 raise StateDirError(state.path, f"{path.name}: lsn {number} follows {lsn}")
             _replay(state, path, engine, record, events)
             lsn, replayed = number, replayed + 1
+    engine.replayed()
     log.info(
         "recovered",
         extra=fields(
             snapshot=loaded.path.name, lsn=lsn, replayed=replayed, seq=loaded.seq + len(events)
         ),
     )
-    return Recovered(engine, lsn, loaded.lsn, loaded.seq, events, loaded.path, replayed, truncated)
+    earlier = loaded.state.get("format") != FORMAT
+    return Recovered(
+        engine, lsn, loaded.lsn, loaded.seq, events, loaded.path, replayed, truncated, earlier
+    )
 
 
 def _engine_of(
