@@ -221,10 +221,13 @@ class Runtime:
 
     # --- snapshots ------------------------------------------------------------------
 
-    async def snapshot(self, *, keep_journal_back_to_previous: bool = True) -> snapshot.Written:
-        """Write a snapshot now (the timer, the Snapshot RPC, shutdown)."""
+    async def snapshot(
+        self, *, keep_journal_back_to_previous: bool = True, starting: bool = False
+    ) -> snapshot.Written:
+        """Write a snapshot now (the timer, the Snapshot RPC, shutdown; `starting`: the
+        start's own, while calls are refused)."""
         store = self.store
-        if self.refusing == STARTING:
+        if self.refusing == STARTING and not starting:
             raise Unavailable(STARTING)
         if store is None:
             raise FailedPrecondition("durability is 'memory': nothing is written to disk")

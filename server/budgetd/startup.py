@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 
 from budgetd.core import Engine, Limits, Policy, PriceTable
 from budgetd.core.shares import DEFAULT_MAX_SLICE_FRACTION
+from budgetd.errors import Unavailable
 from budgetd.event_log import EventLog
 from budgetd.logs import fields
 from budgetd.persistence import lease, recovery
 from budgetd.persistence.journal import Journal
-from budgetd.persistence.statedir import StateDir
+from budgetd.persistence.statedir import StateDir, StateDirError
 from budgetd.runtime import Durability, Runtime, Store
 
 log = logging.getLogger("budgetd")
@@ -81,16 +82,17 @@ async def restore(
         )
         store.journal.start()
     runtime.install(engine, events, store, recovered.lsn)
-    if fresh:
-        log.info("new state directory: starting empty", extra=fields(path=str(state.path)))
-    elif recovered.earlier_form:
-        log.info("state of an earlier release: written anew", extra=fields(path=str(state.path)))
     if fresh or recovered.earlier_form:
-        refusing, runtime.refusing = runtime.refusing, None
+        # (Calls are still refused meanwhile: none is journaled before this snapshot.)
         try:
-            await runtime.snapshot()
-        finally:
-            runtime.refusing = refusing
+            await runtime.snapshot(starting=True)
+        except Unavailable as error:
+            raise StateDirError(state.path, str(error)) from None
+        if fresh:
+            said = "new state directory: starting empty"
+        else:
+            said = "state of an earlier release: written anew"
+        log.info(said, extra=fields(path=str(state.path)))
     return fresh
 
 

@@ -165,14 +165,21 @@ class _EarlierForm:
         return {**self.engine.export_state(), "format": "budgetd.state/2"}
 
 
-def test_a_state_of_an_earlier_form_is_replayed_under_its_rules_then_this_releases(
-    tmp_path: Path,
-) -> None:
-    state = StateDir(tmp_path / "state")
+def earlier_state_dir(path: Path) -> tuple[StateDir, Engine]:
+    """A state directory (open) as an earlier release left it: a snapshot of the empty
+    state in that release's form, and one Consume journaled after it (record 1)."""
+    state = StateDir(path)
     state.open()
     engine = Engine(default_policies())
     snapshot.write(state, cast(Engine, _EarlierForm(engine)), 0, 0, T0)
     (state.path / f"journal-{1:016d}.log").write_bytes(encode_entry(Entry(1, consume(1), [])))
+    return state, engine
+
+
+def test_a_state_of_an_earlier_form_is_replayed_under_its_rules_then_this_releases(
+    tmp_path: Path,
+) -> None:
+    state, engine = earlier_state_dir(tmp_path / "state")
     recovered = recovery.recover(state, engine.limits, engine.prices)
     assert recovered.earlier_form and recovered.replayed == 1
     assert recovered.engine is not None

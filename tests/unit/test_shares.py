@@ -24,6 +24,7 @@ from budgetd.core.mutations import decode, encode
 from budgetd.core.policy import OnUnavailable, Scope
 from budgetd.core.results import Decision
 from budgetd.core.shares import MAX_LEGACY_STARTS, SHARED_SLOTS, Shares, unsettled
+from budgetd.core.state import FORMAT
 from budgetd.core.usage import usage_plain
 
 T0 = 1_800_000_000.0
@@ -661,6 +662,33 @@ def test_the_earlier_releases_records_of_a_folded_share_count_its_settles_once()
     engine.replayed()
     with pytest.raises(InvalidArgument, match="seq"):
         engine.apply(decode(_day_record(engine, "share_settling", **second)))
+
+
+@pytest.mark.parametrize("form", [FORMAT, EARLIER])
+def test_a_share_of_one_ledger_takes_its_settles_from_its_records_whatever_the_form(
+    form: str,
+) -> None:
+    # Releases writing the earlier form since one share per window journal what this one
+    # does: a fresh settle Redis refused as a repeat is left out of `settled`.
+    engine = _engine()
+    engine.consume(LABELS, Usage(5, 0), "c1", T0)
+    data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
+    engine = Engine.from_state({**data, "format": form}, global_enabled=True)
+    settle = {"seq": 1, "used": _vector(total_tokens=5), "give_back": []}
+    refused = {
+        "allowance": [[TOKENS, 0]],
+        "global_used": _vector(total_tokens=9),
+        "settled": [0] * VECTOR_SIZE,
+        "seq": 7,
+        "sidecars": 1,
+        "lease_until": 0.0,
+    }
+    engine.apply(decode(_day_record(engine, "share_settling", **settle)))
+    engine.apply(decode(_day_record(engine, "share_synced", **refused)))
+    ledger = engine._ledgers["org"]
+    share = engine.shares.of(ledger)
+    assert share is not None and share.settling is None
+    assert unsettled(ledger.counts(), share)[TOKENS] == 5  # sent again, numbered above 7
 
 
 @pytest.mark.parametrize(

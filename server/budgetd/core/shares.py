@@ -98,6 +98,10 @@ class Share:
     # its own): replaying such a journal finds the share by them. Not stored: a
     # snapshot written since names the share by its start alone.
     legacy_starts: tuple[float, ...] = ()
+    # Two shares of an earlier release are this one (folded at load, or taken back while
+    # that release's journal is replayed): its records of them count one share's settles
+    # each (see _legacy_settled). Not stored: a snapshot written since holds one share.
+    merged: bool = False
 
 
 def own_used(counts: list[int], share: Share) -> list[int]:
@@ -226,7 +230,8 @@ class Shares:
         # from (one opened while Redis is out of reach is judged by on_unavailable at once).
         self.reachable = True
         # While the journal of a state an earlier release wrote is replayed: its records
-        # follow that release's rules (see `synced`, `settling`). Set by the engine.
+        # of merged shares follow that release's rules (see `synced`, `settling`). Set
+        # and cleared by the engine.
         self.earlier_release = False
 
     def any(self) -> bool:
@@ -247,6 +252,7 @@ class Shares:
         instant of opening."""
         closing = self.closing.pop((ledger.key, ledger.window_start), None)
         share = Share(ledger.window_start) if closing is None else closing.share
+        share.merged = share.merged or (closing is not None and self.earlier_release)
         # (One taken back stays unreachable if it was: it has not heard from Redis since.)
         share.reachable = share.reachable and self.reachable
         if math.isinf(ledger.window_end):
@@ -317,7 +323,7 @@ class Shares:
         if found is None:
             return False
         share, ledger, closing = found
-        if self.earlier_release:
+        if self.earlier_release and share.merged:
             own = _legacy_settled(share, seq)
         if share.settling is not None and seq >= share.settling.seq:
             share.settling = None
@@ -457,6 +463,7 @@ class Shares:
             return False
         starts = {*kept.legacy_starts, *older.share.legacy_starts}
         kept.legacy_starts = tuple(sorted(starts)[-MAX_LEGACY_STARTS:])  # (the newest)
+        kept.merged = True
         return True
 
 
