@@ -501,30 +501,32 @@ def test_a_state_and_journal_written_before_lifetime_windows_began_at_0_are_read
     assert again.export_state() == engine.export_state()  # written anew: start 0 alone
 
 
-def _old_synced(start: float, now: float, used: int, settled: int, seq: int) -> dict[str, Any]:
+def _synced_args(used: int, settled: int, seq: int) -> dict[str, Any]:
+    """A `share_synced` record's arguments but the share's name: one answer of Redis."""
     return {
-        "op": "share_synced",
-        "now": now,
-        "args": {
-            "key": "org",
-            "window_start": start,
-            "allowance": [[TOKENS, 0]],
-            "global_used": _vector(total_tokens=used),
-            "settled": _vector(total_tokens=settled),
-            "seq": seq,
-            "sidecars": 1,
-            "lease_until": 0.0,
-        },
+        "allowance": [[TOKENS, 0]],
+        "global_used": _vector(total_tokens=used),
+        "settled": _vector(total_tokens=settled),
+        "seq": seq,
+        "sidecars": 1,
+        "lease_until": 0.0,
     }
+
+
+def _settling_args(seq: int, used: int) -> dict[str, Any]:
+    return {"seq": seq, "used": _vector(total_tokens=used), "give_back": []}
+
+
+def _share_record(op: str, start: float, now: float, args: dict[str, Any]) -> dict[str, Any]:
+    return {"op": op, "now": now, "args": {"key": "org", "window_start": start, **args}}
+
+
+def _old_synced(start: float, now: float, used: int, settled: int, seq: int) -> dict[str, Any]:
+    return _share_record("share_synced", start, now, _synced_args(used, settled, seq))
 
 
 def _old_settling(start: float, now: float, seq: int, used: int) -> dict[str, Any]:
-    args = {"key": "org", "window_start": start, "seq": seq, "give_back": []}
-    return {
-        "op": "share_settling",
-        "now": now,
-        "args": {**args, "used": _vector(total_tokens=used)},
-    }
+    return _share_record("share_settling", start, now, _settling_args(seq, used))
 
 
 def _old_ledger_of_300(created: float) -> Engine:
@@ -628,9 +630,8 @@ def test_two_shares_of_one_window_in_an_earlier_state_become_one_that_settles_ea
     assert share.seq == (1 if older_settled else 0)
 
 
-def _day_record(engine: Engine, op: str, **args: Any) -> dict[str, Any]:
-    start = engine._ledgers["org"].window_start
-    return {"op": op, "now": T0 + 10, "args": {"key": "org", "window_start": start, **args}}
+def _day_record(engine: Engine, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    return _share_record(op, engine._ledgers["org"].window_start, T0 + 10, args)
 
 
 def test_the_earlier_releases_records_of_a_folded_share_count_its_settles_once() -> None:
@@ -638,30 +639,26 @@ def test_the_earlier_releases_records_of_a_folded_share_count_its_settles_once()
     ledger = engine._ledgers["org"]
     share = engine.shares.of(ledger)
     assert share is not None
-    common = {"allowance": [[TOKENS, 0]], "sidecars": 1, "lease_until": 0.0}
     # That release's next round for the reopened ledger's share: a renewal, with its
     # own count of settles (0), then its first settle, numbered 1 again: Redis had 1.
-    renewal = {**common, "global_used": _vector(total_tokens=300), "seq": 0}
-    settle = {"seq": 1, "used": _vector(total_tokens=5), "give_back": []}
     records = [
-        _day_record(engine, "share_synced", **renewal, settled=[0] * VECTOR_SIZE),
-        _day_record(engine, "share_settling", **settle),  # refused then: not resent now
+        _day_record(engine, "share_synced", _synced_args(used=300, settled=0, seq=0)),
+        _day_record(engine, "share_settling", _settling_args(1, 5)),  # refused then: not resent now
     ]
     found = [engine.apply(decode(record))[0] for record in records]
     assert found == [True, False]
     assert ledger.count(Dimension.TOTAL_TOKENS) == 305 and share.settled[TOKENS] == 300
     assert share.settling is None and unsettled(ledger.counts(), share)[TOKENS] == 5
     # A settle numbered above Redis's counts once confirmed, whatever its record says.
-    second = {**settle, "seq": 2}
-    confirmed = {**renewal, "global_used": _vector(total_tokens=305), "seq": 2}
-    engine.apply(decode(_day_record(engine, "share_settling", **second)))
-    engine.apply(decode(_day_record(engine, "share_synced", **confirmed, settled=second["used"])))
+    second = _settling_args(2, 5)
+    engine.apply(decode(_day_record(engine, "share_settling", second)))
+    engine.apply(decode(_day_record(engine, "share_synced", _synced_args(305, 5, 2))))
     assert share.settled[TOKENS] == 305 and ledger.count(Dimension.TOTAL_TOKENS) == 305
     assert unsettled(ledger.counts(), share)[TOKENS] == 0
     # Once the journal is replayed, this release's rules: a stale settle is a bug.
     engine.replayed()
     with pytest.raises(InvalidArgument, match="seq"):
-        engine.apply(decode(_day_record(engine, "share_settling", **second)))
+        engine.apply(decode(_day_record(engine, "share_settling", second)))
 
 
 @pytest.mark.parametrize("form", [FORMAT, EARLIER])
@@ -674,17 +671,9 @@ def test_a_share_of_one_ledger_takes_its_settles_from_its_records_whatever_the_f
     engine.consume(LABELS, Usage(5, 0), "c1", T0)
     data: dict[str, Any] = json.loads(json.dumps(engine.export_state()))
     engine = Engine.from_state({**data, "format": form}, global_enabled=True)
-    settle = {"seq": 1, "used": _vector(total_tokens=5), "give_back": []}
-    refused = {
-        "allowance": [[TOKENS, 0]],
-        "global_used": _vector(total_tokens=9),
-        "settled": [0] * VECTOR_SIZE,
-        "seq": 7,
-        "sidecars": 1,
-        "lease_until": 0.0,
-    }
-    engine.apply(decode(_day_record(engine, "share_settling", **settle)))
-    engine.apply(decode(_day_record(engine, "share_synced", **refused)))
+    refused = _synced_args(used=9, settled=0, seq=7)
+    engine.apply(decode(_day_record(engine, "share_settling", _settling_args(1, 5))))
+    engine.apply(decode(_day_record(engine, "share_synced", refused)))
     ledger = engine._ledgers["org"]
     share = engine.shares.of(ledger)
     assert share is not None and share.settling is None
