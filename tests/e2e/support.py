@@ -164,6 +164,12 @@ class Daemon:
         return "".join(self.raw_stderr)
 
 
+def whole_lines(path: Path) -> list[str]:
+    """A file another process appends lines to, as its whole lines so far (the last may
+    be half written while this reads: it counts once its newline is there)."""
+    return path.read_text().split("\n")[:-1]
+
+
 def run_budgetd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`budgetd ARGS` to completion (check-config, start failures)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETD_")}

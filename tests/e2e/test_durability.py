@@ -30,7 +30,7 @@ import pytest
 from budgetd.persistence import snapshot
 from budgetd.persistence.frames import read_frames
 from budgetd.v1 import budget_pb2 as pb
-from tests.e2e.support import REPO, WAIT_S, Daemon
+from tests.e2e.support import REPO, WAIT_S, Daemon, whole_lines
 
 ROUNDS = int(os.environ.get("BUDGETD_KILL_ROUNDS", "20"))
 CLIENTS = 3
@@ -79,7 +79,7 @@ def log_lines(paths: list[Path]) -> list[dict[str, object]]:
     lines = []
     for path in paths:
         if path.exists():
-            lines += [json.loads(line) for line in path.read_text().splitlines()]
+            lines += [json.loads(line) for line in whole_lines(path)]
     return lines
 
 

@@ -32,7 +32,7 @@ from budgetd.scaleout.redis_store import GlobalKey, connect
 from budgetd.scaleout.redis_store import Share as Window
 from budgetd.v1 import budget_pb2 as pb
 from budgetd.v1 import budget_pb2_grpc as rpc
-from tests.e2e.support import REPO, WAIT_S, Daemon
+from tests.e2e.support import REPO, WAIT_S, Daemon, whole_lines
 from tests.redis_server import LocalRedis, require_redis_server
 from tests.waiting import wait_until
 
@@ -54,6 +54,23 @@ def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
     server = LocalRedis(tmp_path / "redis", persistent=True)
     yield server
     server.stop()
+
+
+# Every process a test of this module started: stopped when the test ends, passed or
+# not, so a failed test leaves nothing running into the next.
+_started: list[subprocess.Popen[bytes] | Daemon] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    yield
+    while _started:
+        process = _started.pop()
+        if isinstance(process, Daemon):
+            process.kill()
+        elif process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def sidecar_config(home: Path, url: str, policy: str, **scaleout: object) -> Path:
@@ -83,12 +100,15 @@ def start_sidecars(
     homes = [tmp_path / f"sidecar{i}" for i in range(count)]
     configs = [sidecar_config(home, url, policy, **scaleout) for home in homes]
     started = [Daemon(home, ["--config", str(c)]) for home, c in zip(homes, configs, strict=True)]
+    _started.extend(started)
     return [daemon.start() for daemon in started]
 
 
 def restart(daemon: Daemon) -> Daemon:
     config = daemon.home / "budgetd.toml"
-    return Daemon(daemon.home, ["--config", str(config)]).start()
+    again = Daemon(daemon.home, ["--config", str(config)])
+    _started.append(again)
+    return again.start()
 
 
 def start_clients(
@@ -102,6 +122,7 @@ def start_clients(
         args += [mode, *([until] if until else [])]
         command = [sys.executable, "-m", "tests.e2e.global_client", *args]
         clients.append(subprocess.Popen(command, cwd=REPO))
+    _started.extend(clients)
     return clients
 
 
@@ -111,9 +132,10 @@ def finish(clients: list[subprocess.Popen[bytes]]) -> None:
 
 
 def records(logs: Path) -> list[dict[str, Any]]:
+    """The clients' answers so far (a client may be writing one while this reads)."""
     found = []
     for path in sorted(logs.glob("*.jsonl")):
-        found += [json.loads(line) for line in path.read_text().splitlines()]
+        found += [json.loads(line) for line in whole_lines(path)]
     return found
 
 
