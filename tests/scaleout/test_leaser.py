@@ -95,7 +95,10 @@ class Sidecar:
         self.granted += tokens
 
     async def stop(self, *, give_back: bool = True) -> None:
-        if self.task is not None:
+        if self.task is not None and give_back:  # as the daemon's drain: the round ends
+            self.leaser.stop()
+            await self.task
+        elif self.task is not None:  # as a crash: cut off
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if give_back:

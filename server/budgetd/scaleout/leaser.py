@@ -114,12 +114,13 @@ class Leaser:
         self._round_done = asyncio.Event()
         self._last_error = ""
         self._dropped = 0  # closing shares the engine dropped, as last logged
+        self._stopping = False
 
     # --- the task ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sync every share each interval, for ever (cancelled at shutdown)."""
-        while True:
+        """Sync every share each interval, until `stop` (the round in progress ends)."""
+        while not self._stopping:
             self._wake.clear()
             self._started += 1
             try:
@@ -134,6 +135,13 @@ class Leaser:
             wait = self.settings.sync_interval_s if self.reachable else self._retry_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    def stop(self) -> None:
+        """`run` ends once the round in progress has (its Redis calls answered: a call
+        cut off mid-way may still be carried out by Redis after the final give-back,
+        leasing again what was given back)."""
+        self._stopping = True
+        self._wake.set()
 
     async def wait_for_lease(self, timeout_s: float) -> bool:
         """Wake the task and wait (at most `timeout_s`) for a round that began after

@@ -105,9 +105,14 @@ class Link:
         """Stop the leaser; settle all and give every lease back (bounded), then close."""
         self.runtime.lease_wait = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self.leaser.stop()
+            # (Each Redis call has its deadline: a round ends soon. Only past the bound is
+            # it cut off, a call in flight perhaps carried out by Redis after all.)
+            done, _ = await asyncio.wait({self._task}, timeout=GIVE_BACK_S)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         try:
             await asyncio.wait_for(self.leaser.sync_all(final=True), GIVE_BACK_S)
             log.info("leases given back", extra=fields(redis_calls=self.leaser.calls))
